@@ -1,0 +1,173 @@
+"""The job store's atomic steps, on fakeredis: creation, compare-and-set moves, history, TTL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fakeredis
+import pytest
+
+from worker.errors import IdempotencyConflict, TransitionRefused
+from worker.models import CreditGrant
+from worker.states import ALLOWED, TERMINAL, JobState, can_move, sources_of
+from worker.store import JobStore, Keys
+
+
+def make_grant(key: str = "k1", **overrides: Any) -> CreditGrant:
+    fields: dict[str, Any] = {
+        "idempotency_key": key, "provider": "inveterate", "customer_id": "c1", "amount": "5.00",
+    }  # fmt: skip
+    fields.update(overrides)
+    return CreditGrant.parse(fields)
+
+
+def walk(store: JobStore, key: str, *states: JobState) -> None:
+    for state in states:
+        store.transition(key, state, reason=f"to {state}")
+
+
+def test_create_makes_a_queued_job_with_its_first_history_entry(store: JobStore) -> None:
+    assert store.create(make_grant()).created
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.QUEUED and job.attempts == 0
+    assert [h["to"] for h in job.history] == ["queued"]
+    assert job.to_json()["amount"] == "5.00"
+    assert store.count_by_state()["queued"] == 1
+
+
+def test_same_key_same_payload_is_a_duplicate(store: JobStore) -> None:
+    store.create(make_grant())
+    again = store.create(make_grant(amount="5.0"))
+    assert not again.created and not again.conflict
+    assert store.count_by_state()["queued"] == 1
+
+
+def test_same_key_different_payload_is_a_conflict_naming_the_key(store: JobStore) -> None:
+    store.create(make_grant())
+    with pytest.raises(IdempotencyConflict, match="'k1'"):
+        store.create(make_grant(amount="6.00"))
+    job = store.get("k1")
+    assert job is not None and job.grant_fields["amount"] == "5.00"
+
+
+def test_allowed_moves_append_history_with_from_to_and_attempt(store: JobStore) -> None:
+    store.create(make_grant())
+    store.transition("k1", JobState.SUBMITTING, reason="posting", attempts="incr")
+    store.transition("k1", JobState.SUBMITTED, reason="201", fields={"provider_ref": "e-9"})
+    store.transition("k1", JobState.CONFIRMED, reason="seen in listing")
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.CONFIRMED
+    assert job.provider_ref == "e-9" and job.attempts == 1
+    moves = [(h.get("from"), h["to"], h["attempt"]) for h in job.history]
+    assert moves == [
+        (None, "queued", 0), ("queued", "submitting", 1),
+        ("submitting", "submitted", 1), ("submitted", "confirmed", 1),
+    ]  # fmt: skip
+    assert job.history[1]["reason"] == "posting"
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ((JobState.SUBMITTING, JobState.SUBMITTED, JobState.CONFIRMED), JobState.SUBMITTING),
+        ((JobState.SUBMITTING, JobState.SUBMITTED, JobState.CONFIRMED), JobState.QUEUED),
+        ((JobState.SUBMITTING, JobState.SUBMITTED), JobState.SUBMITTING),
+        ((JobState.SUBMITTING, JobState.SUBMITTED), JobState.QUEUED),
+        ((), JobState.CONFIRMED),
+        ((), JobState.SUBMITTED),
+    ],
+)
+def test_a_job_never_moves_backwards_or_skips(
+    store: JobStore, path: tuple[JobState, ...], target: JobState
+) -> None:
+    store.create(make_grant())
+    walk(store, "k1", *path)
+    before = store.get("k1")
+    with pytest.raises(TransitionRefused):
+        store.transition("k1", target, reason="late worker")
+    after = store.get("k1")
+    assert before is not None and after is not None
+    assert after.state is before.state and len(after.history) == len(before.history)
+
+
+def test_expect_narrows_the_compare_and_set(store: JobStore) -> None:
+    store.create(make_grant())
+    walk(store, "k1", JobState.SUBMITTING)
+    with pytest.raises(TransitionRefused, match="is submitting"):
+        store.transition("k1", JobState.DEAD, reason="x", expect=[JobState.QUEUED])
+
+
+def test_moving_an_unknown_job_is_refused(store: JobStore) -> None:
+    with pytest.raises(TransitionRefused, match="does not exist"):
+        store.transition("ghost", JobState.SUBMITTING, reason="x")
+    assert not store.redis.exists(Keys.job("ghost"))
+
+
+def test_terminal_jobs_get_the_retention_ttl_and_replay_clears_it(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    store = JobStore(fake_redis, ttl_seconds=3600)
+    store.create(make_grant())
+    assert fake_redis.ttl(Keys.job("k1")) == -1
+    store.transition("k1", JobState.REJECTED, reason="400 from provider")
+    assert 0 < fake_redis.ttl(Keys.job("k1")) <= 3600
+    assert 0 < fake_redis.ttl(Keys.history("k1")) <= 3600
+    store.transition("k1", JobState.QUEUED, reason="replay", attempts="reset")
+    assert fake_redis.ttl(Keys.job("k1")) == -1 and fake_redis.ttl(Keys.history("k1")) == -1
+
+
+def test_terminal_index_forgets_jobs_past_retention(fake_redis: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake_redis, ttl_seconds=100)
+    for key in ("old", "new"):
+        store.create(make_grant(key))
+    store.transition("old", JobState.DEAD, reason="x", now=1_000.0)
+    store.transition("new", JobState.DEAD, reason="x", now=1_200.0)
+    assert store.keys_in_state(JobState.DEAD) == ["new"]
+
+
+def test_indexes_follow_the_state_and_find_stuck_jobs(store: JobStore) -> None:
+    for key, at in (("a", 10.0), ("b", 20.0), ("c", 30.0)):
+        store.create(make_grant(key), now=at)
+    store.transition("c", JobState.SUBMITTING, reason="x", now=31.0)
+    assert store.keys_in_state(JobState.QUEUED) == ["a", "b"]
+    assert store.keys_in_state(JobState.QUEUED, entered_before=15.0) == ["a"]
+    assert store.oldest([JobState.QUEUED, JobState.SUBMITTED]) == {
+        "queued": 10.0, "submitted": None,
+    }  # fmt: skip
+    counts = store.count_by_state()
+    assert counts["queued"] == 2 and counts["submitting"] == 1
+
+
+def test_fields_are_set_as_json_and_none_deletes(store: JobStore) -> None:
+    store.create(make_grant())
+    error = {"status": 500, "message": "boom"}
+    store.transition("k1", JobState.SUBMITTING, reason="x", fields={"last_error": error})
+    job = store.get("k1")
+    assert job is not None and job.last_error == error
+    store.transition("k1", JobState.SUBMITTED, reason="x", fields={"last_error": None})
+    job = store.get("k1")
+    assert job is not None and job.last_error is None
+
+
+def test_create_many_reports_created_duplicates_and_conflicts(store: JobStore) -> None:
+    store.create(make_grant("taken"))
+    outcomes = store.create_many(
+        [make_grant("new"), make_grant("new"), make_grant("taken", amount="9.00")]
+    )
+    assert [(o.created, o.conflict) for o in outcomes] == [(True, False), (False, False),
+                                                           (False, True)]  # fmt: skip
+
+
+def test_history_is_json_with_iso_times(store: JobStore) -> None:
+    store.create(make_grant())
+    raw = store.redis.lrange(Keys.history("k1"), 0, -1)
+    entry = json.loads(raw[0])
+    assert entry["at"].endswith("+00:00") and entry["to"] == "queued"
+
+
+def test_the_state_table_is_consistent() -> None:
+    assert all(not ALLOWED[s] for s in TERMINAL if not s.dead_letter)
+    assert sources_of(JobState.QUEUED) == {JobState.SUBMITTING, JobState.REJECTED, JobState.DEAD}
+    assert not can_move(JobState.CONFIRMED, JobState.QUEUED)
+    assert not can_move(JobState.SUBMITTED, JobState.SUBMITTING)

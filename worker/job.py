@@ -1,0 +1,102 @@
+"""The job record as read from Redis, and its public JSON shape (the contract tools rely on)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.models import CreditGrant
+from worker.states import JobState
+
+
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO-8601 UTC with milliseconds; the form every JSON output uses."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One grant's job: the payload as accepted, and where it stands now."""
+
+    idempotency_key: str
+    state: JobState
+    grant_fields: dict[str, Any]
+    fingerprint: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    state_at: float
+    provider_ref: str | None = None
+    last_error: dict[str, Any] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def provider(self) -> str:
+        return str(self.grant_fields["provider"])
+
+    @property
+    def customer_id(self) -> str:
+        return str(self.grant_fields["customer_id"])
+
+    def grant(self) -> CreditGrant:
+        """The stored payload, validated again: a record can be older than today's rules."""
+        return CreditGrant.parse(self.grant_fields)
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str], history: list[str]) -> Job:
+        known = {
+            "grant", "fingerprint", "state", "attempts", "created_at", "updated_at",
+            "state_at", "provider_ref", "last_error", "provider", "customer_id",
+        }  # fmt: skip
+        last_error = fields.get("last_error")
+        grant_fields = json.loads(fields["grant"])
+        return cls(
+            idempotency_key=grant_fields["idempotency_key"],
+            state=JobState(fields["state"]),
+            grant_fields=grant_fields,
+            fingerprint=fields["fingerprint"],
+            attempts=int(fields.get("attempts", 0)),
+            created_at=float(fields["created_at"]),
+            updated_at=float(fields["updated_at"]),
+            state_at=float(fields.get("state_at", fields["updated_at"])),
+            provider_ref=fields.get("provider_ref") or None,
+            last_error=json.loads(last_error) if last_error else None,
+            extra={k: v for k, v in fields.items() if k not in known},
+            history=[json.loads(entry) for entry in history],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's job JSON: amount stays a decimal string, times are ISO-8601 UTC."""
+        out: dict[str, Any] = {
+            "idempotency_key": self.idempotency_key,
+            "state": self.state.value,
+            "provider": self.provider,
+            "customer_id": self.customer_id,
+            "amount": self.grant_fields["amount"],
+            "currency_code": self.grant_fields.get("currency_code"),
+            "note": self.grant_fields.get("note"),
+            "force": self.grant_fields.get("force", False),
+            "credit_type": self.grant_fields.get("credit_type"),
+            "attempts": self.attempts,
+            "provider_ref": self.provider_ref,
+            "last_error": self.last_error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+        for name, value in sorted(self.extra.items()):
+            out[name] = _decode_extra(value)
+        out["history"] = self.history
+        return out
+
+
+def _decode_extra(value: str) -> Any:
+    """Extra fields are written as JSON by the pipeline; anything else is kept as text."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,325 @@
+"""``CreditGrant``: what a producer hands over, and every rule a grant must pass.
+
+The rules are one pure function, ``check_grant``, so the producer and the worker
+(a message can bypass the producer) apply exactly the same checks. Each failure
+is an ``InvalidGrant`` whose one-line message names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from worker.errors import InvalidGrant
+from worker.settings import get_settings
+
+IDEMPOTENCY_KEY_MAX = 200
+CUSTOMER_ID_MAX = 100
+# Chargebee customer ids are at most 50 characters.
+CHARGEBEE_CUSTOMER_ID_MAX = 50
+# Chargebee's description is at most 250 characters; the note leaves room for the
+# marker that lets creditq recognise its own credit in the listing.
+NOTE_MAX = 200
+
+_CURRENCY_SHAPE = re.compile(r"^[A-Z]{3}$")
+# ISO 4217 minor units where they differ from the usual 2.
+_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
+
+
+class Provider(StrEnum):
+    INVETERATE = "inveterate"
+    CHARGEBEE = "chargebee"
+
+
+class CreditType(StrEnum):
+    GENERAL = "general"
+    REFERRAL_REWARDS = "referral_rewards"
+    LOYALTY_CREDITS = "loyalty_credits"
+
+
+def minor_units(currency_code: str) -> int:
+    """Decimals the currency allows (ISO 4217); 2 for a well-shaped code we do not list."""
+    return _MINOR_UNITS.get(currency_code, 2)
+
+
+FIELDS = (
+    "idempotency_key",
+    "provider",
+    "customer_id",
+    "amount",
+    "note",
+    "force",
+    "currency_code",
+    "credit_type",
+)
+
+
+def _text(raw: Mapping[str, Any], field: str, *, required: bool) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise InvalidGrant(field, "is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidGrant(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _has_control(value: str) -> bool:
+    return any(not ch.isprintable() for ch in value)
+
+
+def check_idempotency_key(value: str | None) -> str:
+    if not value:
+        raise InvalidGrant("idempotency_key", "must not be empty")
+    if len(value) > IDEMPOTENCY_KEY_MAX:
+        raise InvalidGrant("idempotency_key", f"must be at most {IDEMPOTENCY_KEY_MAX} characters")
+    if _has_control(value) or any(ch.isspace() for ch in value):
+        raise InvalidGrant(
+            "idempotency_key", "must be printable, without whitespace or control characters"
+        )
+    return value
+
+
+def check_customer_id(value: str | None, provider: Provider) -> str:
+    if not value:
+        raise InvalidGrant("customer_id", "must not be empty")
+    limit = CHARGEBEE_CUSTOMER_ID_MAX if provider is Provider.CHARGEBEE else CUSTOMER_ID_MAX
+    if len(value) > limit:
+        raise InvalidGrant("customer_id", f"must be at most {limit} characters for {provider}")
+    if _has_control(value) or any(ch.isspace() for ch in value):
+        raise InvalidGrant("customer_id", "must not contain whitespace or control characters")
+    # The id goes into a URL path: a "/" or ".." would address another resource.
+    if "/" in value or ".." in value:
+        raise InvalidGrant("customer_id", "must not contain '/' or '..'")
+    return value
+
+
+def parse_amount(value: object) -> Decimal:
+    """Money arrives as Decimal, int or string; a float is refused because 0.1 is not exact."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidGrant("amount", "is required and must be a decimal number")
+    if isinstance(value, float):
+        raise InvalidGrant("amount", "must be a Decimal, an int or a string, never a float")
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidGrant("amount", f"{value[:40]!r} is not a decimal number") from None
+    else:
+        raise InvalidGrant("amount", f"must be a decimal number, got {type(value).__name__}")
+    if not amount.is_finite():
+        raise InvalidGrant("amount", "must be a finite number")
+    return amount
+
+
+def check_amount(amount: Decimal, currency_code: str, provider: Provider) -> Decimal:
+    if amount.is_zero():
+        raise InvalidGrant("amount", "must not be zero")
+    places = minor_units(currency_code)
+    exponent = amount.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # finite, checked by parse_amount
+    if -exponent > places:
+        raise InvalidGrant(
+            "amount", f"has more than {places} decimal places, the most {currency_code} allows"
+        )
+    ceiling = get_settings().max_amount
+    if abs(amount) > ceiling:
+        raise InvalidGrant("amount", f"must be within +/-{ceiling} (CREDITQ_MAX_AMOUNT)")
+    if amount.as_tuple().exponent > 0:  # type: ignore[operator]
+        # "1E+2" is a valid spelling of 100; store and send the plain form.
+        amount = amount.quantize(Decimal(1))
+    if amount < 0 and provider is Provider.CHARGEBEE:
+        # promotional_credits/add only adds. A deduct can fail on the customer's
+        # balance and is a different operation, so creditq refuses it outright.
+        raise InvalidGrant("amount", "must be positive for chargebee: creditq only adds credit")
+    return amount
+
+
+def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a raw grant; return its normalised fields or raise ``InvalidGrant``."""
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise InvalidGrant(unknown[0], "is not a field of a credit grant")
+    key = check_idempotency_key(_text(raw, "idempotency_key", required=True))
+    provider_name = _text(raw, "provider", required=True)
+    try:
+        provider = Provider(provider_name)
+    except ValueError:
+        choices = ", ".join(p.value for p in Provider)
+        raise InvalidGrant("provider", f"must be one of {choices}, got {provider_name!r}") from None
+    customer_id = check_customer_id(_text(raw, "customer_id", required=True), provider)
+
+    currency = _text(raw, "currency_code", required=False)
+    if currency is None:
+        currency = get_settings().default_currency
+    currency = currency.strip().upper()
+    if not _CURRENCY_SHAPE.match(currency):
+        raise InvalidGrant("currency_code", "must be three letters (ISO 4217), e.g. USD")
+    amount = check_amount(parse_amount(raw.get("amount")), currency, provider)
+
+    note = _text(raw, "note", required=False)
+    if note is not None:
+        if len(note) > NOTE_MAX:
+            raise InvalidGrant("note", f"must be at most {NOTE_MAX} characters")
+        if _has_control(note):
+            raise InvalidGrant("note", "must not contain control characters")
+
+    force = raw.get("force", False)
+    if force is None:
+        force = False
+    if not isinstance(force, bool):
+        raise InvalidGrant("force", "must be true or false")
+    if force and provider is not Provider.INVETERATE:
+        raise InvalidGrant("force", "applies to inveterate only")
+
+    credit_type_name = _text(raw, "credit_type", required=False)
+    credit_type: CreditType | None = None
+    if provider is Provider.CHARGEBEE:
+        try:
+            credit_type = CreditType(credit_type_name or CreditType.GENERAL)
+        except ValueError:
+            choices = ", ".join(c.value for c in CreditType)
+            raise InvalidGrant("credit_type", f"must be one of {choices}") from None
+    elif credit_type_name is not None:
+        raise InvalidGrant("credit_type", "applies to chargebee only")
+
+    return {
+        "idempotency_key": key,
+        "provider": provider,
+        "customer_id": customer_id,
+        "amount": amount,
+        "note": note,
+        "force": force,
+        "currency_code": currency,
+        "credit_type": credit_type,
+    }
+
+
+class CreditGrant(BaseModel):
+    """One store-credit grant, identified by the producer's idempotency key.
+
+    Construct it like any pydantic model; a fault raises ``InvalidGrant`` (one
+    line, naming the field), not pydantic's multi-line ``ValidationError``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    idempotency_key: str
+    provider: Provider
+    customer_id: str
+    amount: Decimal
+    note: str | None = None
+    force: bool = False
+    currency_code: str
+    credit_type: CreditType | None = None
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _one_line(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> CreditGrant:  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _one_line(exc) from None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | CreditGrant) -> CreditGrant:
+        if isinstance(raw, CreditGrant):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise InvalidGrant("", f"a credit grant must be a mapping, got {type(raw).__name__}")
+        return cls(**raw)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checked(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise InvalidGrant("", "a credit grant must be a mapping")
+        return check_grant(data)
+
+    def to_message(self) -> dict[str, Any]:
+        """The grant as JSON-safe fields (amount as an exact decimal string)."""
+        return {
+            "idempotency_key": self.idempotency_key,
+            "provider": self.provider.value,
+            "customer_id": self.customer_id,
+            "amount": str(self.amount),
+            "note": self.note,
+            "force": self.force,
+            "currency_code": self.currency_code,
+            "credit_type": self.credit_type.value if self.credit_type else None,
+        }
+
+    @property
+    def marker(self) -> str:
+        """A short tag derived from the key, carried in the note (Inveterate) and the
+        reference (Chargebee) so the credit can be recognised in the provider's listing."""
+        return marker_for(self.idempotency_key)
+
+    def fingerprint(self) -> str:
+        """A digest of the payload: equal for the same grant, whatever the amount's spelling.
+
+        ``10.0`` and ``10.00`` are the same money, so the amount is normalised first.
+        """
+        fields = self.to_message()
+        fields["amount"] = format(self.amount.normalize(), "f")
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+MARKER_PREFIX = "cq-"
+
+
+def marker_for(idempotency_key: str) -> str:
+    """``cq-`` and 16 hex digits of the key's SHA-256: short, stable, URL- and form-safe."""
+    return MARKER_PREFIX + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+
+
+def _one_line(exc: ValidationError) -> InvalidGrant:
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, InvalidGrant):
+        return cause
+    field = ".".join(str(part) for part in error["loc"])
+    return InvalidGrant(field, error["msg"])

@@ -1,0 +1,261 @@
+"""The Redis job store: one hash per job, its history, and one sorted set per state.
+
+Every change of state is a Lua compare-and-set, so two workers racing on one
+job can never both win, and no move outside ``worker.states.ALLOWED`` can
+happen. The per-state sorted sets (score: when the job entered the state) make
+counting, the DLQ and the reconciler's "stuck since" queries range reads
+instead of scans, the way rq keeps one registry per state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.errors import IdempotencyConflict, TransitionRefused
+from worker.job import Job, iso
+from worker.models import CreditGrant
+from worker.settings import get_settings
+from worker.states import JobState, sources_of
+
+PREFIX = "creditq"
+HISTORY_LIMIT = 200  # a job that needs more moves than this has a bug; keep memory bounded
+
+
+class Keys:
+    """The one place Redis key names are spelled."""
+
+    @staticmethod
+    def job(idempotency_key: str) -> str:
+        return f"{PREFIX}:job:{idempotency_key}"
+
+    @staticmethod
+    def history(idempotency_key: str) -> str:
+        return f"{PREFIX}:job:{idempotency_key}:history"
+
+    INDEX_PREFIX = f"{PREFIX}:state:"
+
+    @staticmethod
+    def index(state: JobState) -> str:
+        return f"{Keys.INDEX_PREFIX}{state.value}"
+
+
+# KEYS: job, history, queued index. ARGV: fingerprint, grant json, now, now iso,
+# provider, customer id, idempotency key. Returns 1 created, 0 duplicate, -1 conflict.
+_CREATE = """
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+if fp then
+  if fp == ARGV[1] then return 0 end
+  return -1
+end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', 'queued',
+  'attempts', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
+  'provider', ARGV[5], 'customer_id', ARGV[6])
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[4], to='queued', reason='enqueued', attempt=0}))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
+return 1
+"""
+
+# KEYS: job, history. ARGV: 1 idempotency key, 2 target state, 3 allowed sources
+# (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|reset,
+# 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11.. field/value
+# pairs ('' deletes). Returns {1, previous state} or {0, current state or ''}.
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[3], '%S+') do
+  if s == state then allowed = true end
+end
+if not allowed then return {0, state} end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if ARGV[7] == 'incr' then attempts = attempts + 1 elseif ARGV[7] == 'reset' then attempts = 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'attempts', attempts,
+  'updated_at', ARGV[4], 'state_at', ARGV[4])
+for i = 11, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[5], from=state, to=ARGV[2],
+  reason=ARGV[6], attempt=attempts}))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
+redis.call('ZREM', ARGV[9] .. state, ARGV[1])
+redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
+local ttl = tonumber(ARGV[8])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('ZREMRANGEBYSCORE', ARGV[9] .. ARGV[2], '-inf', tonumber(ARGV[4]) - ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+return {1, state}
+"""
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    """What one atomic create did: ``created`` False means an identical grant already existed."""
+
+    idempotency_key: str
+    created: bool
+    conflict: bool = False
+
+
+class JobStore:
+    """Jobs in Redis. Construct with a client that decodes responses (``from_url`` does)."""
+
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int | None = None) -> None:
+        self.redis = client
+        self.ttl_seconds = (
+            ttl_seconds if ttl_seconds is not None else get_settings().job_ttl_seconds
+        )
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
+        client = redis.Redis.from_url(url or get_settings().redis_url, decode_responses=True)
+        return cls(client, **kwargs)
+
+    # -- creating -----------------------------------------------------------------
+
+    def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
+        key = grant.idempotency_key
+        keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED)]
+        payload = json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
+        args = [grant.fingerprint(), payload, repr(now), iso(now), grant.provider.value,
+                grant.customer_id, key]  # fmt: skip
+        return keys, args
+
+    def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
+        """Create the job ``queued``, or recognise the identical grant; refuse a different one."""
+        keys, args = self._create_args(grant, time.time() if now is None else now)
+        outcome = self._outcome(grant.idempotency_key, int(self._create(keys=keys, args=args)))
+        if outcome.conflict:
+            raise IdempotencyConflict(grant.idempotency_key)
+        return outcome
+
+    def create_many(self, grants: Sequence[CreditGrant]) -> list[CreateOutcome]:
+        """One round trip for the whole batch; each grant is still its own atomic step.
+
+        Conflicts are reported in the outcomes, not raised: the other grants of the
+        batch are already written and their callers need them published.
+        """
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for grant in grants:
+            keys, args = self._create_args(grant, now)
+            self._create(keys=keys, args=args, client=pipe)
+        results = pipe.execute()
+        return [
+            self._outcome(g.idempotency_key, int(r)) for g, r in zip(grants, results, strict=True)
+        ]
+
+    @staticmethod
+    def _outcome(key: str, code: int) -> CreateOutcome:
+        return CreateOutcome(key, created=code == 1, conflict=code == -1)
+
+    def fingerprints(self, keys: Iterable[str]) -> dict[str, str | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        keys = list(keys)
+        for key in keys:
+            pipe.hget(Keys.job(key), "fingerprint")
+        return dict(zip(keys, pipe.execute(), strict=True))
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, idempotency_key: str) -> Job | None:
+        return self.get_many([idempotency_key])[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[Job | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(Keys.job(key))
+            pipe.lrange(Keys.history(key), 0, -1)
+        replies = pipe.execute()
+        jobs: list[Job | None] = []
+        for fields, history in zip(replies[::2], replies[1::2], strict=True):
+            jobs.append(Job.from_redis(fields, history) if fields else None)
+        return jobs
+
+    def count_by_state(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in JobState:
+            pipe.zcard(Keys.index(state))
+        return {state.value: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
+
+    def oldest(self, states: Iterable[JobState]) -> dict[str, float | None]:
+        """When the longest-waiting job of each state entered it (epoch seconds), or None."""
+        states = list(states)
+        pipe = self.redis.pipeline(transaction=False)
+        for state in states:
+            pipe.zrange(Keys.index(state), 0, 0, withscores=True)
+        return {
+            state.value: (float(first[0][1]) if first else None)
+            for state, first in zip(states, pipe.execute(), strict=True)
+        }
+
+    def keys_in_state(
+        self, state: JobState, *, entered_before: float | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Keys of jobs in ``state``, oldest first; ``entered_before`` finds the stuck ones."""
+        high = "+inf" if entered_before is None else repr(entered_before)
+        return list(self.redis.zrangebyscore(Keys.index(state), "-inf", high, start=0, num=limit))
+
+    # -- moving -------------------------------------------------------------------
+
+    def transition(
+        self,
+        idempotency_key: str,
+        target: JobState,
+        *,
+        reason: str,
+        expect: Iterable[JobState] | None = None,
+        attempts: str = "keep",
+        fields: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> JobState:
+        """Move the job to ``target`` if it is in an allowed source state; return where it was.
+
+        ``expect`` narrows the sources further (a caller that saw ``submitting``
+        says so, and loses the race if another worker moved the job first).
+        ``fields`` are set on the job (``None`` deletes; non-strings are stored as
+        JSON). Raises ``TransitionRefused`` when the compare-and-set fails.
+        """
+        if attempts not in ("keep", "incr", "reset"):
+            raise ValueError(f"attempts must be keep, incr or reset, not {attempts!r}")
+        sources = sources_of(target)
+        if expect is not None:
+            sources = sources & frozenset(expect)
+        now = time.time() if now is None else now
+        args: list[Any] = [
+            idempotency_key, target.value, " ".join(sorted(s.value for s in sources)),
+            repr(now), iso(now), reason, attempts,
+            self.ttl_seconds if target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
+        ]  # fmt: skip
+        for name, value in (fields or {}).items():
+            args += [name, _encode_field(value)]
+        done, previous = self._transition(
+            keys=[Keys.job(idempotency_key), Keys.history(idempotency_key)], args=args
+        )
+        if not int(done):
+            raise TransitionRefused(idempotency_key, previous or None, target.value)
+        return JobState(previous)
+
+
+def _encode_field(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str)
