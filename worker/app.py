@@ -6,8 +6,11 @@ Choices, each for the exactly-once guarantee or for operators:
   leaves its message unacknowledged, so it is delivered again (the store's
   compare-and-set and the per-job lease make the second delivery safe), and a
   worker never hoards messages another could run.
-- Task events on, so Flower sees every task; the arguments are the grant's
-  non-secret fields, readable there.
+- Worker task events on, so Flower sees every task from the moment a worker
+  receives it; the arguments are the grant's non-secret fields, readable there.
+  The producer's "task-sent" event is off: it costs 40% of the enqueue rate
+  (measured, benchmarks/enqueue.py), and grants still waiting are counted by
+  ``creditq stats`` and found by ``creditq status``.
 - The Redis visibility timeout (``CREDITQ_VISIBILITY_TIMEOUT_SECONDS``, default
   3600 s) is how long an unacknowledged message waits before redelivery. Every
   countdown creditq schedules stays below it (backoff is capped by
@@ -46,7 +49,7 @@ def create_app() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         task_default_queue=ISSUE_QUEUE,
         task_queues=[Queue(ISSUE_QUEUE), Queue(CONFIRM_QUEUE), Queue(RECONCILE_QUEUE)],
         task_routes={

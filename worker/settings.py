@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         default=None, description="Site root; defaults to https://{site}.chargebee.com."
     )
     chargebee_business_entity_id: str | None = None
+    chargebee_amount_in_decimal: bool = Field(
+        default=False,
+        description="Send amount_in_decimal instead of minor units (multi-decimal sites).",
+    )
 
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_base_seconds: float = Field(default=2.0, gt=0)

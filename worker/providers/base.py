@@ -1,0 +1,155 @@
+"""The shared interface every provider client implements, and the values it trades in.
+
+Tasks only see this module: ``submit`` a grant, read a ``ListingPage``, ``check`` a key.
+A failure is always a ``ProviderError`` whose ``outcome`` says what the task may do next
+(the table lives in ``worker.providers.errors``), so no task ever inspects HTTP itself.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+from worker.models import CreditGrant, Provider
+
+MESSAGE_MAX = 300
+
+
+class Outcome(StrEnum):
+    """What a failed call means for the credit, which decides the next move of the job."""
+
+    PERMANENT = "permanent"  # refused for good (4xx): retrying cannot help; DLQ with the message
+    NOT_APPLIED = "not_applied"  # surely not applied (never sent, 429): safe to POST again
+    AMBIGUOUS = "ambiguous"  # may have applied (5xx, read timeout): reconcile before any new POST
+
+
+def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
+    """Collapse whitespace and truncate: provider text ends up in one-line logs and job records."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class ProviderError(Exception):
+    """A provider call failed. Carries only the provider's own message, never headers or keys."""
+
+    def __init__(
+        self,
+        provider: Provider | str,
+        outcome: Outcome,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.provider = str(provider)
+        self.outcome = outcome
+        self.status = status
+        self.message = one_line(message)
+        self.retry_after = retry_after
+        self.code = code
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no response"
+        extra = f", retry after {self.retry_after:g}s" if self.retry_after is not None else ""
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.provider} {where} ({self.outcome}{extra}){code}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles exceptions across processes; keep the keyword arguments.
+        return (
+            _rebuild_error,
+            (self.provider, self.outcome, self.message, self.status, self.retry_after, self.code),
+        )
+
+    def __repr__(self) -> str:
+        return f"ProviderError({self._render()!r})"
+
+
+def _rebuild_error(
+    provider: str,
+    outcome: Outcome,
+    message: str,
+    status: int | None,
+    retry_after: float | None,
+    code: str | None,
+) -> ProviderError:
+    return ProviderError(
+        provider, outcome, message, status=status, retry_after=retry_after, code=code
+    )
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One credit as the provider's listing shows it, normalised across providers.
+
+    ``ref`` is the provider's entry id, or a stable synthetic one when the listing has no id,
+    so that "claimed by one job only" can be recorded. ``marker`` is the ``cq-`` tag found in
+    the entry's text, or None when the provider does not echo it (then matching falls back
+    to customer + amount + time).
+    """
+
+    ref: str
+    customer_id: str | None
+    amount: Decimal
+    created_at: datetime | None
+    text: str | None = None
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing, newest first; ``next_cursor`` is None on the last page."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """A 2xx answer to a grant. ``replayed``: the provider answered from its idempotency
+    record (Chargebee), so this call applied nothing new."""
+
+    status: int
+    provider_ref: str | None
+    replayed: bool
+    summary: str
+
+
+class ProviderClient(abc.ABC):
+    """One provider account over one pooled HTTP client. Use it as a context manager."""
+
+    name: Provider
+
+    @abc.abstractmethod
+    def submit(self, grant: CreditGrant) -> SubmitResult:
+        """Send the grant once. Raises ``ProviderError`` whose outcome says what to do next."""
+
+    @abc.abstractmethod
+    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+        """One page of the credit listing, newest first; cursor None for the first page."""
+
+    @abc.abstractmethod
+    def check(self) -> str:
+        """Prove the key works with a cheap read; return a verdict, raise ``ProviderError``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release pooled connections."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

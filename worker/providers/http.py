@@ -1,0 +1,168 @@
+"""The HTTP policy both provider clients share: timeouts, pooling, User-Agent, auth that keeps
+the key a ``SecretStr`` until the moment of sending, and turning failures into ``ProviderError``.
+
+Each client is thin policy over this (the httpx habit from STYLE.md): tests swap the
+transport (respx), never patch internals.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Generator, Mapping
+from decimal import Decimal
+from importlib import metadata
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from worker.models import Provider
+from worker.providers.base import Outcome, ProviderClient, ProviderError
+from worker.providers.errors import classify_exception, classify_response
+
+# Connecting is quick or it is failing: a short connect timeout turns a dead host into a
+# fast NOT_APPLIED (nothing was sent) instead of eating the whole read budget.
+CONNECT_TIMEOUT_MAX = 5.0
+DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5, keepalive_expiry=30)
+
+
+def user_agent() -> str:
+    try:
+        version = metadata.version("creditq")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return f"creditq/{version}"
+
+
+def make_timeout(seconds: float) -> httpx.Timeout:
+    """Explicit per-phase timeouts: ``seconds`` for read/write/pool, at most 5 s to connect."""
+    return httpx.Timeout(
+        connect=min(CONNECT_TIMEOUT_MAX, seconds), read=seconds, write=seconds, pool=seconds
+    )
+
+
+class HeaderKeyAuth(httpx.Auth):
+    """Puts the key in one header at send time (Inveterate's ``X-Inveterate-Api-Key``)."""
+
+    def __init__(self, header: str, key: SecretStr) -> None:
+        self._header = header
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._header] = self._key.get_secret_value()
+        yield request
+
+    def __repr__(self) -> str:
+        return f"HeaderKeyAuth({self._header!r}, **********)"
+
+
+class BasicKeyAuth(httpx.Auth):
+    """HTTP Basic with the key as user name and an empty password (Chargebee)."""
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = basic_header(self._key)
+        yield request
+
+    def __repr__(self) -> str:
+        return "BasicKeyAuth(**********)"
+
+
+def basic_header(key: SecretStr) -> str:
+    token = base64.b64encode(f"{key.get_secret_value()}:".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def parse_json(content: bytes) -> Any:
+    """JSON with every non-integer number as an exact Decimal: money never passes a float."""
+    return json.loads(content, parse_float=Decimal)
+
+
+class HttpProviderClient(ProviderClient):
+    """A pooled ``httpx.Client`` plus the one place that sends and classifies."""
+
+    def __init__(
+        self,
+        name: Provider,
+        base_url: str,
+        auth: httpx.Auth,
+        secret: SecretStr,
+        timeout: float,
+        *,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._secret = secret
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=auth,
+            timeout=make_timeout(timeout),
+            limits=limits or DEFAULT_LIMITS,
+            transport=transport,
+            headers={"User-Agent": user_agent(), "Accept": "application/json"},
+            # A redirect would replay a POST somewhere else; a provider never needs one.
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send once (no retries here: retrying is the task's decision, from the outcome)."""
+        try:
+            response = self._http.request(
+                method, path, params=params, content=content, headers=headers
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._scrub(classify_exception(self.name, exc)) from None
+        error = classify_response(self.name, response)
+        if error is not None:
+            raise self._scrub(error)
+        return response
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return parse_json(response.content)
+        except ValueError:
+            raise ProviderError(
+                self.name,
+                Outcome.AMBIGUOUS,
+                f"{response.status_code} answer was not JSON",
+                status=response.status_code,
+            ) from None
+
+    def _scrub(self, error: ProviderError) -> ProviderError:
+        """A provider may echo what it was sent; make sure the key never rides out in text."""
+        secret = self._secret.get_secret_value()
+        if not secret:
+            return error
+        forms = {secret, basic_header(self._secret).split(" ", 1)[1]}
+        message = error.message
+        for form in forms:
+            message = message.replace(form, "**********")
+        if message == error.message:
+            return error
+        return ProviderError(
+            error.provider,
+            error.outcome,
+            message,
+            status=error.status,
+            retry_after=error.retry_after,
+            code=error.code,
+        )

@@ -1,0 +1,211 @@
+"""Speaks Inveterate's public API v2.0 (docs/wire.md): add credit, list credits, check the key.
+
+Inveterate has no idempotency key, so exactly-once rests on two things here: the body is the
+same bytes every time, and the note carries the grant's marker so the listing can show
+whether an ambiguous POST landed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from worker.models import MARKER_PREFIX, CreditGrant, Provider
+from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult, one_line
+from worker.providers.http import HeaderKeyAuth, HttpProviderClient
+from worker.settings import Settings
+
+API_KEY_HEADER = "X-Inveterate-Api-Key"
+MARKER_PATTERN = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{16}")
+_ENTRY_LIST_KEYS = ("credits", "entries", "items", "results")
+
+
+def credit_note(grant: CreditGrant) -> str:
+    """``"<note> [<marker>]"``, or ``"[<marker>]"``: the marker is how the listing names us."""
+    tag = f"[{grant.marker}]"
+    return f"{grant.note} {tag}" if grant.note else tag
+
+
+def credit_body(grant: CreditGrant) -> bytes:
+    """The POST body, written by hand so the Decimal goes out digit for digit (never a float).
+
+    ``force`` is sent only when true: the seed documents it for negative amounts only.
+    """
+    parts = [f'"amount": {format(grant.amount, "f")}', f'"note": {json.dumps(credit_note(grant))}']
+    if grant.force:
+        parts.append('"force": true')
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+def find_marker(text: str | None) -> str | None:
+    if not text:
+        return None
+    found = MARKER_PATTERN.search(text)
+    return found.group(0) if found else None
+
+
+def parse_credit_listing(payload: Any, customer_id: str) -> ListingPage:
+    """Read one page of ``GET /admin/members/{id}/credits``, whatever its exact shape.
+
+    The seed shows only the envelope ``{"message", "data": {}}``; v1 docs describe an entry as
+    ``{amount, createdAt, newBalance, reason}``. docs/wire.md settles on
+    ``data = {"credits": [ENTRY...], "lastCreditEntry": cursor|null}``, ENTRY carrying
+    ``id, amount, createdAt, newBalance, reason`` and maybe ``note``. Because the real API
+    may differ, this accepts:
+
+    * ``data`` as a bare list of entries, or a dict holding them under ``credits``,
+      ``entries``, ``items`` or ``results`` (a bare list payload is treated as ``data``);
+    * the cursor ``lastCreditEntry`` in ``data`` or at the top level (non-string cursors are
+      kept as their JSON text, so they round-trip);
+    * an entry without ``id`` (or ``_id``): its ref is a hash of createdAt+amount+newBalance,
+      stable across reads so a claim on it holds;
+    * ``createdAt`` as ISO-8601 or epoch seconds/milliseconds; ``amount`` as number or string.
+
+    The note is optional: ``text`` joins ``note`` and ``reason``; with no marker in it,
+    matching falls back to amount and time. Entries whose amount cannot be read are skipped
+    (they cannot match a grant), never guessed.
+    """
+    data = payload.get("data", payload) if isinstance(payload, Mapping) else payload
+    raw_entries: Any = data
+    cursor: Any = None
+    if isinstance(data, Mapping):
+        raw_entries = next((data[k] for k in _ENTRY_LIST_KEYS if k in data), [])
+        cursor = data.get("lastCreditEntry")
+    if cursor is None and isinstance(payload, Mapping):
+        cursor = payload.get("lastCreditEntry")
+    entries = [
+        entry
+        for item in (raw_entries if isinstance(raw_entries, list) else [])
+        if isinstance(item, Mapping) and (entry := _entry(item, customer_id)) is not None
+    ]
+    if cursor is not None and not isinstance(cursor, str):
+        cursor = json.dumps(cursor, default=str, separators=(",", ":"))
+    # An empty page with a cursor would page forever: no entries means no further progress.
+    return ListingPage(entries=entries, next_cursor=(cursor or None) if entries else None)
+
+
+def _entry(item: Mapping[str, Any], customer_id: str) -> LedgerEntry | None:
+    amount = _decimal(item.get("amount"))
+    if amount is None:
+        return None
+    texts = [str(item[k]) for k in ("note", "reason") if item.get(k) not in (None, "")]
+    text = " | ".join(texts) or None
+    ref = item.get("id", item.get("_id"))
+    if ref is None or ref == "":
+        basis = f"{item.get('createdAt')}|{item.get('amount')}|{item.get('newBalance')}"
+        ref = "syn-" + hashlib.sha256(basis.encode()).hexdigest()[:24]
+    return LedgerEntry(
+        ref=str(ref),
+        customer_id=customer_id,
+        amount=amount,
+        created_at=_timestamp(item.get("createdAt")),
+        text=text,
+        marker=find_marker(text),
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        amount = Decimal(value) if isinstance(value, Decimal | int | str) else None
+    except InvalidOperation:
+        return None
+    return amount if amount is not None and amount.is_finite() else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | Decimal):
+        seconds = float(value)
+        if seconds > 1e11:  # milliseconds since the epoch
+            seconds /= 1000
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())  # 3.11 reads "Z"
+        except ValueError:
+            return None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+class InveterateClient(HttpProviderClient):
+    """``base_url`` is the API root (``https://public.inveterateapi.com``); paths add /v2.0."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        timeout: float,
+        *,
+        limits: httpx.Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            Provider.INVETERATE,
+            base_url,
+            HeaderKeyAuth(API_KEY_HEADER, api_key),
+            api_key,
+            timeout,
+            limits=limits,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> InveterateClient:
+        return cls(
+            settings.inveterate_base_url,
+            settings.inveterate_key(),
+            settings.http_timeout_seconds,
+            **kwargs,
+        )
+
+    @staticmethod
+    def credits_path(customer_id: str) -> str:
+        # quote(safe=""): a "/" or "?" in an id must stay inside the path segment.
+        return f"/v2.0/admin/members/{quote(customer_id, safe='')}/credits"
+
+    def submit(self, grant: CreditGrant) -> SubmitResult:
+        response = self._request(
+            "POST",
+            self.credits_path(grant.customer_id),
+            content=credit_body(grant),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            payload = self._json(response) if response.content else {}
+        except ProviderError:  # a 201 is an acceptance whatever its body says
+            payload = {}
+        data = payload.get("data") if isinstance(payload, Mapping) else None
+        ref = data.get("id") if isinstance(data, Mapping) else None
+        message = payload.get("message") if isinstance(payload, Mapping) else None
+        return SubmitResult(
+            status=response.status_code,
+            provider_ref=str(ref) if ref not in (None, "") else None,
+            replayed=False,
+            summary=one_line(str(message)) if message else f"HTTP {response.status_code}",
+        )
+
+    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+        if not customer_id:
+            raise ValueError("inveterate lists credits per customer: customer_id is required")
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["lastCreditEntry"] = cursor  # exactly as received; httpx percent-encodes it
+        response = self._request("GET", self.credits_path(customer_id), params=params)
+        return parse_credit_listing(self._json(response), customer_id)
+
+    def check(self) -> str:
+        response = self._request("GET", "/v2.0/merchant")
+        return f"key accepted by {self.base_url}/v2.0/merchant (HTTP {response.status_code})"
