@@ -1,3 +1,3 @@
 """Shared fixtures live in tests/fixtures/, one module per real part."""
 
-pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.celery"]
+pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.celery", "tests.fixtures.sandbox"]

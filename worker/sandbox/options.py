@@ -1,0 +1,60 @@
+"""The sandbox's knobs, one frozen value read once per request.
+
+Changing an option (``Sandbox.configure`` or ``POST /_sandbox/config``) swaps the
+whole value, so a request never sees half of an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_INVETERATE_KEY = "sandbox-inveterate-key"
+DEFAULT_CHARGEBEE_KEY = "test_sandbox_chargebee_key"
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Behaviour of the fake providers.
+
+    lag:             seconds before an applied credit shows in the listings (0: at once);
+                     both providers document that a write "may take a while" to show.
+    latency:         fixed delay added to every provider call, in seconds.
+    page_size:       server-side cap on a listing page whatever ``limit`` asks (None: no cap),
+                     to force many small pages.
+    rate_limit:      calls allowed per ``rate_window`` seconds and provider (None: unlimited);
+                     GETs and POSTs count alike, as Chargebee counts them.
+    rate_window:     length of the sliding window, seconds (default 60: both providers
+                     state their budgets per minute).
+    inveterate_key:  the only value of ``X-Inveterate-Api-Key`` accepted.
+    chargebee_key:   the only Basic-auth user name accepted by the Chargebee API.
+    echo_notes:      Inveterate listings carry the note (True) or omit it and say
+                     "Admin credit" (False), which forces clients to match by amount and time.
+    hold:            seconds a ``timeout_after`` fault holds the reply (default 2 s, longer than
+                     a test client's read timeout).
+    idempotency_ttl: seconds Chargebee remembers an idempotency key (30 minutes, as documented;
+                     0 turns the record off to exercise a client's own reconciliation).
+    """
+
+    lag: float = 0.0
+    latency: float = 0.0
+    page_size: int | None = None
+    rate_limit: int | None = None
+    rate_window: float = 60.0
+    inveterate_key: str = DEFAULT_INVETERATE_KEY
+    chargebee_key: str = DEFAULT_CHARGEBEE_KEY
+    echo_notes: bool = True
+    hold: float = 2.0
+    idempotency_ttl: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("lag", "latency", "hold", "idempotency_ttl"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.rate_window <= 0:
+            raise ValueError("rate_window must be positive")
+        if self.page_size is not None and self.page_size < 1:
+            raise ValueError("page_size must be at least 1 (or None for no cap)")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError("rate_limit must be at least 1 (or None for no limit)")
+        if not self.inveterate_key or not self.chargebee_key:
+            raise ValueError("the sandbox's API keys must not be empty")
