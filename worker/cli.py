@@ -142,6 +142,17 @@ def stats(as_json: JsonFlag = False) -> None:
     out.print(f"dead-letter queue: {dlq_depth}")
 
 
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sandbox(ctx: typer.Context) -> None:
+    """Run the provider sandbox (both APIs, faults, lag, budget); --help lists its flags."""
+    from worker.sandbox.cli import main as sandbox_main  # noqa: PLC0415
+
+    raise typer.Exit(sandbox_main(ctx.args))
+
+
 @cli.command()
 def demo() -> None:
     """Run the whole pipeline on an embedded Redis and sandbox (coming with issue 6)."""
