@@ -33,7 +33,7 @@ ISSUE_QUEUE = "creditq.issue"
 CONFIRM_QUEUE = "creditq.confirm"
 RECONCILE_QUEUE = "creditq.reconcile"
 
-TASK_MODULES = ["tasks.issue"]
+TASK_MODULES = ["tasks.issue", "tasks.confirm", "tasks.reconcile"]
 
 
 def create_app() -> Celery:
@@ -59,6 +59,14 @@ def create_app() -> Celery:
         },
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
         broker_connection_retry_on_startup=True,
+        beat_schedule={
+            "creditq-reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_seconds,
+                # A sweep that could not run in time is replaced by the next one.
+                "options": {"expires": settings.reconcile_interval_seconds},
+            }
+        },
         enable_utc=True,
     )
     return celery

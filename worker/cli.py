@@ -148,7 +148,7 @@ def stats(as_json: JsonFlag = False) -> None:
 )
 def sandbox(ctx: typer.Context) -> None:
     """Run the provider sandbox (both APIs, faults, lag, budget); --help lists its flags."""
-    from worker.sandbox.cli import main as sandbox_main  # noqa: PLC0415
+    from worker.sandbox.cli import main as sandbox_main
 
     raise typer.Exit(sandbox_main(ctx.args))
 

@@ -42,6 +42,19 @@ class TransitionRefused(CreditqError):
         super().__init__(f"job {idempotency_key!r} {where}; cannot move it to {target}")
 
 
+class EntryClaimed(TransitionRefused):
+    """The ledger entry already confirmed another job: each entry confirms one job only."""
+
+    def __init__(self, idempotency_key: str, ref: str) -> None:
+        CreditqError.__init__(
+            self, f"ledger entry {ref!r} already confirmed another job; not {idempotency_key!r}"
+        )
+        self.idempotency_key = idempotency_key
+        self.current = None
+        self.target = "confirmed"
+        self.ref = ref
+
+
 class MissingCredentials(CreditqError):
     """A provider is used but its key (or site) is not configured."""
 

@@ -37,11 +37,16 @@ class Job:
 
     @property
     def provider(self) -> str:
-        return str(self.grant_fields["provider"])
+        return str(self.grant_fields.get("provider", ""))
 
     @property
     def customer_id(self) -> str:
-        return str(self.grant_fields["customer_id"])
+        return str(self.grant_fields.get("customer_id", ""))
+
+    def number(self, name: str) -> float | None:
+        """A numeric extra field (e.g. ``submitted_at``), or None when absent."""
+        value = self.extra.get(name)
+        return float(value) if value else None
 
     def grant(self) -> CreditGrant:
         """The stored payload, validated again: a record can be older than today's rules."""
@@ -56,7 +61,7 @@ class Job:
         last_error = fields.get("last_error")
         grant_fields = json.loads(fields["grant"])
         return cls(
-            idempotency_key=grant_fields["idempotency_key"],
+            idempotency_key=str(grant_fields.get("idempotency_key", "")),
             state=JobState(fields["state"]),
             grant_fields=grant_fields,
             fingerprint=fields["fingerprint"],
@@ -77,7 +82,7 @@ class Job:
             "state": self.state.value,
             "provider": self.provider,
             "customer_id": self.customer_id,
-            "amount": self.grant_fields["amount"],
+            "amount": self.grant_fields.get("amount"),
             "currency_code": self.grant_fields.get("currency_code"),
             "note": self.grant_fields.get("note"),
             "force": self.grant_fields.get("force", False),

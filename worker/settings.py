@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     # Redis would redeliver a message that is merely waiting for its ETA.
     backoff_max_seconds: float = Field(default=300.0, gt=0)
     confirm_deadline_seconds: float = Field(default=3600.0, gt=0)
+    confirm_first_poll_seconds: float = Field(
+        default=2.0, ge=0, description="First listing read after a 2xx (the provider's lag)."
+    )
+    confirm_poll_max_seconds: float = Field(
+        default=60.0, gt=0, description="Cap of the growing interval between listing reads."
+    )
+    settle_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "After an ambiguous POST (500, timeout), how long the listing must have had to show "
+            "the credit before its absence counts as 'not applied'. Must exceed the provider's "
+            "listing lag, or a retry could pay twice."
+        ),
+    )
+    reconcile_interval_seconds: float = Field(default=15.0, gt=0)
+    reconcile_grace_seconds: float = Field(
+        default=60.0, gt=0, description="How overdue a job must be before the sweep re-drives it."
+    )
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     inveterate_rate_limit_per_minute: int = Field(default=100, ge=1)
     chargebee_rate_limit_per_minute: int = Field(default=150, ge=1)

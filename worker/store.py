@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from worker.errors import IdempotencyConflict, TransitionRefused
+from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.job import Job, iso
 from worker.models import CreditGrant
 from worker.settings import get_settings
@@ -39,32 +39,65 @@ class Keys:
         return f"{PREFIX}:job:{idempotency_key}:history"
 
     INDEX_PREFIX = f"{PREFIX}:state:"
+    # Jobs waiting in submitting/submitted, per provider and customer: one listing read
+    # confirms every job it shows.
+    PENDING_PREFIX = f"{PREFIX}:pending:"
+    # When each unfinished job should next be worked on; the reconciler re-drives the overdue.
+    DUE = f"{PREFIX}:due"
 
     @staticmethod
     def index(state: JobState) -> str:
         return f"{Keys.INDEX_PREFIX}{state.value}"
 
+    @staticmethod
+    def pending(provider: str, customer_id: str) -> str:
+        return f"{Keys.PENDING_PREFIX}{provider}:{customer_id}"
 
-# KEYS: job, history, queued index. ARGV: fingerprint, grant json, now, now iso,
-# provider, customer id, idempotency key. Returns 1 created, 0 duplicate, -1 conflict.
+    # Ledger entries already used to confirm a job, per provider and customer: each entry
+    # confirms one job only.
+    CLAIMED_PREFIX = f"{PREFIX}:claimed:"
+
+    @staticmethod
+    def claimed(provider: str, customer_id: str) -> str:
+        return f"{Keys.CLAIMED_PREFIX}{provider}:{customer_id}"
+
+    @staticmethod
+    def lease(name: str) -> str:
+        return f"{PREFIX}:lease:{name}"
+
+
+# KEYS: job, history, index of the initial state, due index. ARGV: 1 fingerprint,
+# 2 grant json, 3 now, 4 now iso, 5 provider, 6 customer id, 7 idempotency key,
+# 8 initial state, 9 reason, 10 ttl (0: keep), 11 last_error json ('' none).
+# Returns 1 created, 0 duplicate, -1 conflict.
 _CREATE = """
 local fp = redis.call('HGET', KEYS[1], 'fingerprint')
 if fp then
   if fp == ARGV[1] then return 0 end
   return -1
 end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', 'queued',
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', ARGV[8],
   'attempts', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
   'provider', ARGV[5], 'customer_id', ARGV[6])
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[4], to='queued', reason='enqueued', attempt=0}))
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[11]) end
+redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[4], to=ARGV[8], reason=ARGV[9], attempt=0}))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
+local ttl = tonumber(ARGV[10])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
+end
 return 1
 """
 
-# KEYS: job, history. ARGV: 1 idempotency key, 2 target state, 3 allowed sources
-# (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|reset,
-# 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11.. field/value
-# pairs ('' deletes). Returns {1, previous state} or {0, current state or ''}.
+# KEYS: job, history, due index. ARGV: 1 idempotency key, 2 target state, 3 allowed
+# sources (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|decr|reset,
+# 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
+# 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
+# 15.. field/value pairs ('' deletes).
+# Returns {1, previous state}, {0, current state or ''}, or {0, state, 'claimed'}.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
@@ -73,11 +106,19 @@ for s in string.gmatch(ARGV[3], '%S+') do
   if s == state then allowed = true end
 end
 if not allowed then return {0, state} end
+local scope = redis.call('HGET', KEYS[1], 'provider') .. ':' ..
+  redis.call('HGET', KEYS[1], 'customer_id')
+local claimed = ARGV[13] .. scope
+if ARGV[13] ~= '' and redis.call('SISMEMBER', claimed, ARGV[14]) == 1 then
+  return {0, state, 'claimed'}
+end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-if ARGV[7] == 'incr' then attempts = attempts + 1 elseif ARGV[7] == 'reset' then attempts = 0 end
+if ARGV[7] == 'incr' then attempts = attempts + 1
+elseif ARGV[7] == 'decr' then attempts = math.max(attempts - 1, 0)
+elseif ARGV[7] == 'reset' then attempts = 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'attempts', attempts,
   'updated_at', ARGV[4], 'state_at', ARGV[4])
-for i = 11, #ARGV, 2 do
+for i = 15, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else
@@ -87,18 +128,38 @@ end
 redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[5], from=state, to=ARGV[2],
   reason=ARGV[6], attempt=attempts}))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
-redis.call('ZREM', ARGV[9] .. state, ARGV[1])
-redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
+if state ~= ARGV[2] then
+  redis.call('ZREM', ARGV[9] .. state, ARGV[1])
+  redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
+end
+local pending = ARGV[11] .. scope
+if ARGV[2] == 'submitting' or ARGV[2] == 'submitted' then
+  redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
+else
+  redis.call('ZREM', pending, ARGV[1])
+end
 local ttl = tonumber(ARGV[8])
+if ARGV[13] ~= '' then
+  redis.call('SADD', claimed, ARGV[14])
+  redis.call('EXPIRE', claimed, math.max(ttl, 86400))
+end
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('ZREMRANGEBYSCORE', ARGV[9] .. ARGV[2], '-inf', tonumber(ARGV[4]) - ttl)
+  redis.call('ZREM', KEYS[3], ARGV[1])
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
+  if ARGV[12] ~= '' then redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1]) end
 end
 return {1, state}
+"""
+
+# Take a lease only if free; release only one's own (a late worker must not free another's).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -121,6 +182,7 @@ class JobStore:
         )
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -131,11 +193,30 @@ class JobStore:
 
     def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
         key = grant.idempotency_key
-        keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED)]
+        keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
         payload = json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
         args = [grant.fingerprint(), payload, repr(now), iso(now), grant.provider.value,
-                grant.customer_id, key]  # fmt: skip
+                grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, ""]  # fmt: skip
         return keys, args
+
+    def create_rejected(
+        self, idempotency_key: str, raw: Mapping[str, Any], error: dict[str, Any]
+    ) -> bool:
+        """Record a message that failed validation and has no job: visible in the DLQ.
+
+        Such a message bypassed the producer; keeping it (fields cut to a safe size)
+        lets an operator see what arrived. Returns False if a job already exists.
+        """
+        now = time.time()
+        safe = {str(k)[:40]: (v if isinstance(v, bool | int | None) else str(v)[:200])
+                for k, v in list(raw.items())[:16]}  # fmt: skip
+        keys = [Keys.job(idempotency_key), Keys.history(idempotency_key),
+                Keys.index(JobState.REJECTED), Keys.DUE]  # fmt: skip
+        args = ["invalid", json.dumps(safe, sort_keys=True, default=str), repr(now), iso(now),
+                str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
+                idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
+                self.ttl_seconds, json.dumps(error)]  # fmt: skip
+        return int(self._create(keys=keys, args=args)) == 1
 
     def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
         """Create the job ``queued``, or recognise the identical grant; refuse a different one."""
@@ -223,6 +304,8 @@ class JobStore:
         expect: Iterable[JobState] | None = None,
         attempts: str = "keep",
         fields: Mapping[str, Any] | None = None,
+        due: float | None = None,
+        claim: str | None = None,
         now: float | None = None,
     ) -> JobState:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
@@ -230,9 +313,12 @@ class JobStore:
         ``expect`` narrows the sources further (a caller that saw ``submitting``
         says so, and loses the race if another worker moved the job first).
         ``fields`` are set on the job (``None`` deletes; non-strings are stored as
-        JSON). Raises ``TransitionRefused`` when the compare-and-set fails.
+        JSON). ``due`` is when the job should next be worked on (the reconciler re-drives
+        it if nothing has by then); ``claim`` marks a ledger entry as this job's, refusing
+        the move if another job already claimed it. Raises ``TransitionRefused`` (or its
+        ``EntryClaimed``) when the compare-and-set fails.
         """
-        if attempts not in ("keep", "incr", "reset"):
+        if attempts not in ("keep", "incr", "decr", "reset"):
             raise ValueError(f"attempts must be keep, incr or reset, not {attempts!r}")
         sources = sources_of(target)
         if expect is not None:
@@ -242,15 +328,47 @@ class JobStore:
             idempotency_key, target.value, " ".join(sorted(s.value for s in sources)),
             repr(now), iso(now), reason, attempts,
             self.ttl_seconds if target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
+            Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
         ]  # fmt: skip
+        if claim is not None:
+            args[12:14] = [Keys.CLAIMED_PREFIX, claim]
         for name, value in (fields or {}).items():
             args += [name, _encode_field(value)]
-        done, previous = self._transition(
-            keys=[Keys.job(idempotency_key), Keys.history(idempotency_key)], args=args
+        reply = self._transition(
+            keys=[Keys.job(idempotency_key), Keys.history(idempotency_key), Keys.DUE], args=args
         )
-        if not int(done):
-            raise TransitionRefused(idempotency_key, previous or None, target.value)
-        return JobState(previous)
+        if not int(reply[0]):
+            if len(reply) > 2:
+                raise EntryClaimed(idempotency_key, str(claim))
+            raise TransitionRefused(idempotency_key, reply[1] or None, target.value)
+        return JobState(reply[1])
+
+    # -- scheduling and leases ----------------------------------------------------
+
+    def set_due(self, idempotency_key: str, at: float) -> None:
+        """Record when the job is next expected to be worked on (only for unfinished jobs)."""
+        self.redis.zadd(Keys.DUE, {idempotency_key: at}, xx=True)
+
+    def forget_due(self, idempotency_key: str) -> None:
+        self.redis.zrem(Keys.DUE, idempotency_key)
+
+    def overdue(self, before: float, limit: int = 500) -> list[str]:
+        """Unfinished jobs nobody has worked on since they were due: lost or crashed work."""
+        return list(self.redis.zrangebyscore(Keys.DUE, "-inf", repr(before), start=0, num=limit))
+
+    def pending(self, provider: str, customer_id: str) -> list[str]:
+        """Keys of the customer's jobs in submitting or submitted, oldest first."""
+        return list(self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
+
+    def claimed(self, provider: str, customer_id: str) -> set[str]:
+        return set(self.redis.smembers(Keys.claimed(provider, customer_id)))
+
+    def acquire_lease(self, name: str, token: str, seconds: float) -> bool:
+        """A short exclusive hold (e.g. on one job) so two deliveries never POST at once."""
+        return bool(self.redis.set(Keys.lease(name), token, nx=True, px=int(seconds * 1000)))
+
+    def release_lease(self, name: str, token: str) -> None:
+        self._release(keys=[Keys.lease(name)], args=[token])
 
 
 def _encode_field(value: Any) -> str:

@@ -171,3 +171,59 @@ def test_the_state_table_is_consistent() -> None:
     assert sources_of(JobState.QUEUED) == {JobState.SUBMITTING, JobState.REJECTED, JobState.DEAD}
     assert not can_move(JobState.CONFIRMED, JobState.QUEUED)
     assert not can_move(JobState.SUBMITTED, JobState.SUBMITTING)
+
+
+def test_pending_index_holds_jobs_in_submitting_or_submitted_per_customer(
+    store: JobStore,
+) -> None:
+    store.create(make_grant("a"))
+    store.create(make_grant("b", customer_id="c2"))
+    walk(store, "a", JobState.SUBMITTING)
+    assert store.pending("inveterate", "c1") == ["a"] and store.pending("inveterate", "c2") == []
+    walk(store, "a", JobState.SUBMITTED)
+    assert store.pending("inveterate", "c1") == ["a"]
+    walk(store, "a", JobState.CONFIRMED)
+    assert store.pending("inveterate", "c1") == []
+
+
+def test_a_ledger_entry_confirms_one_job_only(store: JobStore) -> None:
+    from worker.errors import EntryClaimed
+
+    for key in ("a", "b"):
+        store.create(make_grant(key))
+        walk(store, key, JobState.SUBMITTING, JobState.SUBMITTED)
+    store.transition("a", JobState.CONFIRMED, reason="seen", claim="entry-1")
+    with pytest.raises(EntryClaimed, match="entry-1"):
+        store.transition("b", JobState.CONFIRMED, reason="seen", claim="entry-1")
+    job = store.get("b")
+    assert job is not None and job.state is JobState.SUBMITTED
+    assert store.claimed("inveterate", "c1") == {"entry-1"}
+
+
+def test_due_index_tracks_unfinished_jobs_and_forgets_finished_ones(store: JobStore) -> None:
+    store.create(make_grant("a"), now=100.0)
+    store.create(make_grant("b"), now=100.0)
+    assert store.overdue(before=150.0) == ["a", "b"]
+    store.transition("a", JobState.SUBMITTING, reason="x", due=500.0)
+    store.transition("b", JobState.REJECTED, reason="x")
+    assert store.overdue(before=150.0) == [] and store.overdue(before=600.0) == ["a"]
+    store.set_due("b", 10.0)  # a finished job is never due again
+    assert store.overdue(before=600.0) == ["a"]
+
+
+def test_a_lease_is_exclusive_and_only_its_holder_releases_it(store: JobStore) -> None:
+    assert store.acquire_lease("job:a", "w1", 30)
+    assert not store.acquire_lease("job:a", "w2", 30)
+    store.release_lease("job:a", "w2")
+    assert not store.acquire_lease("job:a", "w2", 30)
+    store.release_lease("job:a", "w1")
+    assert store.acquire_lease("job:a", "w2", 30)
+
+
+def test_an_invalid_message_without_a_job_is_recorded_rejected(store: JobStore) -> None:
+    error = {"class": "validation", "message": "amount: must not be zero"}
+    assert store.create_rejected("bad-1", {"amount": "0", "provider": "inveterate"}, error)
+    job = store.get("bad-1")
+    assert job is not None and job.state is JobState.REJECTED and job.last_error == error
+    assert store.redis.ttl(Keys.job("bad-1")) > 0 and store.overdue(before=1e12) == []
+    assert not store.create_rejected("bad-1", {}, error)

@@ -116,41 +116,56 @@ def match_entries(
     return found
 
 
+def collect_entries(
+    client: ProviderClient,
+    customer_id: str,
+    grants: Collection[Pending],
+    *,
+    claimed: Collection[str] = frozenset(),
+    window: MatchWindow = DEFAULT_WINDOW,
+    max_pages: int = 10,
+    page_size: int = 100,
+) -> list[LedgerEntry]:
+    """Read one customer's listing (newest first) only as far as these grants need.
+
+    Stops when every grant matched, when the page's oldest entry is older than the oldest
+    grant's submission minus ``window.before`` (none of these credits can sit further
+    back), on the last page, or after ``max_pages``: every page spends the provider's shared
+    request budget. Raises ``ProviderError`` from the client.
+    """
+    cutoff = min(g.submitted_at for g in grants) - window.before
+    seen: list[LedgerEntry] = []
+    cursor: str | None = None
+    for _ in range(max_pages):
+        page = client.list_page(customer_id, cursor, page_size)
+        seen.extend(page.entries)
+        if len(match_entries(grants, seen, claimed, window)) == len(grants):
+            break
+        if not page.next_cursor:
+            break
+        times = [e.created_at for e in page.entries if e.created_at is not None]
+        if times and min(times) < cutoff:
+            break
+        cursor = page.next_cursor
+    return seen
+
+
 def find_in_listing(
     client: ProviderClient,
     grants: Iterable[Pending],
-    since: datetime | None = None,
     max_pages: int = 10,
     *,
     claimed: Collection[str] = frozenset(),
     window: MatchWindow = DEFAULT_WINDOW,
     page_size: int = 100,
 ) -> dict[str, LedgerEntry]:
-    """Page each customer's listing (newest first) until its grants are all found.
-
-    Stops per customer when every grant matched, when the page's oldest entry is older than
-    ``since`` (default: the oldest grant's submission minus ``window.before``, before which
-    none of these credits can sit), on the last page, or after ``max_pages``: every page
-    spends the provider's shared request budget. Raises ``ProviderError`` from the client.
-    """
+    """``{idempotency_key: entry}`` for the grants found, reading each customer's listing."""
     by_customer: dict[str, list[Pending]] = {}
     for grant in grants:
         by_customer.setdefault(grant.customer_id, []).append(grant)
     found: dict[str, LedgerEntry] = {}
     for customer_id, group in sorted(by_customer.items()):
-        cutoff = since or min(g.submitted_at for g in group) - window.before
-        seen: list[LedgerEntry] = []
-        cursor: str | None = None
-        matches: dict[str, LedgerEntry] = {}
-        for _ in range(max_pages):
-            page = client.list_page(customer_id, cursor, page_size)
-            seen.extend(page.entries)
-            matches = match_entries(group, seen, claimed, window)
-            times = [e.created_at for e in page.entries if e.created_at is not None]
-            if len(matches) == len(group) or not page.next_cursor:
-                break
-            if times and min(times) < cutoff:
-                break
-            cursor = page.next_cursor
-        found.update(matches)
+        seen = collect_entries(client, customer_id, group, claimed=claimed, window=window,
+                               max_pages=max_pages, page_size=page_size)  # fmt: skip
+        found.update(match_entries(group, seen, claimed, window))
     return found

@@ -1,0 +1,125 @@
+"""Exactly once, end to end: real redis-server, real `celery -A worker.app worker` processes,
+the sandbox over real sockets. The invariant checked everywhere: every grant confirmed and
+the sandbox ledger holding exactly one credit per key."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+
+from tests.fixtures.workers import Fleet, wait_until
+from worker.app import ISSUE_TASK
+from worker.models import marker_for
+from worker.producer import enqueue_many
+from worker.sandbox import Sandbox
+from worker.states import JobState
+from worker.store import JobStore
+
+
+def grants(n: int, prefix: str = "g") -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    out = []
+    for i in range(n):
+        chargebee = i % 2 == 1
+        out.append({
+            "idempotency_key": f"{prefix}-{i}",
+            "provider": "chargebee" if chargebee else "inveterate",
+            "customer_id": f"cust-{i % 17}",
+            "amount": f"{rng.randint(1, 90)}.{rng.randint(0, 99):02d}",
+            "currency_code": ("USD", "JPY", "KWD")[i % 3] if chargebee else None,
+            "note": f"order {i}",
+        })  # fmt: skip
+        if out[-1]["currency_code"] == "JPY":
+            out[-1]["amount"] = str(rng.randint(100, 9000))
+        elif out[-1]["currency_code"] == "KWD":
+            out[-1]["amount"] = f"{rng.randint(1, 90)}.{rng.randint(0, 999):03d}"
+    return out
+
+
+def confirmed_count(store: JobStore) -> int:
+    return store.count_by_state()[JobState.CONFIRMED.value]
+
+
+def credits_per_key(sandbox: Sandbox, keys: list[str]) -> dict[str, int]:
+    by_marker = collections.Counter(e.marker for e in sandbox.entries())
+    return {key: by_marker[marker_for(key)] for key in keys}
+
+
+def assert_exactly_once(store: JobStore, sandbox: Sandbox, keys: list[str]) -> None:
+    jobs = store.get_many(keys)
+    not_confirmed = {j.idempotency_key: j.state.value for j in jobs
+                     if j is not None and j.state is not JobState.CONFIRMED}  # fmt: skip
+    assert not not_confirmed, not_confirmed
+    counts = credits_per_key(sandbox, keys)
+    wrong = {k: n for k, n in counts.items() if n != 1}
+    assert not wrong, f"keys without exactly one credit: {wrong}"
+
+
+def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
+    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    fleet_factory: Callable[..., Fleet],
+) -> None:  # fmt: skip
+    sandbox = make_sandbox(latency=0.02, lag=0.5, hold=1.5, seed=11)
+    for kind, p in (("error_before", 0.05), ("error_after", 0.05), ("timeout_after", 0.04),
+                    ("rate_limited", 0.03)):  # fmt: skip
+        sandbox.fail_randomly(kind, p, operation="submit")
+    sandbox.fail_randomly("error_after", 0.03, operation="list")
+    fleet = fleet_factory(sandbox)
+    fleet.start_worker(concurrency=8)
+    fleet.start_worker(concurrency=8)
+    fleet.start_beat()
+    batch = grants(200)
+    enqueue_many(batch, store=real_store, app=celery_app)
+    keys = [g["idempotency_key"] for g in batch]
+    done = wait_until(lambda: confirmed_count(real_store) == 200, timeout=150)
+    assert done, (real_store.count_by_state(), fleet.log_text()[-3000:])
+    assert_exactly_once(real_store, sandbox, keys)
+    faults = sandbox.stats()
+    assert sum(sum(p["faults"].values()) for p in faults.values()) > 20, faults
+
+
+def test_the_same_message_delivered_twice_credits_once(
+    real_store: JobStore, real_redis: redis.Redis, celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox], fleet_factory: Callable[..., Fleet],
+) -> None:  # fmt: skip
+    sandbox = make_sandbox(latency=0.05)
+    batch = grants(6, prefix="dup")
+    enqueue_many(batch, store=real_store, app=celery_app)
+    for g in batch:  # the broker delivers every message a second time
+        celery_app.send_task(ISSUE_TASK, kwargs=real_store.get(g["idempotency_key"]).grant_fields)  # type: ignore[union-attr]
+    assert real_redis.llen("creditq.issue") == 12
+    fleet = fleet_factory(sandbox)
+    fleet.start_worker(concurrency=8)
+    keys = [g["idempotency_key"] for g in batch]
+    assert wait_until(lambda: confirmed_count(real_store) == 6, timeout=60)
+    assert_exactly_once(real_store, sandbox, keys)
+
+
+def test_a_zero_amount_pushed_straight_onto_the_broker_is_rejected_without_any_http_call(
+    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    fleet_factory: Callable[..., Fleet],
+) -> None:  # fmt: skip
+    sandbox = make_sandbox()
+    bad = {"idempotency_key": "zero-1", "provider": "inveterate", "customer_id": "m-1",
+           "amount": "0.00", "note": None, "force": False, "currency_code": "USD",
+           "credit_type": None}  # fmt: skip
+    celery_app.send_task(ISSUE_TASK, kwargs=bad)
+    celery_app.send_task(ISSUE_TASK, kwargs={**bad, "idempotency_key": "nan-1", "amount": "NaN"})
+    fleet = fleet_factory(sandbox)
+    fleet.start_worker(concurrency=2)
+
+    def rejected() -> bool:
+        jobs = real_store.get_many(["zero-1", "nan-1"])
+        return all(j is not None and j.state is JobState.REJECTED for j in jobs)
+
+    assert wait_until(rejected, timeout=30)
+    job = real_store.get("zero-1")
+    assert job is not None and "must not be zero" in json.dumps(job.last_error)
+    calls = sandbox.stats()
+    assert all(sum(p["calls"].values()) == 0 for p in calls.values()), calls

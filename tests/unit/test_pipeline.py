@@ -1,0 +1,218 @@
+"""The pipeline's decisions, in a simulated world (fake clock, in-memory provider, fakeredis).
+
+Each test drives scheduled work to the end and checks the one invariant that matters:
+exactly one credit per key, and the job where it should be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fixtures.simulation import World
+from worker.models import CreditGrant, Provider, marker_for
+from worker.states import JobState
+from worker.store import JobStore
+
+
+def message(key: str = "g1", provider: str = "inveterate", **overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"idempotency_key": key, "provider": provider,
+                              "customer_id": "m-1", "amount": "5.00"}  # fmt: skip
+    fields.update(overrides)
+    return CreditGrant.parse(fields).to_message()
+
+
+def start(world: World, *messages: dict[str, Any]) -> None:
+    for m in messages:
+        world.store.create(CreditGrant.parse(m))
+        world.scheduler.issue(m, 0.0)
+    world.run()
+
+
+def state(world: World, key: str = "g1") -> JobState:
+    job = world.store.get(key)
+    assert job is not None
+    return job.state
+
+
+@pytest.fixture
+def world(store: JobStore) -> World:
+    return World(store)
+
+
+def test_a_grant_is_posted_once_and_confirmed_from_the_listing(world: World) -> None:
+    start(world, message())
+    inv = world.providers[Provider.INVETERATE]
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 1 and inv.reads == 1 and inv.credits_for(marker_for("g1")) == 1
+    job = world.store.get("g1")
+    assert job is not None and job.to_json()["provider_entry"]["matched_by"] == "marker"
+    assert [h["to"] for h in job.history] == ["queued", "submitting", "submitted", "confirmed"]
+
+
+def test_500_after_applying_is_reconciled_from_the_listing_without_a_second_post(
+    world: World,
+) -> None:
+    world.providers[Provider.INVETERATE].script = ["error_after"]
+    start(world, message())
+    inv = world.providers[Provider.INVETERATE]
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
+
+
+def test_500_before_applying_is_posted_again_only_after_the_listing_settled(
+    world: World,
+) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_before"]
+    inv.lag = 5.0
+    start(world, message())
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 2 and inv.credits_for(marker_for("g1")) == 1
+    job = world.store.get("g1")
+    assert job is not None
+    times = [h["at"] for h in job.history if h["to"] == "submitting"]
+    assert len(times) == 3  # POST, outcome unknown, second POST
+
+
+def test_a_lagging_listing_does_not_trick_reconciliation_into_paying_twice(
+    world: World,
+) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_after"]
+    inv.lag = 15.0  # below settle (20 s): the credit shows before its absence counts
+    start(world, message())
+    assert state(world) is JobState.CONFIRMED and inv.credits_for(marker_for("g1")) == 1
+
+
+def test_chargebee_ambiguous_answer_is_retried_with_the_same_idempotency_key(
+    world: World,
+) -> None:
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.script = ["error_after"]
+    start(world, message(provider="chargebee", customer_id="c-1"))
+    assert state(world) is JobState.CONFIRMED
+    assert cb.submits == 2 and cb.credits_for(marker_for("g1")) == 1
+
+
+def test_a_permanent_refusal_rejects_with_the_providers_message_and_no_retry(
+    world: World,
+) -> None:
+    world.providers[Provider.INVETERATE].script = ["refused"]
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.REJECTED
+    assert job.last_error is not None and job.last_error["status"] == 404
+    assert job.last_error["message"] == "customer not found"
+    assert world.providers[Provider.INVETERATE].submits == 1
+
+
+def test_429_retries_after_retry_after_without_using_up_an_attempt(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["rate_limited"] * 3
+    t0 = world.clock.now
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED and job.attempts == 1
+    assert inv.submits == 4 and world.clock.now - t0 >= 3 * 7.0
+
+
+def test_not_applied_failures_end_dead_after_max_attempts(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["connect"] * 10
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.DEAD and job.attempts == 5
+    assert inv.submits == 5 and "attempts exhausted" in job.history[-1]["reason"]
+
+
+def test_a_zero_amount_that_bypassed_the_producer_is_rejected_without_any_call(
+    world: World,
+) -> None:
+    bad = {**message("z1"), "amount": "0"}
+    assert world.pipeline.issue(bad) == "rejected"
+    job = world.store.get("z1")
+    assert job is not None and job.state is JobState.REJECTED
+    assert job.last_error is not None and "must not be zero" in job.last_error["message"]
+    assert world.providers[Provider.INVETERATE].submits == 0
+    assert world.scheduler.queue == []
+
+
+def test_a_valid_message_without_a_job_is_adopted_and_issued(world: World) -> None:
+    world.scheduler.issue(message("adopted"), 0.0)
+    world.run()
+    assert state(world, "adopted") is JobState.CONFIRMED
+
+
+def test_the_same_message_delivered_twice_pays_once(world: World) -> None:
+    m = message()
+    world.store.create(CreditGrant.parse(m))
+    world.scheduler.issue(m, 0.0)
+    world.scheduler.issue(m, 0.0)
+    world.run()
+    inv = world.providers[Provider.INVETERATE]
+    assert state(world) is JobState.CONFIRMED and inv.submits == 1
+
+
+def test_a_job_whose_lease_is_held_is_put_back_without_a_post(world: World) -> None:
+    m = message()
+    world.store.create(CreditGrant.parse(m))
+    world.store.acquire_lease("job:g1", "someone-else", 30)
+    assert world.pipeline.issue(m) == "busy"
+    assert world.providers[Provider.INVETERATE].submits == 0 and len(world.scheduler.queue) == 1
+
+
+def test_a_worker_killed_after_posting_is_healed_by_the_sweep_without_paying_twice(
+    world: World,
+) -> None:
+    m = message()
+    world.store.create(CreditGrant.parse(m))
+    inv = world.providers[Provider.INVETERATE]
+    # The worker moved the job to submitting and POSTed, then died: no answer recorded.
+    world.store.transition("g1", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
+                           fields={"first_post_at": world.clock.now,
+                                   "last_post_at": world.clock.now},
+                           due=world.clock.now + 50)  # fmt: skip
+    inv.submit(CreditGrant.parse(m))
+    world.clock.now += 200
+    assert world.pipeline.reconcile() == 1
+    world.run()
+    assert state(world) is JobState.CONFIRMED and inv.submits == 1
+
+
+def test_a_job_saved_but_never_published_is_published_by_the_sweep(world: World) -> None:
+    world.store.create(CreditGrant.parse(message()), now=world.clock.now)
+    assert world.pipeline.reconcile() == 0  # not overdue yet
+    world.clock.now += 61
+    assert world.pipeline.reconcile() == 1
+    world.run()
+    assert state(world) is JobState.CONFIRMED
+
+
+def test_a_credit_that_never_shows_is_dead_after_the_confirm_deadline(store: JobStore) -> None:
+    world = World(store, confirm_deadline=120.0)
+    world.providers[Provider.INVETERATE].lag = 10_000.0
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.DEAD
+    assert "not visible" in job.history[-1]["reason"]
+    reads = world.providers[Provider.INVETERATE].reads
+    assert 3 <= reads <= 12  # polls grow apart instead of hammering the budget
+
+
+def test_one_listing_read_confirms_every_pending_grant_of_the_customer(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.lag = 1.0
+    start(world, *(message(f"g{i}") for i in range(5)))
+    assert all(state(world, f"g{i}") is JobState.CONFIRMED for i in range(5))
+    assert inv.submits == 5 and inv.reads == 1
+
+
+def test_without_markers_equal_amounts_each_claim_a_different_entry(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.echo_markers = False
+    start(world, *(message(f"g{i}") for i in range(3)))
+    jobs = [world.store.get(f"g{i}") for i in range(3)]
+    refs = {j.provider_ref for j in jobs if j is not None}
+    assert all(j is not None and j.state is JobState.CONFIRMED for j in jobs) and len(refs) == 3

@@ -1,0 +1,489 @@
+"""The worker's logic: issue a grant once, confirm it in the listing, re-drive lost work.
+
+Exactly one credit per key rests on three things here:
+- every state change is the store's compare-and-set, so a late or duplicate delivery
+  loses the race instead of acting twice;
+- a job-level lease keeps two deliveries of one job from POSTing at the same time;
+- a job left ``submitting`` (an ambiguous answer, or a worker killed mid-POST) is never
+  POSTed again before its fate is known: Chargebee answers a retry with the same
+  idempotency key from its record (within its 30-minute window), and otherwise the
+  listing is read once the provider's lag has had time to pass (``settle_seconds``).
+
+Nothing here sleeps: every wait goes back to the broker as a countdown (``Scheduler``).
+The Celery tasks in ``tasks/`` only call these methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from worker.backoff import retry_delay
+from worker.errors import (
+    EntryClaimed,
+    IdempotencyConflict,
+    InvalidGrant,
+    MissingCredentials,
+    TransitionRefused,
+)
+from worker.job import Job, iso
+from worker.models import CreditGrant, Provider, check_idempotency_key, marker_for
+from worker.providers.base import LedgerEntry, ListingPage, Outcome, ProviderClient, ProviderError
+from worker.providers.matching import MatchWindow, PendingGrant, collect_entries, match_entries
+from worker.scheduler import Scheduler
+from worker.settings import Settings
+from worker.states import JobState
+from worker.store import JobStore
+
+log = logging.getLogger("creditq.pipeline")
+
+# Chargebee keeps an idempotency key's answer for 30 minutes; stay well inside it.
+CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
+BUSY_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The pipeline's timings and bounds, from ``Settings`` (documented there)."""
+
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    confirm_deadline: float
+    first_poll: float
+    poll_max: float
+    settle: float
+    lease: float
+    grace: float
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(
+            max_attempts=s.max_attempts, backoff_base=s.backoff_base_seconds,
+            backoff_max=s.backoff_max_seconds, confirm_deadline=s.confirm_deadline_seconds,
+            first_poll=s.confirm_first_poll_seconds, poll_max=s.confirm_poll_max_seconds,
+            settle=s.settle_seconds, lease=4 * s.http_timeout_seconds + 10,
+            grace=s.reconcile_grace_seconds,
+        )  # fmt: skip
+
+
+class Budget(Protocol):
+    """The fleet-wide request budget of one provider account (``worker.budget``)."""
+
+    def try_acquire(self) -> float: ...
+
+    def pause_after_429(self, retry_after: float | None) -> float: ...
+
+    def record_confirmed(self, n: int = 1) -> None: ...
+
+
+class NoSlot(Exception):
+    """No budget slot now: the work goes back to the broker for ``wait`` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"no request slot for {wait:.2f}s")
+        self.wait = wait
+
+
+class _BudgetedListing:
+    """A client whose every listing page first takes a slot of the provider's budget."""
+
+    def __init__(self, client: ProviderClient, spend: Callable[[], None]) -> None:
+        self.client = client
+        self.spend = spend
+
+    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+        self.spend()
+        return self.client.list_page(customer_id, cursor, limit)
+
+
+Failure = ProviderError | InvalidGrant | MissingCredentials
+
+
+def error_record(err: Failure, now: float) -> dict[str, Any]:
+    """What the job keeps of a failure: class, status and the provider's message, never a key."""
+    if isinstance(err, ProviderError):
+        return {"class": err.outcome.value, "status": err.status, "message": err.message,
+                "code": err.code, "at": iso(now)}  # fmt: skip
+    kind = "validation" if isinstance(err, InvalidGrant) else "configuration"
+    return {"class": kind, "status": None, "message": str(err), "at": iso(now)}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: JobStore,
+        scheduler: Scheduler,
+        clients: Callable[[Provider], ProviderClient],
+        policy: Policy,
+        budgets: Callable[[Provider], Budget | None] = lambda _: None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        window: MatchWindow | None = None,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.clients = clients
+        self.policy = policy
+        self.budgets = budgets
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.window = window or MatchWindow()
+
+    # -- issue ----------------------------------------------------------------------
+
+    def issue(self, message: Mapping[str, Any]) -> str:
+        """Handle one issue message; returns a word saying what happened (for logs and tests)."""
+        key = message.get("idempotency_key")
+        try:
+            key = check_idempotency_key(key if isinstance(key, str) else None)
+        except InvalidGrant as exc:
+            log.warning("dropped an issue message without a usable key: %s", exc)
+            return "dropped"
+        if self.store.get(key) is None and not self._adopt(key, message):
+            return "rejected"
+        return self._leased(f"job:{key}", lambda: self._issue_job(key),
+                            busy=lambda: self._retry_issue_later(key))  # fmt: skip
+
+    def _adopt(self, key: str, message: Mapping[str, Any]) -> bool:
+        """A message whose job is not in the store (it bypassed the producer): check it
+        exactly as the producer would, then either record it rejected or create the job."""
+        try:
+            grant = CreditGrant.parse(message)
+        except InvalidGrant as exc:
+            self.store.create_rejected(key, message, error_record(exc, self.clock()))
+            log.warning("rejected key=%s: invalid message: %s", key, exc)
+            return False
+        # If the producer won a race with a different payload, the store is the truth.
+        with suppress(IdempotencyConflict):
+            self.store.create(grant)
+        return True
+
+    def _issue_job(self, key: str) -> str:
+        job = self.store.get(key)
+        if job is None or job.state.terminal:
+            return "nothing to do"
+        if job.state is JobState.SUBMITTED:
+            self._confirm_later(job, 0.0)
+            return "awaiting confirmation"
+        try:
+            grant = job.grant()  # the stored payload, checked against today's rules
+        except InvalidGrant as exc:
+            self._move(job, JobState.REJECTED, f"invalid: {exc}",
+                       fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
+            return "rejected"
+        if job.state is JobState.QUEUED:
+            return self._submit(job, grant)
+        return self._resolve_unknown(job, grant)
+
+    def _submit(self, job: Job, grant: CreditGrant) -> str:
+        """POST once: from ``queued``, or from ``submitting`` known not to have applied."""
+        if job.attempts >= self.policy.max_attempts:
+            return self._give_up(job, f"attempts exhausted ({job.attempts})")
+        try:
+            client = self.clients(grant.provider)
+            self._spend(grant.provider)
+        except MissingCredentials as exc:
+            self._move(job, JobState.DEAD, str(exc),
+                       fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
+            return "dead"
+        except NoSlot as slot:
+            self._issue_later(job, slot.wait)
+            return "waiting for a request slot"
+        now = self.clock()
+        first_post = job.number("first_post_at") or now
+        attempt = job.attempts + 1
+        job = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
+                   fields={"first_post_at": first_post, "last_post_at": now},
+                   due=now + self.policy.lease)  # fmt: skip
+        try:
+            result = client.submit(grant)
+        except ProviderError as err:
+            return self._after_error(job, grant, err, attempt)
+        now = self.clock()
+        replayed = " (replayed by the provider)" if result.replayed else ""
+        self._move(job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}", attempt=attempt,
+                   fields={"provider_ref": result.provider_ref, "submitted_at": now,
+                           "last_error": None},
+                   due=now + self.policy.first_poll)  # fmt: skip
+        self.scheduler.confirm(job.idempotency_key, job.provider, job.customer_id,
+                               self.policy.first_poll)  # fmt: skip
+        return "submitted"
+
+    def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
+        now = self.clock()
+        record = error_record(err, now)
+        if err.outcome is Outcome.PERMANENT:
+            self._move(job, JobState.REJECTED, f"refused: {err}", attempt=attempt,
+                       fields={"last_error": record})  # fmt: skip
+            return "rejected"
+        if err.outcome is Outcome.NOT_APPLIED:
+            rate_limited = err.status == 429
+            wait = err.retry_after
+            budget = self.budgets(grant.provider)
+            if rate_limited and budget is not None:
+                wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
+            if not rate_limited and attempt >= self.policy.max_attempts:
+                self._move(job, JobState.DEAD, f"attempts exhausted; last: {err}",
+                           attempt=attempt, fields={"last_error": record})  # fmt: skip
+                return "dead"
+            delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
+                                wait, self.policy.backoff_max, self.rng)  # fmt: skip
+            # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
+            self._move(job, JobState.QUEUED, f"not applied, retry in {delay:.1f}s: {err}",
+                       attempt=attempt, attempts="decr" if rate_limited else "keep",
+                       fields={"last_error": record}, due=now + delay)  # fmt: skip
+            self._issue_later(job, delay, set_due=False)
+            return "retry"
+        wait = self._unknown_wait(grant, attempt)
+        self._move(job, JobState.SUBMITTING, f"outcome unknown, reconcile in {wait:.1f}s: {err}",
+                   attempt=attempt, fields={"last_error": record}, due=now + wait)  # fmt: skip
+        self._issue_later(job, wait, set_due=False)
+        return "outcome unknown"
+
+    def _unknown_wait(self, grant: CreditGrant, attempt: int) -> float:
+        if grant.provider is Provider.CHARGEBEE:  # a same-key retry is answered from the record
+            return retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
+                               None, self.policy.backoff_max, self.rng)  # fmt: skip
+        return self.policy.settle
+
+    def _resolve_unknown(self, job: Job, grant: CreditGrant) -> str:
+        """A ``submitting`` job: learn whether its last POST applied before any new one."""
+        now = self.clock()
+        first_post = job.number("first_post_at")
+        last_post = job.number("last_post_at") or job.state_at
+        if first_post is None:
+            return self._submit(job, grant)
+        if (grant.provider is Provider.CHARGEBEE
+                and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
+            return self._submit(job, grant)
+        ready_at = last_post + self.policy.settle
+        if now < ready_at:
+            self._issue_later(job, ready_at - now)
+            return "settling"
+        try:
+            confirmed = self._confirm_customer(job.provider, job.customer_id)
+        except NoSlot as slot:
+            self._issue_later(job, slot.wait)
+            return "waiting for a request slot"
+        except ProviderError as err:
+            return self._listing_failed(job, err, issue=True)
+        if job.idempotency_key in confirmed:
+            return "confirmed"
+        fresh = self.store.get(job.idempotency_key)
+        if fresh is None or fresh.state is not JobState.SUBMITTING:
+            return "moved by another worker"
+        if fresh.attempts >= self.policy.max_attempts:
+            return self._give_up(fresh, "attempts exhausted; the last outcome was unknown and "
+                                 "the credit is not in the listing")  # fmt: skip
+        return self._submit(fresh, grant)  # absent after the lag settled: it did not apply
+
+    # -- confirm --------------------------------------------------------------------
+
+    def confirm(self, key: str) -> str:
+        """Poll the listing for a submitted job (and every other pending job it shows)."""
+        job = self.store.get(key)
+        if job is None or job.state is not JobState.SUBMITTED:
+            return "nothing to confirm"
+        return self._leased(f"confirm:{job.provider}:{job.customer_id}",
+                            lambda: self._confirm_job(key),
+                            busy=lambda: self._confirm_later(job, BUSY_RETRY_SECONDS))  # fmt: skip
+
+    def _confirm_job(self, key: str) -> str:
+        job = self.store.get(key)
+        if job is None or job.state is not JobState.SUBMITTED:
+            return "nothing to confirm"
+        try:
+            confirmed = self._confirm_customer(job.provider, job.customer_id)
+        except NoSlot as slot:
+            self._confirm_later(job, slot.wait)
+            return "waiting for a request slot"
+        except ProviderError as err:
+            return self._listing_failed(job, err, issue=False)
+        if key in confirmed:
+            return "confirmed"
+        now = self.clock()
+        submitted_at = job.number("submitted_at") or job.state_at
+        waited = now - submitted_at
+        if waited >= self.policy.confirm_deadline:
+            self._move(
+                job,
+                JobState.DEAD,
+                f"not visible in the listing {waited:.0f}s after the provider accepted it",
+            )
+            return "dead"
+        # Each poll waits about half the time already waited: frequent while the lag is
+        # young, sparse for a credit that is late, never past the deadline.
+        delay = min(self.policy.poll_max, max(self.policy.first_poll, waited / 2))
+        self._confirm_later(job, min(delay, self.policy.confirm_deadline - waited + 0.01))
+        return "not visible yet"
+
+    def _confirm_customer(self, provider: str, customer_id: str) -> set[str]:
+        """Read the customer's listing once and confirm every pending job it shows.
+
+        Jobs the provider surely accepted (``submitted``) choose unmarked entries before
+        jobs whose POST may never have applied (``submitting``), so a credit is never
+        spent on a doubtful job while a certain one goes without.
+        """
+        keys = self.store.pending(provider, customer_id)
+        waiting = (JobState.SUBMITTING, JobState.SUBMITTED)
+        jobs = {j.idempotency_key: j for j in self.store.get_many(keys)
+                if j is not None and j.state in waiting}  # fmt: skip
+        if not jobs:
+            return set()
+        pending = {key: self._pending(job) for key, job in jobs.items()}
+        claimed = self.store.claimed(provider, customer_id)
+        client = _BudgetedListing(self.clients(Provider(provider)),
+                                  lambda: self._spend(Provider(provider)))  # fmt: skip
+        entries = collect_entries(client, customer_id, list(pending.values()),  # type: ignore[arg-type]
+                                  claimed=claimed, window=self.window)  # fmt: skip
+        certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
+        doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
+        found = match_entries(certain, entries, claimed, self.window)
+        taken = claimed | {e.ref for e in found.values()}
+        found.update(match_entries(doubtful, entries, taken, self.window))
+        confirmed = {key for key, entry in found.items() if self._confirmed(jobs[key], entry)}
+        budget = self.budgets(Provider(provider))
+        if confirmed and budget is not None:
+            budget.record_confirmed(len(confirmed))
+        return confirmed
+
+    def _pending(self, job: Job) -> PendingGrant:
+        since = job.number("first_post_at") or job.state_at
+        return PendingGrant(job.idempotency_key, job.customer_id,
+                            Decimal(str(job.grant_fields["amount"])),
+                            marker_for(job.idempotency_key),
+                            datetime.fromtimestamp(since, UTC))  # fmt: skip
+
+    def _confirmed(self, job: Job, entry: LedgerEntry) -> bool:
+        now = self.clock()
+        submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
+        entry_json = {"ref": entry.ref, "amount": str(entry.amount),
+                      "created_at": entry.created_at.isoformat() if entry.created_at else None,
+                      "matched_by": "marker" if entry.marker else "amount and time"}  # fmt: skip
+        try:
+            self._move(job, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
+                       claim=entry.ref,
+                       fields={"provider_ref": job.provider_ref or entry.ref,
+                               "provider_entry": entry_json, "confirmed_at": now,
+                               "visible_after_seconds": round(now - submitted_at, 3)})  # fmt: skip
+        except EntryClaimed:
+            return False
+        except TransitionRefused:
+            return False
+        return True
+
+    def _listing_failed(self, job: Job, err: ProviderError, *, issue: bool) -> str:
+        """A listing read failed: nothing about the job changed, so just try again later."""
+        provider = Provider(job.provider)
+        wait = err.retry_after
+        budget = self.budgets(provider)
+        if err.status == 429 and budget is not None:
+            wait = budget.pause_after_429(err.retry_after)
+        delay = retry_delay(2, self.policy.backoff_base, self.policy.backoff_max, wait,
+                            self.policy.backoff_max, self.rng)  # fmt: skip
+        log.warning("listing read failed key=%s provider=%s: %s; again in %.1fs",
+                    job.idempotency_key, job.provider, err, delay)  # fmt: skip
+        if issue:
+            self._issue_later(job, delay)
+        else:
+            self._confirm_later(job, delay)
+        return "listing unavailable"
+
+    # -- reconcile ------------------------------------------------------------------
+
+    def reconcile(self, limit: int = 500) -> int:
+        """Re-drive unfinished jobs that nobody has worked on since they were due.
+
+        That covers a crash between "saved" and "published", a worker killed mid-job
+        (its message waits for the broker's visibility timeout), and messages lost in a
+        Redis restart. Re-driving is safe: every path starts by reading the job's state.
+        """
+        now = self.clock()
+        keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
+        redriven = 0
+        for key, job in zip(keys, self.store.get_many(keys), strict=True):
+            if job is None or job.state.terminal:
+                self.store.forget_due(key)
+                continue
+            self.store.set_due(key, now)  # the next sweep waits a full grace again
+            if job.state is JobState.SUBMITTED:
+                self.scheduler.confirm(key, job.provider, job.customer_id, 0.0)
+            else:
+                self.scheduler.issue(dict(job.grant_fields), 0.0)
+            log.warning("re-driving key=%s provider=%s stuck in %s since %s",
+                        key, job.provider, job.state.value, iso(job.state_at))  # fmt: skip
+            redriven += 1
+        return redriven
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _spend(self, provider: Provider) -> None:
+        budget = self.budgets(provider)
+        if budget is not None:
+            wait = budget.try_acquire()
+            if wait > 0:
+                raise NoSlot(wait)
+
+    def _leased(self, name: str, work: Callable[[], str], busy: Callable[[], None]) -> str:
+        with self._lease(name) as held:
+            if not held:
+                busy()
+                return "busy"
+            try:
+                return work()
+            except TransitionRefused as exc:
+                log.info("lost a race: %s", exc)
+                return "lost race"
+
+    @contextmanager
+    def _lease(self, name: str) -> Iterator[bool]:
+        token = uuid.uuid4().hex
+        held = self.store.acquire_lease(name, token, self.policy.lease)
+        try:
+            yield held
+        finally:
+            if held:
+                self.store.release_lease(name, token)
+
+    def _retry_issue_later(self, key: str) -> None:
+        job = self.store.get(key)
+        if job is not None and not job.state.terminal:
+            self._issue_later(job, BUSY_RETRY_SECONDS + self.rng.random())
+
+    def _issue_later(self, job: Job, delay: float, *, set_due: bool = True) -> None:
+        if set_due:
+            self.store.set_due(job.idempotency_key, self.clock() + delay)
+        self.scheduler.issue(dict(job.grant_fields), delay)
+
+    def _confirm_later(self, job: Job, delay: float) -> None:
+        self.store.set_due(job.idempotency_key, self.clock() + delay)
+        self.scheduler.confirm(job.idempotency_key, job.provider, job.customer_id, delay)
+
+    def _give_up(self, job: Job, reason: str) -> str:
+        self._move(job, JobState.DEAD, reason)
+        return "dead"
+
+    def _move(self, job: Job, target: JobState, reason: str, *, attempt: int | None = None,
+              attempts: str = "keep", fields: Mapping[str, Any] | None = None,
+              due: float | None = None, claim: str | None = None) -> Job:  # fmt: skip
+        """One compare-and-set from the state the job was read in, and its log line.
+
+        Returns the job as it now stands, for the next move of the same call.
+        """
+        self.store.transition(job.idempotency_key, target, reason=reason, expect=[job.state],
+                              attempts=attempts, fields=fields, due=due, claim=claim)  # fmt: skip
+        count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
+        log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
+                 job.provider, job.state.value, target.value,
+                 attempt if attempt is not None else count, reason)  # fmt: skip
+        return replace(job, state=target, attempts=max(count, 0))

@@ -1,0 +1,45 @@
+"""How the pipeline asks for later work: Celery messages with a countdown, never a sleep.
+
+A worker that waits for a backoff, a provider's lag or a budget slot hands the wait
+to the broker and frees its slot at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from celery import Celery
+
+from worker.app import CONFIRM_TASK, ISSUE_TASK
+
+
+class Scheduler(Protocol):
+    def issue(self, message: dict[str, Any], countdown: float) -> None: ...
+
+    def confirm(self, idempotency_key: str, provider: str, customer_id: str,
+                countdown: float) -> None: ...  # fmt: skip
+
+
+class CeleryScheduler:
+    """Sends the tasks by name, so the worker package need not import the task modules.
+
+    Countdowns are clamped below the broker's visibility timeout: the Redis transport
+    would otherwise deliver a message that is only waiting for its ETA a second time.
+    """
+
+    def __init__(self, app: Celery, visibility_timeout: float) -> None:
+        self.app = app
+        self.ceiling = visibility_timeout * 0.9
+
+    def _countdown(self, seconds: float) -> float | None:
+        seconds = min(max(seconds, 0.0), self.ceiling)
+        return round(seconds, 3) if seconds > 0 else None
+
+    def issue(self, message: dict[str, Any], countdown: float) -> None:
+        self.app.send_task(ISSUE_TASK, kwargs=message, countdown=self._countdown(countdown))
+
+    def confirm(self, idempotency_key: str, provider: str, customer_id: str,
+                countdown: float) -> None:  # fmt: skip
+        kwargs = {"idempotency_key": idempotency_key, "provider": provider,
+                  "customer_id": customer_id}  # fmt: skip
+        self.app.send_task(CONFIRM_TASK, kwargs=kwargs, countdown=self._countdown(countdown))
