@@ -40,7 +40,7 @@ from worker.providers.base import LedgerEntry, ListingPage, Outcome, ProviderCli
 from worker.providers.matching import MatchWindow, PendingGrant, collect_entries, match_entries
 from worker.scheduler import Scheduler
 from worker.settings import Settings
-from worker.states import JobState
+from worker.states import DlqReason, JobState
 from worker.store import JobStore
 
 log = logging.getLogger("creditq.pipeline")
@@ -178,7 +178,7 @@ class Pipeline:
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
         except InvalidGrant as exc:
-            self._move(job, JobState.REJECTED, f"invalid: {exc}",
+            self._move(job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID,
                        fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
             return "rejected"
         if job.state is JobState.QUEUED:
@@ -188,12 +188,12 @@ class Pipeline:
     def _submit(self, job: Job, grant: CreditGrant) -> str:
         """POST once: from ``queued``, or from ``submitting`` known not to have applied."""
         if job.attempts >= self.policy.max_attempts:
-            return self._give_up(job, f"attempts exhausted ({job.attempts})")
+            return self._give_up(job, f"attempts exhausted ({job.attempts})", DlqReason.EXHAUSTED)
         try:
             client = self.clients(grant.provider)
             self._spend(grant.provider)
         except MissingCredentials as exc:
-            self._move(job, JobState.DEAD, str(exc),
+            self._move(job, JobState.DEAD, str(exc), dlq=DlqReason.CONFIGURATION,
                        fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
             return "dead"
         except NoSlot as slot:
@@ -224,7 +224,7 @@ class Pipeline:
         record = error_record(err, now)
         if err.outcome is Outcome.PERMANENT:
             self._move(job, JobState.REJECTED, f"refused: {err}", attempt=attempt,
-                       fields={"last_error": record})  # fmt: skip
+                       dlq=DlqReason.REFUSED, fields={"last_error": record})  # fmt: skip
             return "rejected"
         if err.outcome is Outcome.NOT_APPLIED:
             rate_limited = err.status == 429
@@ -234,7 +234,8 @@ class Pipeline:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
             if not rate_limited and attempt >= self.policy.max_attempts:
                 self._move(job, JobState.DEAD, f"attempts exhausted; last: {err}",
-                           attempt=attempt, fields={"last_error": record})  # fmt: skip
+                           attempt=attempt, dlq=DlqReason.EXHAUSTED,
+                           fields={"last_error": record})  # fmt: skip
                 return "dead"
             delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
                                 wait, self.policy.backoff_max, self.rng)  # fmt: skip
@@ -283,8 +284,8 @@ class Pipeline:
         if fresh is None or fresh.state is not JobState.SUBMITTING:
             return "moved by another worker"
         if fresh.attempts >= self.policy.max_attempts:
-            return self._give_up(fresh, "attempts exhausted; the last outcome was unknown and "
-                                 "the credit is not in the listing")  # fmt: skip
+            reason = "attempts exhausted; last outcome unknown and not in the listing"
+            return self._give_up(fresh, reason, DlqReason.EXHAUSTED)
         return self._submit(fresh, grant)  # absent after the lag settled: it did not apply
 
     # -- confirm --------------------------------------------------------------------
@@ -319,6 +320,7 @@ class Pipeline:
                 job,
                 JobState.DEAD,
                 f"not visible in the listing {waited:.0f}s after the provider accepted it",
+                dlq=DlqReason.NOT_VISIBLE,
             )
             return "dead"
         # Each poll waits about half the time already waited: frequent while the lag is
@@ -469,19 +471,21 @@ class Pipeline:
         self.store.set_due(job.idempotency_key, self.clock() + delay)
         self.scheduler.confirm(job.idempotency_key, job.provider, job.customer_id, delay)
 
-    def _give_up(self, job: Job, reason: str) -> str:
-        self._move(job, JobState.DEAD, reason)
+    def _give_up(self, job: Job, reason: str, why: DlqReason) -> str:
+        self._move(job, JobState.DEAD, reason, dlq=why)
         return "dead"
 
     def _move(self, job: Job, target: JobState, reason: str, *, attempt: int | None = None,
               attempts: str = "keep", fields: Mapping[str, Any] | None = None,
-              due: float | None = None, claim: str | None = None) -> Job:  # fmt: skip
+              due: float | None = None, claim: str | None = None,
+              dlq: DlqReason | None = None) -> Job:  # fmt: skip
         """One compare-and-set from the state the job was read in, and its log line.
 
         Returns the job as it now stands, for the next move of the same call.
         """
         self.store.transition(job.idempotency_key, target, reason=reason, expect=[job.state],
-                              attempts=attempts, fields=fields, due=due, claim=claim)  # fmt: skip
+                              attempts=attempts, fields=fields, due=due, claim=claim,
+                              dlq_reason=dlq)  # fmt: skip
         count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
         log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
                  job.provider, job.state.value, target.value,

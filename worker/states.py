@@ -27,6 +27,16 @@ class JobState(StrEnum):
         return self in DEAD_LETTER
 
 
+class DlqReason(StrEnum):
+    """Why a job is in the dead-letter queue: what an operator filters and replays by."""
+
+    INVALID = "invalid"  # failed validation (in the producer's rules, at the worker)
+    REFUSED = "refused"  # the provider refused it for good (400, 401, 403, 404, 409, 422)
+    EXHAUSTED = "exhausted"  # CREDITQ_MAX_ATTEMPTS tries, none known to have applied
+    NOT_VISIBLE = "not_visible"  # accepted, but never seen in the listing by the deadline
+    CONFIGURATION = "configuration"  # e.g. the provider's key is not set
+
+
 TERMINAL = frozenset({JobState.CONFIRMED, JobState.REJECTED, JobState.DEAD})
 DEAD_LETTER = frozenset({JobState.REJECTED, JobState.DEAD})
 WAITING = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED)

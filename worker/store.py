@@ -21,7 +21,7 @@ from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.job import Job, iso
 from worker.models import CreditGrant
 from worker.settings import get_settings
-from worker.states import JobState, sources_of
+from worker.states import DlqReason, JobState, sources_of
 
 PREFIX = "creditq"
 HISTORY_LIMIT = 200  # a job that needs more moves than this has a bug; keep memory bounded
@@ -61,16 +61,43 @@ class Keys:
     def claimed(provider: str, customer_id: str) -> str:
         return f"{Keys.CLAIMED_PREFIX}{provider}:{customer_id}"
 
+    # The dead-letter queue: every rejected or dead job, by time, and by provider and by
+    # reason class, so filtered listings stay range reads at 100,000 entries.
+    DLQ_PREFIX = f"{PREFIX}:dlq:"
+
+    @staticmethod
+    def dlq(provider: str | None = None, reason: str | None = None) -> str:
+        if provider is not None:
+            return f"{Keys.DLQ_PREFIX}provider:{provider}"
+        if reason is not None:
+            return f"{Keys.DLQ_PREFIX}reason:{reason}"
+        return f"{Keys.DLQ_PREFIX}all"
+
     @staticmethod
     def lease(name: str) -> str:
         return f"{PREFIX}:lease:{name}"
 
 
+# Index a job into the DLQ sets (all, by provider, by reason); spelled once, used by both
+# scripts. The key names follow Keys.dlq.
+_DLQ_ADD = """
+local function dlq_add(prefix, key, provider, reason, now, ttl)
+  for _, set in ipairs({prefix .. 'all', prefix .. 'provider:' .. provider,
+                        prefix .. 'reason:' .. reason}) do
+    redis.call('ZADD', set, now, key)
+    if ttl > 0 then redis.call('ZREMRANGEBYSCORE', set, '-inf', tonumber(now) - ttl) end
+  end
+end
+"""
+
 # KEYS: job, history, index of the initial state, due index. ARGV: 1 fingerprint,
 # 2 grant json, 3 now, 4 now iso, 5 provider, 6 customer id, 7 idempotency key,
-# 8 initial state, 9 reason, 10 ttl (0: keep), 11 last_error json ('' none).
+# 8 initial state, 9 reason, 10 ttl (0: keep), 11 last_error json ('' none),
+# 12 DLQ prefix, 13 DLQ reason class ('' not in the DLQ).
 # Returns 1 created, 0 duplicate, -1 conflict.
-_CREATE = """
+_CREATE = (
+    _DLQ_ADD
+    + """
 local fp = redis.call('HGET', KEYS[1], 'fingerprint')
 if fp then
   if fp == ARGV[1] then return 0 end
@@ -80,6 +107,10 @@ redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', A
   'attempts', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
   'provider', ARGV[5], 'customer_id', ARGV[6])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[11]) end
+if ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[1], 'dlq_reason', ARGV[13])
+  dlq_add(ARGV[12], ARGV[7], ARGV[5], ARGV[13], ARGV[3], tonumber(ARGV[10]))
+end
 redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[4], to=ARGV[8], reason=ARGV[9], attempt=0}))
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
 local ttl = tonumber(ARGV[10])
@@ -91,14 +122,17 @@ else
 end
 return 1
 """
+)
 
 # KEYS: job, history, due index. ARGV: 1 idempotency key, 2 target state, 3 allowed
 # sources (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|decr|reset,
 # 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
 # 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
-# 15.. field/value pairs ('' deletes).
-# Returns {1, previous state}, {0, current state or ''}, or {0, state, 'claimed'}.
-_TRANSITION = """
+# 15 DLQ prefix, 16 DLQ reason class (entering the DLQ) or '', 17.. field/value pairs
+# ('' deletes). Returns {1, previous state}, {0, current state or ''}, or {0, state, 'claimed'}.
+_TRANSITION = (
+    _DLQ_ADD
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
 local allowed = false
@@ -106,8 +140,9 @@ for s in string.gmatch(ARGV[3], '%S+') do
   if s == state then allowed = true end
 end
 if not allowed then return {0, state} end
-local scope = redis.call('HGET', KEYS[1], 'provider') .. ':' ..
-  redis.call('HGET', KEYS[1], 'customer_id')
+local provider = redis.call('HGET', KEYS[1], 'provider')
+local scope = provider .. ':' .. redis.call('HGET', KEYS[1], 'customer_id')
+local left_dlq = redis.call('HGET', KEYS[1], 'dlq_reason')
 local claimed = ARGV[13] .. scope
 if ARGV[13] ~= '' and redis.call('SISMEMBER', claimed, ARGV[14]) == 1 then
   return {0, state, 'claimed'}
@@ -118,7 +153,7 @@ elseif ARGV[7] == 'decr' then attempts = math.max(attempts - 1, 0)
 elseif ARGV[7] == 'reset' then attempts = 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'attempts', attempts,
   'updated_at', ARGV[4], 'state_at', ARGV[4])
-for i = 15, #ARGV, 2 do
+for i = 17, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else
@@ -139,6 +174,17 @@ else
   redis.call('ZREM', pending, ARGV[1])
 end
 local ttl = tonumber(ARGV[8])
+if left_dlq then
+  for _, set in ipairs({ARGV[15] .. 'all', ARGV[15] .. 'provider:' .. provider,
+                        ARGV[15] .. 'reason:' .. left_dlq}) do
+    redis.call('ZREM', set, ARGV[1])
+  end
+  redis.call('HDEL', KEYS[1], 'dlq_reason')
+end
+if ARGV[16] ~= '' then
+  redis.call('HSET', KEYS[1], 'dlq_reason', ARGV[16])
+  dlq_add(ARGV[15], ARGV[1], provider, ARGV[16], ARGV[4], ttl)
+end
 if ARGV[13] ~= '' then
   redis.call('SADD', claimed, ARGV[14])
   redis.call('EXPIRE', claimed, math.max(ttl, 86400))
@@ -155,6 +201,7 @@ else
 end
 return {1, state}
 """
+)
 
 # Take a lease only if free; release only one's own (a late worker must not free another's).
 _RELEASE = """
@@ -196,7 +243,8 @@ class JobStore:
         keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
         payload = json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
         args = [grant.fingerprint(), payload, repr(now), iso(now), grant.provider.value,
-                grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, ""]  # fmt: skip
+                grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, "",
+                Keys.DLQ_PREFIX, ""]  # fmt: skip
         return keys, args
 
     def create_rejected(
@@ -215,7 +263,8 @@ class JobStore:
         args = ["invalid", json.dumps(safe, sort_keys=True, default=str), repr(now), iso(now),
                 str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
                 idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
-                self.ttl_seconds, json.dumps(error)]  # fmt: skip
+                self.ttl_seconds, json.dumps(error), Keys.DLQ_PREFIX,
+                DlqReason.INVALID.value]  # fmt: skip
         return int(self._create(keys=keys, args=args)) == 1
 
     def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
@@ -306,6 +355,7 @@ class JobStore:
         fields: Mapping[str, Any] | None = None,
         due: float | None = None,
         claim: str | None = None,
+        dlq_reason: DlqReason | None = None,
         now: float | None = None,
     ) -> JobState:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
@@ -319,7 +369,9 @@ class JobStore:
         ``EntryClaimed``) when the compare-and-set fails.
         """
         if attempts not in ("keep", "incr", "decr", "reset"):
-            raise ValueError(f"attempts must be keep, incr or reset, not {attempts!r}")
+            raise ValueError(f"attempts must be keep, incr, decr or reset, not {attempts!r}")
+        if target.dead_letter != (dlq_reason is not None):
+            raise ValueError("a move into the DLQ (and only such a move) needs a dlq_reason")
         sources = sources_of(target)
         if expect is not None:
             sources = sources & frozenset(expect)
@@ -329,6 +381,7 @@ class JobStore:
             repr(now), iso(now), reason, attempts,
             self.ttl_seconds if target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
             Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
+            Keys.DLQ_PREFIX, dlq_reason.value if dlq_reason else "",
         ]  # fmt: skip
         if claim is not None:
             args[12:14] = [Keys.CLAIMED_PREFIX, claim]

@@ -17,7 +17,7 @@ from tests.fixtures.celery import queued_messages
 from worker.models import CreditGrant
 from worker.producer import enqueue, enqueue_many
 from worker.settings import get_settings
-from worker.states import JobState
+from worker.states import DlqReason, JobState
 from worker.store import JobStore
 
 SECRET = "sk_live_SENTINEL_never_store_me"
@@ -77,6 +77,7 @@ def test_no_api_key_reaches_redis_or_the_broker(
                  app=celery_app)  # fmt: skip
     real_store.transition("s-1", JobState.SUBMITTING, reason="posting", attempts="incr")
     real_store.transition("s-1", JobState.REJECTED, reason="401 from provider",
+                          dlq_reason=DlqReason.REFUSED,
                           fields={"last_error": {"status": 401, "message": "bad key"}})  # fmt: skip
     assert SECRET not in repr(get_settings())
     dumped = []

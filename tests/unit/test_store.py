@@ -10,7 +10,7 @@ import pytest
 
 from worker.errors import IdempotencyConflict, TransitionRefused
 from worker.models import CreditGrant
-from worker.states import ALLOWED, TERMINAL, JobState, can_move, sources_of
+from worker.states import ALLOWED, TERMINAL, DlqReason, JobState, can_move, sources_of
 from worker.store import JobStore, Keys
 
 
@@ -24,7 +24,8 @@ def make_grant(key: str = "k1", **overrides: Any) -> CreditGrant:
 
 def walk(store: JobStore, key: str, *states: JobState) -> None:
     for state in states:
-        store.transition(key, state, reason=f"to {state}")
+        why = DlqReason.REFUSED if state.dead_letter else None
+        store.transition(key, state, reason=f"to {state}", dlq_reason=why)
 
 
 def test_create_makes_a_queued_job_with_its_first_history_entry(store: JobStore) -> None:
@@ -95,7 +96,13 @@ def test_expect_narrows_the_compare_and_set(store: JobStore) -> None:
     store.create(make_grant())
     walk(store, "k1", JobState.SUBMITTING)
     with pytest.raises(TransitionRefused, match="is submitting"):
-        store.transition("k1", JobState.DEAD, reason="x", expect=[JobState.QUEUED])
+        store.transition(
+            "k1",
+            JobState.DEAD,
+            reason="x",
+            expect=[JobState.QUEUED],
+            dlq_reason=DlqReason.EXHAUSTED,
+        )
 
 
 def test_moving_an_unknown_job_is_refused(store: JobStore) -> None:
@@ -110,7 +117,9 @@ def test_terminal_jobs_get_the_retention_ttl_and_replay_clears_it(
     store = JobStore(fake_redis, ttl_seconds=3600)
     store.create(make_grant())
     assert fake_redis.ttl(Keys.job("k1")) == -1
-    store.transition("k1", JobState.REJECTED, reason="400 from provider")
+    store.transition(
+        "k1", JobState.REJECTED, reason="400 from provider", dlq_reason=DlqReason.REFUSED
+    )
     assert 0 < fake_redis.ttl(Keys.job("k1")) <= 3600
     assert 0 < fake_redis.ttl(Keys.history("k1")) <= 3600
     store.transition("k1", JobState.QUEUED, reason="replay", attempts="reset")
@@ -121,8 +130,8 @@ def test_terminal_index_forgets_jobs_past_retention(fake_redis: fakeredis.FakeRe
     store = JobStore(fake_redis, ttl_seconds=100)
     for key in ("old", "new"):
         store.create(make_grant(key))
-    store.transition("old", JobState.DEAD, reason="x", now=1_000.0)
-    store.transition("new", JobState.DEAD, reason="x", now=1_200.0)
+    store.transition("old", JobState.DEAD, reason="x", now=1_000.0, dlq_reason=DlqReason.EXHAUSTED)
+    store.transition("new", JobState.DEAD, reason="x", now=1_200.0, dlq_reason=DlqReason.EXHAUSTED)
     assert store.keys_in_state(JobState.DEAD) == ["new"]
 
 
@@ -205,7 +214,7 @@ def test_due_index_tracks_unfinished_jobs_and_forgets_finished_ones(store: JobSt
     store.create(make_grant("b"), now=100.0)
     assert store.overdue(before=150.0) == ["a", "b"]
     store.transition("a", JobState.SUBMITTING, reason="x", due=500.0)
-    store.transition("b", JobState.REJECTED, reason="x")
+    store.transition("b", JobState.REJECTED, reason="x", dlq_reason=DlqReason.REFUSED)
     assert store.overdue(before=150.0) == [] and store.overdue(before=600.0) == ["a"]
     store.set_due("b", 10.0)  # a finished job is never due again
     assert store.overdue(before=600.0) == ["a"]
@@ -227,3 +236,25 @@ def test_an_invalid_message_without_a_job_is_recorded_rejected(store: JobStore) 
     assert job is not None and job.state is JobState.REJECTED and job.last_error == error
     assert store.redis.ttl(Keys.job("bad-1")) > 0 and store.overdue(before=1e12) == []
     assert not store.create_rejected("bad-1", {}, error)
+
+
+def test_dlq_indexes_follow_jobs_in_and_out_by_provider_and_reason(store: JobStore) -> None:
+    store.create(make_grant("a"))
+    store.create(make_grant("b", provider="chargebee"))
+    store.transition("a", JobState.DEAD, reason="x", dlq_reason=DlqReason.EXHAUSTED)
+    store.transition("b", JobState.REJECTED, reason="x", dlq_reason=DlqReason.REFUSED)
+    r = store.redis
+    assert set(r.zrange(Keys.dlq(), 0, -1)) == {"a", "b"}
+    assert r.zrange(Keys.dlq(provider="chargebee"), 0, -1) == ["b"]
+    assert r.zrange(Keys.dlq(reason="exhausted"), 0, -1) == ["a"]
+    store.transition("a", JobState.QUEUED, reason="replay", attempts="reset")
+    assert (
+        r.zrange(Keys.dlq(), 0, -1) == ["b"] and r.zrange(Keys.dlq(reason="exhausted"), 0, -1) == []
+    )
+    assert "dlq_reason" not in r.hgetall(Keys.job("a"))
+
+
+def test_a_move_into_the_dlq_must_say_why(store: JobStore) -> None:
+    store.create(make_grant())
+    with pytest.raises(ValueError, match="dlq_reason"):
+        store.transition("k1", JobState.DEAD, reason="x")
