@@ -181,6 +181,11 @@ class Pipeline:
             self._move(job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID,
                        fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
             return "rejected"
+        if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
+            # Replayed from the DLQ after a POST that may have applied (a credit that
+            # showed up late, an outcome never learned): the listing speaks first.
+            job = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
+                             fields={"reconcile_first": None}, due=self.clock())  # fmt: skip
         if job.state is JobState.QUEUED:
             return self._submit(job, grant)
         return self._resolve_unknown(job, grant)

@@ -216,3 +216,40 @@ def test_without_markers_equal_amounts_each_claim_a_different_entry(world: World
     jobs = [world.store.get(f"g{i}") for i in range(3)]
     refs = {j.provider_ref for j in jobs if j is not None}
     assert all(j is not None and j.state is JobState.CONFIRMED for j in jobs) and len(refs) == 3
+
+
+def replay(world: World, key: str) -> None:
+    """What `creditq dlq replay` does (worker/dlq.py): back to queued, listing first."""
+    job = world.store.get(key)
+    assert job is not None
+    world.store.transition(key, JobState.QUEUED, reason="replayed from the DLQ",
+                           expect=[JobState.REJECTED, JobState.DEAD], attempts="reset",
+                           due=world.clock.now,
+                           fields={"reconcile_first": "1"} if "first_post_at" in job.extra
+                           else None)  # fmt: skip
+    world.scheduler.issue(dict(job.grant_fields), 0.0)
+    world.run()
+
+
+def test_replaying_a_job_that_did_apply_confirms_it_without_a_second_credit(
+    store: JobStore,
+) -> None:
+    world = World(store, confirm_deadline=30.0)
+    inv = world.providers[Provider.INVETERATE]
+    inv.lag = 100.0  # visible only after the confirm deadline: the job dies not_visible
+    start(world, message())
+    assert state(world) is JobState.DEAD
+    world.clock.now += 200  # by now the credit shows
+    replay(world, "g1")
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
+
+
+def test_replaying_a_refused_job_after_the_fix_posts_again(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["refused"]
+    start(world, message())
+    assert state(world) is JobState.REJECTED
+    replay(world, "g1")
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 2 and inv.credits_for(marker_for("g1")) == 1
