@@ -7,6 +7,5 @@ from worker.runtime import pipeline
 
 
 @app.task(name=CONFIRM_TASK)
-def confirm(idempotency_key: str, provider: str = "", customer_id: str = "") -> str:
-    # provider and customer_id are carried for Flower; the job record is the truth.
-    return pipeline().confirm(idempotency_key)
+def confirm(provider: str, customer_id: str) -> str:
+    return pipeline().confirm(provider, customer_id)

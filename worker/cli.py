@@ -155,8 +155,10 @@ def sandbox(ctx: typer.Context) -> None:
 
 @cli.command()
 def demo() -> None:
-    """Run the whole pipeline on an embedded Redis and sandbox (coming with issue 6)."""
-    fail("demo is not built yet: it lands with the run-as-users issue", 1)
+    """Run the pipeline on this machine: its own Redis, the provider sandbox, a real worker."""
+    from worker.demo import run
+
+    raise typer.Exit(run())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ class Job:
     grant_fields: dict[str, Any]
     fingerprint: str
     attempts: int
+    version: int
     created_at: float
     updated_at: float
     state_at: float
@@ -55,7 +56,7 @@ class Job:
     @classmethod
     def from_redis(cls, fields: dict[str, str], history: list[str]) -> Job:
         known = {
-            "grant", "fingerprint", "state", "attempts", "created_at", "updated_at",
+            "grant", "fingerprint", "state", "attempts", "version", "created_at", "updated_at",
             "state_at", "provider_ref", "last_error", "provider", "customer_id",
         }  # fmt: skip
         last_error = fields.get("last_error")
@@ -66,6 +67,7 @@ class Job:
             grant_fields=grant_fields,
             fingerprint=fields["fingerprint"],
             attempts=int(fields.get("attempts", 0)),
+            version=int(fields.get("version", 0)),
             created_at=float(fields["created_at"]),
             updated_at=float(fields["updated_at"]),
             state_at=float(fields.get("state_at", fields["updated_at"])),

@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +27,6 @@ from typing import Any, Protocol
 
 from worker.backoff import retry_delay
 from worker.errors import (
-    EntryClaimed,
     IdempotencyConflict,
     InvalidGrant,
     MissingCredentials,
@@ -41,13 +39,12 @@ from worker.providers.matching import MatchWindow, PendingGrant, collect_entries
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.store import JobStore, Keys
 
 log = logging.getLogger("creditq.pipeline")
 
 # Chargebee keeps an idempotency key's answer for 30 minutes; stay well inside it.
 CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
-BUSY_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -149,10 +146,18 @@ class Pipeline:
         except InvalidGrant as exc:
             log.warning("dropped an issue message without a usable key: %s", exc)
             return "dropped"
-        if self.store.get(key) is None and not self._adopt(key, message):
-            return "rejected"
-        return self._leased(f"job:{key}", lambda: self._issue_job(key),
-                            busy=lambda: self._retry_issue_later(key))  # fmt: skip
+        job = self.store.get(key, history=False)
+        if job is None:
+            if not self._adopt(key, message):
+                return "rejected"
+            job = self.store.get(key, history=False)
+        if job is None or job.state.terminal:
+            return "nothing to do"
+        try:
+            return self._issue_job(job)
+        except TransitionRefused as exc:  # another delivery moved the job first
+            log.info("lost a race: %s", exc)
+            return "lost race"
 
     def _adopt(self, key: str, message: Mapping[str, Any]) -> bool:
         """A message whose job is not in the store (it bypassed the producer): check it
@@ -168,12 +173,9 @@ class Pipeline:
             self.store.create(grant)
         return True
 
-    def _issue_job(self, key: str) -> str:
-        job = self.store.get(key)
-        if job is None or job.state.terminal:
-            return "nothing to do"
+    def _issue_job(self, job: Job) -> str:
         if job.state is JobState.SUBMITTED:
-            self._confirm_later(job, 0.0)
+            self._schedule_confirm(job.provider, job.customer_id, 0.0)
             return "awaiting confirmation"
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
@@ -184,14 +186,19 @@ class Pipeline:
         if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
             # Replayed from the DLQ after a POST that may have applied (a credit that
             # showed up late, an outcome never learned): the listing speaks first.
-            job = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
-                             fields={"reconcile_first": None}, due=self.clock())  # fmt: skip
+            job, _ = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
+                                fields={"reconcile_first": None}, due=self.clock())  # fmt: skip
         if job.state is JobState.QUEUED:
             return self._submit(job, grant)
         return self._resolve_unknown(job, grant)
 
     def _submit(self, job: Job, grant: CreditGrant) -> str:
-        """POST once: from ``queued``, or from ``submitting`` known not to have applied."""
+        """POST once: from ``queued``, or from ``submitting`` known not to have applied.
+
+        The move into ``submitting`` is the job's lease: it succeeds for one delivery only
+        (the version check) and marks the POST in flight until ``in_flight_until``, before
+        which no other delivery may decide anything about this job.
+        """
         if job.attempts >= self.policy.max_attempts:
             return self._give_up(job, f"attempts exhausted ({job.attempts})", DlqReason.EXHAUSTED)
         try:
@@ -205,31 +212,37 @@ class Pipeline:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
         now = self.clock()
-        first_post = job.number("first_post_at") or now
         attempt = job.attempts + 1
-        job = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
-                   fields={"first_post_at": first_post, "last_post_at": now},
-                   due=now + self.policy.lease)  # fmt: skip
+        job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
+                            fields={"first_post_at": job.number("first_post_at") or now,
+                                    "last_post_at": now,
+                                    "in_flight_until": now + self.policy.lease},
+                            due=now + self.policy.lease)  # fmt: skip
         try:
             result = client.submit(grant)
         except ProviderError as err:
             return self._after_error(job, grant, err, attempt)
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
-        self._move(job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}", attempt=attempt,
-                   fields={"provider_ref": result.provider_ref, "submitted_at": now,
-                           "last_error": None},
-                   due=now + self.policy.first_poll)  # fmt: skip
-        self.scheduler.confirm(job.idempotency_key, job.provider, job.customer_id,
-                               self.policy.first_poll)  # fmt: skip
+        _, flagged = self._move(
+            job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
+            fields={"provider_ref": result.provider_ref, "submitted_at": now,
+                    "last_error": None, "in_flight_until": None},
+            due=now + self.policy.first_poll,
+            flag=(Keys.confirming(job.provider, job.customer_id),
+                  self.policy.first_poll + self.policy.grace),
+        )  # fmt: skip
+        if flagged:  # no read is scheduled for this customer yet: schedule one
+            self.scheduler.confirm(job.provider, job.customer_id, self.policy.first_poll)
         return "submitted"
 
     def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
         now = self.clock()
         record = error_record(err, now)
+        done = {"last_error": record, "in_flight_until": None}
         if err.outcome is Outcome.PERMANENT:
-            self._move(job, JobState.REJECTED, f"refused: {err}", attempt=attempt,
-                       dlq=DlqReason.REFUSED, fields={"last_error": record})  # fmt: skip
+            self._move(job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED,
+                       fields=done)  # fmt: skip
             return "rejected"
         if err.outcome is Outcome.NOT_APPLIED:
             rate_limited = err.status == 429
@@ -239,21 +252,21 @@ class Pipeline:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
             if not rate_limited and attempt >= self.policy.max_attempts:
                 self._move(job, JobState.DEAD, f"attempts exhausted; last: {err}",
-                           attempt=attempt, dlq=DlqReason.EXHAUSTED,
-                           fields={"last_error": record})  # fmt: skip
+                           dlq=DlqReason.EXHAUSTED, fields=done)  # fmt: skip
                 return "dead"
             delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
                                 wait, self.policy.backoff_max, self.rng)  # fmt: skip
             # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
-            self._move(job, JobState.QUEUED, f"not applied, retry in {delay:.1f}s: {err}",
-                       attempt=attempt, attempts="decr" if rate_limited else "keep",
-                       fields={"last_error": record}, due=now + delay)  # fmt: skip
-            self._issue_later(job, delay, set_due=False)
+            job, _ = self._move(job, JobState.QUEUED, f"not applied, retry in {delay:.1f}s: {err}",
+                                attempts="decr" if rate_limited else "keep", fields=done,
+                                due=now + delay)  # fmt: skip
+            self.scheduler.issue(dict(job.grant_fields), delay)
             return "retry"
         wait = self._unknown_wait(grant, attempt)
-        self._move(job, JobState.SUBMITTING, f"outcome unknown, reconcile in {wait:.1f}s: {err}",
-                   attempt=attempt, fields={"last_error": record}, due=now + wait)  # fmt: skip
-        self._issue_later(job, wait, set_due=False)
+        job, _ = self._move(job, JobState.SUBMITTING,
+                            f"outcome unknown, reconcile in {wait:.1f}s: {err}",
+                            fields=done, due=now + wait)  # fmt: skip
+        self.scheduler.issue(dict(job.grant_fields), wait)
         return "outcome unknown"
 
     def _unknown_wait(self, grant: CreditGrant, attempt: int) -> float:
@@ -265,6 +278,10 @@ class Pipeline:
     def _resolve_unknown(self, job: Job, grant: CreditGrant) -> str:
         """A ``submitting`` job: learn whether its last POST applied before any new one."""
         now = self.clock()
+        in_flight_until = job.number("in_flight_until")
+        if in_flight_until is not None and now < in_flight_until:
+            self._issue_later(job, in_flight_until - now)  # another delivery's POST is in flight
+            return "post in flight"
         first_post = job.number("first_post_at")
         last_post = job.number("last_post_at") or job.state_at
         if first_post is None:
@@ -277,78 +294,74 @@ class Pipeline:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
-            confirmed = self._confirm_customer(job.provider, job.customer_id)
+            confirmed, _ = self._confirm_customer(job.provider, job.customer_id)
         except NoSlot as slot:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
         except ProviderError as err:
-            return self._listing_failed(job, err, issue=True)
+            self._issue_later(job, self._listing_retry(job.provider, err))
+            return "listing unavailable"
         if job.idempotency_key in confirmed:
             return "confirmed"
-        fresh = self.store.get(job.idempotency_key)
-        if fresh is None or fresh.state is not JobState.SUBMITTING:
-            return "moved by another worker"
-        if fresh.attempts >= self.policy.max_attempts:
+        if job.attempts >= self.policy.max_attempts:
             reason = "attempts exhausted; last outcome unknown and not in the listing"
-            return self._give_up(fresh, reason, DlqReason.EXHAUSTED)
-        return self._submit(fresh, grant)  # absent after the lag settled: it did not apply
+            return self._give_up(job, reason, DlqReason.EXHAUSTED)
+        return self._submit(job, grant)  # absent after the lag settled: it did not apply
 
     # -- confirm --------------------------------------------------------------------
 
-    def confirm(self, key: str) -> str:
-        """Poll the listing for a submitted job (and every other pending job it shows)."""
-        job = self.store.get(key)
-        if job is None or job.state is not JobState.SUBMITTED:
-            return "nothing to confirm"
-        return self._leased(f"confirm:{job.provider}:{job.customer_id}",
-                            lambda: self._confirm_job(key),
-                            busy=lambda: self._confirm_later(job, BUSY_RETRY_SECONDS))  # fmt: skip
-
-    def _confirm_job(self, key: str) -> str:
-        job = self.store.get(key)
-        if job is None or job.state is not JobState.SUBMITTED:
-            return "nothing to confirm"
+    def confirm(self, provider: str, customer_id: str) -> str:
+        """Read the customer's listing once, confirm every pending job it shows, and
+        schedule the next read for those still invisible (or bury them past the deadline)."""
         try:
-            confirmed = self._confirm_customer(job.provider, job.customer_id)
+            confirmed, waiting = self._confirm_customer(provider, customer_id, scheduled=True)
         except NoSlot as slot:
-            self._confirm_later(job, slot.wait)
+            self._schedule_confirm(provider, customer_id, slot.wait, force=True)
             return "waiting for a request slot"
         except ProviderError as err:
-            return self._listing_failed(job, err, issue=False)
-        if key in confirmed:
-            return "confirmed"
+            delay = self._listing_retry(provider, err)
+            self._schedule_confirm(provider, customer_id, delay, force=True)
+            return "listing unavailable"
         now = self.clock()
-        submitted_at = job.number("submitted_at") or job.state_at
-        waited = now - submitted_at
-        if waited >= self.policy.confirm_deadline:
-            self._move(
-                job,
-                JobState.DEAD,
-                f"not visible in the listing {waited:.0f}s after the provider accepted it",
-                dlq=DlqReason.NOT_VISIBLE,
-            )
-            return "dead"
-        # Each poll waits about half the time already waited: frequent while the lag is
-        # young, sparse for a credit that is late, never past the deadline.
-        delay = min(self.policy.poll_max, max(self.policy.first_poll, waited / 2))
-        self._confirm_later(job, min(delay, self.policy.confirm_deadline - waited + 0.01))
-        return "not visible yet"
+        next_reads: dict[str, float] = {}
+        for job in waiting:
+            if job.state is not JobState.SUBMITTED:
+                continue  # an unknown outcome is the issue path's to resolve
+            waited = now - (job.number("submitted_at") or job.state_at)
+            if waited >= self.policy.confirm_deadline:
+                with suppress(TransitionRefused):
+                    self._move(job, JobState.DEAD,
+                               f"not visible in the listing {waited:.0f}s after it was accepted",
+                               dlq=DlqReason.NOT_VISIBLE)  # fmt: skip
+                continue
+            # Each read waits about half the time already waited: frequent while the lag
+            # is young, sparse for a late credit, never past the deadline.
+            delay = min(self.policy.poll_max, max(self.policy.first_poll, waited / 2),
+                        self.policy.confirm_deadline - waited + 0.01)  # fmt: skip
+            next_reads[job.idempotency_key] = now + delay
+        if next_reads:
+            self.store.set_due_many(next_reads)
+            self._schedule_confirm(provider, customer_id, min(next_reads.values()) - now)
+        return f"confirmed {len(confirmed)}, waiting {len(next_reads)}"
 
-    def _confirm_customer(self, provider: str, customer_id: str) -> set[str]:
-        """Read the customer's listing once and confirm every pending job it shows.
+    def _confirm_customer(
+        self, provider: str, customer_id: str, *, scheduled: bool = False
+    ) -> tuple[set[str], list[Job]]:
+        """Read the customer's listing once; confirm every pending job it shows.
 
-        Jobs the provider surely accepted (``submitted``) choose unmarked entries before
-        jobs whose POST may never have applied (``submitting``), so a credit is never
-        spent on a doubtful job while a certain one goes without.
+        Returns the keys confirmed and the jobs still pending. Jobs the provider surely
+        accepted (``submitted``) choose unmarked entries before jobs whose POST may never
+        have applied (``submitting``), so a credit is never spent on a doubtful job while
+        a certain one goes without. ``scheduled``: this is the customer's scheduled read,
+        so its marker is cleared first (jobs submitted from now on schedule their own).
         """
-        keys = self.store.pending(provider, customer_id)
-        waiting = (JobState.SUBMITTING, JobState.SUBMITTED)
-        jobs = {j.idempotency_key: j for j in self.store.get_many(keys)
-                if j is not None and j.state in waiting}  # fmt: skip
+        keys, claimed = self.store.confirmation_work(provider, customer_id, clear=scheduled)
+        waiting_states = (JobState.SUBMITTING, JobState.SUBMITTED)
+        jobs = {j.idempotency_key: j for j in self.store.get_many(keys, history=False)
+                if j is not None and j.state in waiting_states}  # fmt: skip
         if not jobs:
-            return set()
+            return set(), []
         pending = {key: self._pending(job) for key, job in jobs.items()}
-        claimed = self.store.claimed(provider, customer_id)
         client = _BudgetedListing(self.clients(Provider(provider)),
                                   lambda: self._spend(Provider(provider)))  # fmt: skip
         entries = collect_entries(client, customer_id, list(pending.values()),  # type: ignore[arg-type]
@@ -362,7 +375,7 @@ class Pipeline:
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
-        return confirmed
+        return confirmed, [job for key, job in jobs.items() if key not in confirmed]
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at
@@ -382,29 +395,22 @@ class Pipeline:
                        claim=entry.ref,
                        fields={"provider_ref": job.provider_ref or entry.ref,
                                "provider_entry": entry_json, "confirmed_at": now,
+                               "in_flight_until": None,
                                "visible_after_seconds": round(now - submitted_at, 3)})  # fmt: skip
-        except EntryClaimed:
-            return False
-        except TransitionRefused:
+        except TransitionRefused:  # EntryClaimed included: the entry is another job's
             return False
         return True
 
-    def _listing_failed(self, job: Job, err: ProviderError, *, issue: bool) -> str:
-        """A listing read failed: nothing about the job changed, so just try again later."""
-        provider = Provider(job.provider)
+    def _listing_retry(self, provider: str, err: ProviderError) -> float:
+        """A listing read failed: nothing about any job changed; when to read again."""
         wait = err.retry_after
-        budget = self.budgets(provider)
+        budget = self.budgets(Provider(provider))
         if err.status == 429 and budget is not None:
             wait = budget.pause_after_429(err.retry_after)
         delay = retry_delay(2, self.policy.backoff_base, self.policy.backoff_max, wait,
                             self.policy.backoff_max, self.rng)  # fmt: skip
-        log.warning("listing read failed key=%s provider=%s: %s; again in %.1fs",
-                    job.idempotency_key, job.provider, err, delay)  # fmt: skip
-        if issue:
-            self._issue_later(job, delay)
-        else:
-            self._confirm_later(job, delay)
-        return "listing unavailable"
+        log.warning("listing read failed provider=%s: %s; again in %.1fs", provider, err, delay)
+        return delay
 
     # -- reconcile ------------------------------------------------------------------
 
@@ -418,18 +424,21 @@ class Pipeline:
         now = self.clock()
         keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
         redriven = 0
-        for key, job in zip(keys, self.store.get_many(keys), strict=True):
+        customers: set[tuple[str, str]] = set()
+        for key, job in zip(keys, self.store.get_many(keys, history=False), strict=True):
             if job is None or job.state.terminal:
                 self.store.forget_due(key)
                 continue
             self.store.set_due(key, now)  # the next sweep waits a full grace again
             if job.state is JobState.SUBMITTED:
-                self.scheduler.confirm(key, job.provider, job.customer_id, 0.0)
+                customers.add((job.provider, job.customer_id))
             else:
                 self.scheduler.issue(dict(job.grant_fields), 0.0)
             log.warning("re-driving key=%s provider=%s stuck in %s since %s",
                         key, job.provider, job.state.value, iso(job.state_at))  # fmt: skip
             redriven += 1
+        for provider, customer_id in customers:
+            self.scheduler.confirm(provider, customer_id, 0.0)
         return redriven
 
     # -- plumbing -------------------------------------------------------------------
@@ -441,58 +450,35 @@ class Pipeline:
             if wait > 0:
                 raise NoSlot(wait)
 
-    def _leased(self, name: str, work: Callable[[], str], busy: Callable[[], None]) -> str:
-        with self._lease(name) as held:
-            if not held:
-                busy()
-                return "busy"
-            try:
-                return work()
-            except TransitionRefused as exc:
-                log.info("lost a race: %s", exc)
-                return "lost race"
+    def _schedule_confirm(
+        self, provider: str, customer_id: str, delay: float, *, force: bool = False
+    ) -> None:
+        """One scheduled listing read per customer serves all its pending jobs; the marker
+        expires a grace after the read was due, so a lost message cannot block the next."""
+        marker = Keys.confirming(provider, customer_id)
+        if self.store.take_flag(marker, delay + self.policy.grace) or force:
+            self.scheduler.confirm(provider, customer_id, delay)
 
-    @contextmanager
-    def _lease(self, name: str) -> Iterator[bool]:
-        token = uuid.uuid4().hex
-        held = self.store.acquire_lease(name, token, self.policy.lease)
-        try:
-            yield held
-        finally:
-            if held:
-                self.store.release_lease(name, token)
-
-    def _retry_issue_later(self, key: str) -> None:
-        job = self.store.get(key)
-        if job is not None and not job.state.terminal:
-            self._issue_later(job, BUSY_RETRY_SECONDS + self.rng.random())
-
-    def _issue_later(self, job: Job, delay: float, *, set_due: bool = True) -> None:
-        if set_due:
-            self.store.set_due(job.idempotency_key, self.clock() + delay)
-        self.scheduler.issue(dict(job.grant_fields), delay)
-
-    def _confirm_later(self, job: Job, delay: float) -> None:
+    def _issue_later(self, job: Job, delay: float) -> None:
         self.store.set_due(job.idempotency_key, self.clock() + delay)
-        self.scheduler.confirm(job.idempotency_key, job.provider, job.customer_id, delay)
+        self.scheduler.issue(dict(job.grant_fields), delay)
 
     def _give_up(self, job: Job, reason: str, why: DlqReason) -> str:
         self._move(job, JobState.DEAD, reason, dlq=why)
         return "dead"
 
-    def _move(self, job: Job, target: JobState, reason: str, *, attempt: int | None = None,
-              attempts: str = "keep", fields: Mapping[str, Any] | None = None,
-              due: float | None = None, claim: str | None = None,
-              dlq: DlqReason | None = None) -> Job:  # fmt: skip
-        """One compare-and-set from the state the job was read in, and its log line.
-
-        Returns the job as it now stands, for the next move of the same call.
-        """
-        self.store.transition(job.idempotency_key, target, reason=reason, expect=[job.state],
-                              attempts=attempts, fields=fields, due=due, claim=claim,
-                              dlq_reason=dlq)  # fmt: skip
+    def _move(self, job: Job, target: JobState, reason: str, *, attempts: str = "keep",
+              fields: Mapping[str, Any] | None = None, due: float | None = None,
+              claim: str | None = None, dlq: DlqReason | None = None,
+              flag: tuple[str, float] | None = None) -> tuple[Job, bool]:  # fmt: skip
+        """One compare-and-set from the job exactly as it was read (its version), and its
+        log line. Returns the job as it now stands and whether ``flag`` was set."""
+        moved = self.store.transition(job.idempotency_key, target, reason=reason,
+                                      expect=[job.state], attempts=attempts, fields=fields,
+                                      due=due, claim=claim, dlq_reason=dlq,
+                                      version=job.version, flag=flag)  # fmt: skip
         count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
         log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
-                 job.provider, job.state.value, target.value,
-                 attempt if attempt is not None else count, reason)  # fmt: skip
-        return replace(job, state=target, attempts=max(count, 0))
+                 job.provider, job.state.value, target.value, count, reason)  # fmt: skip
+        now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1)
+        return now_as, moved.flagged

@@ -16,8 +16,7 @@ from worker.app import CONFIRM_TASK, ISSUE_TASK
 class Scheduler(Protocol):
     def issue(self, message: dict[str, Any], countdown: float) -> None: ...
 
-    def confirm(self, idempotency_key: str, provider: str, customer_id: str,
-                countdown: float) -> None: ...  # fmt: skip
+    def confirm(self, provider: str, customer_id: str, countdown: float) -> None: ...
 
 
 class CeleryScheduler:
@@ -38,8 +37,6 @@ class CeleryScheduler:
     def issue(self, message: dict[str, Any], countdown: float) -> None:
         self.app.send_task(ISSUE_TASK, kwargs=message, countdown=self._countdown(countdown))
 
-    def confirm(self, idempotency_key: str, provider: str, customer_id: str,
-                countdown: float) -> None:  # fmt: skip
-        kwargs = {"idempotency_key": idempotency_key, "provider": provider,
-                  "customer_id": customer_id}  # fmt: skip
+    def confirm(self, provider: str, customer_id: str, countdown: float) -> None:
+        kwargs = {"provider": provider, "customer_id": customer_id}
         self.app.send_task(CONFIRM_TASK, kwargs=kwargs, countdown=self._countdown(countdown))

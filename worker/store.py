@@ -74,8 +74,9 @@ class Keys:
         return f"{Keys.DLQ_PREFIX}all"
 
     @staticmethod
-    def lease(name: str) -> str:
-        return f"{PREFIX}:lease:{name}"
+    def confirming(provider: str, customer_id: str) -> str:
+        """Set while a confirmation read is scheduled for the customer: one read serves all."""
+        return f"{PREFIX}:confirming:{provider}:{customer_id}"
 
 
 # Index a job into the DLQ sets (all, by provider, by reason); spelled once, used by both
@@ -104,7 +105,7 @@ if fp then
   return -1
 end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', ARGV[8],
-  'attempts', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
+  'attempts', 0, 'version', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
   'provider', ARGV[5], 'customer_id', ARGV[6])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[11]) end
 if ARGV[13] ~= '' then
@@ -128,8 +129,10 @@ return 1
 # sources (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|decr|reset,
 # 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
 # 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
-# 15 DLQ prefix, 16 DLQ reason class (entering the DLQ) or '', 17.. field/value pairs
-# ('' deletes). Returns {1, previous state}, {0, current state or ''}, or {0, state, 'claimed'}.
+# 15 DLQ prefix, 16 DLQ reason class (entering the DLQ) or '', 17 expected version ('' any),
+# 18 flag key to set if absent ('' none), 19 its ttl in ms, 20.. field/value pairs
+# ('' deletes). Returns {1, previous state, flag set 0|1}, {0, current state or ''},
+# or {0, state, 'claimed'}.
 _TRANSITION = (
     _DLQ_ADD
     + """
@@ -140,6 +143,9 @@ for s in string.gmatch(ARGV[3], '%S+') do
   if s == state then allowed = true end
 end
 if not allowed then return {0, state} end
+if ARGV[17] ~= '' and redis.call('HGET', KEYS[1], 'version') ~= ARGV[17] then
+  return {0, state}
+end
 local provider = redis.call('HGET', KEYS[1], 'provider')
 local scope = provider .. ':' .. redis.call('HGET', KEYS[1], 'customer_id')
 local left_dlq = redis.call('HGET', KEYS[1], 'dlq_reason')
@@ -153,7 +159,8 @@ elseif ARGV[7] == 'decr' then attempts = math.max(attempts - 1, 0)
 elseif ARGV[7] == 'reset' then attempts = 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'attempts', attempts,
   'updated_at', ARGV[4], 'state_at', ARGV[4])
-for i = 17, #ARGV, 2 do
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 20, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else
@@ -199,15 +206,19 @@ else
   redis.call('PERSIST', KEYS[2])
   if ARGV[12] ~= '' then redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1]) end
 end
-return {1, state}
+local flagged = 0
+if ARGV[18] ~= '' and redis.call('SET', ARGV[18], '1', 'NX', 'PX', ARGV[19]) then flagged = 1 end
+return {1, state, flagged}
 """
 )
 
-# Take a lease only if free; release only one's own (a late worker must not free another's).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+
+@dataclass(frozen=True)
+class Moved:
+    """What a successful move did: the state it left, and whether it set the flag."""
+
+    previous: JobState
+    flagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,7 +240,6 @@ class JobStore:
         )
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
-        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -304,19 +314,25 @@ class JobStore:
 
     # -- reading ------------------------------------------------------------------
 
-    def get(self, idempotency_key: str) -> Job | None:
+    def get(self, idempotency_key: str, *, history: bool = True) -> Job | None:
+        if not history:  # the workers' hot path: one HGETALL
+            fields = self.redis.hgetall(Keys.job(idempotency_key))
+            return Job.from_redis(fields, []) if fields else None
         return self.get_many([idempotency_key])[0]
 
-    def get_many(self, keys: Sequence[str]) -> list[Job | None]:
+    def get_many(self, keys: Sequence[str], *, history: bool = True) -> list[Job | None]:
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(Keys.job(key))
-            pipe.lrange(Keys.history(key), 0, -1)
+            if history:
+                pipe.lrange(Keys.history(key), 0, -1)
         replies = pipe.execute()
-        jobs: list[Job | None] = []
-        for fields, history in zip(replies[::2], replies[1::2], strict=True):
-            jobs.append(Job.from_redis(fields, history) if fields else None)
-        return jobs
+        if not history:
+            return [Job.from_redis(fields, []) if fields else None for fields in replies]
+        return [
+            Job.from_redis(fields, hist) if fields else None
+            for fields, hist in zip(replies[::2], replies[1::2], strict=True)
+        ]
 
     def count_by_state(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
@@ -356,8 +372,10 @@ class JobStore:
         due: float | None = None,
         claim: str | None = None,
         dlq_reason: DlqReason | None = None,
+        version: int | None = None,
+        flag: tuple[str, float] | None = None,
         now: float | None = None,
-    ) -> JobState:
+    ) -> Moved:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
 
         ``expect`` narrows the sources further (a caller that saw ``submitting``
@@ -365,8 +383,11 @@ class JobStore:
         ``fields`` are set on the job (``None`` deletes; non-strings are stored as
         JSON). ``due`` is when the job should next be worked on (the reconciler re-drives
         it if nothing has by then); ``claim`` marks a ledger entry as this job's, refusing
-        the move if another job already claimed it. Raises ``TransitionRefused`` (or its
-        ``EntryClaimed``) when the compare-and-set fails.
+        the move if another job already claimed it. ``version`` makes the move fail if any
+        other move happened since the job was read (optimistic concurrency: two deliveries
+        of one job cannot both win). ``flag`` is a (key, seconds) marker set if absent in the
+        same step; ``Moved.flagged`` says whether this move set it. Raises
+        ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
         if attempts not in ("keep", "incr", "decr", "reset"):
             raise ValueError(f"attempts must be keep, incr, decr or reset, not {attempts!r}")
@@ -382,6 +403,8 @@ class JobStore:
             self.ttl_seconds if target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
             Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
             Keys.DLQ_PREFIX, dlq_reason.value if dlq_reason else "",
+            "" if version is None else str(version),
+            flag[0] if flag else "", int(flag[1] * 1000) if flag else 0,
         ]  # fmt: skip
         if claim is not None:
             args[12:14] = [Keys.CLAIMED_PREFIX, claim]
@@ -394,7 +417,7 @@ class JobStore:
             if len(reply) > 2:
                 raise EntryClaimed(idempotency_key, str(claim))
             raise TransitionRefused(idempotency_key, reply[1] or None, target.value)
-        return JobState(reply[1])
+        return Moved(JobState(reply[1]), bool(int(reply[2])))
 
     # -- scheduling and leases ----------------------------------------------------
 
@@ -416,12 +439,29 @@ class JobStore:
     def claimed(self, provider: str, customer_id: str) -> set[str]:
         return set(self.redis.smembers(Keys.claimed(provider, customer_id)))
 
-    def acquire_lease(self, name: str, token: str, seconds: float) -> bool:
-        """A short exclusive hold (e.g. on one job) so two deliveries never POST at once."""
-        return bool(self.redis.set(Keys.lease(name), token, nx=True, px=int(seconds * 1000)))
+    def take_flag(self, key: str, seconds: float) -> bool:
+        """Set a marker if absent (e.g. "a confirmation read is scheduled"); True if set now."""
+        return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
 
-    def release_lease(self, name: str, token: str) -> None:
-        self._release(keys=[Keys.lease(name)], args=[token])
+    def confirmation_work(
+        self, provider: str, customer_id: str, *, clear: bool = False
+    ) -> tuple[list[str], set[str]]:
+        """The customer's pending job keys and claimed entries, in one round trip.
+
+        ``clear`` first removes the "confirmation scheduled" marker: a job submitted from
+        then on schedules a read of its own instead of counting on this one.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        if clear:
+            pipe.delete(Keys.confirming(provider, customer_id))
+        pipe.zrange(Keys.pending(provider, customer_id), 0, -1)
+        pipe.smembers(Keys.claimed(provider, customer_id))
+        *_, pending, claimed = pipe.execute()
+        return list(pending), set(claimed)
+
+    def set_due_many(self, due: Mapping[str, float]) -> None:
+        if due:
+            self.redis.zadd(Keys.DUE, dict(due), xx=True)
 
 
 def _encode_field(value: Any) -> str:

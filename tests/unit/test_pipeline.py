@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.simulation import World
+from worker.errors import TransitionRefused
 from worker.models import CreditGrant, Provider, marker_for
 from worker.states import JobState
 from worker.store import JobStore
@@ -155,12 +156,28 @@ def test_the_same_message_delivered_twice_pays_once(world: World) -> None:
     assert state(world) is JobState.CONFIRMED and inv.submits == 1
 
 
-def test_a_job_whose_lease_is_held_is_put_back_without_a_post(world: World) -> None:
+def test_a_post_in_flight_holds_off_every_other_delivery(world: World) -> None:
     m = message()
     world.store.create(CreditGrant.parse(m))
-    world.store.acquire_lease("job:g1", "someone-else", 30)
-    assert world.pipeline.issue(m) == "busy"
-    assert world.providers[Provider.INVETERATE].submits == 0 and len(world.scheduler.queue) == 1
+    now = world.clock.now
+    # Another delivery moved the job into submitting and its POST is still in flight.
+    world.store.transition("g1", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
+                           fields={"first_post_at": now, "last_post_at": now,
+                                   "in_flight_until": now + 50})  # fmt: skip
+    assert world.pipeline.issue(m) == "post in flight"
+    assert world.providers[Provider.INVETERATE].submits == 0
+    assert world.scheduler.queue[0].at == now + 50
+
+
+def test_two_deliveries_racing_on_one_queued_job_post_once(world: World) -> None:
+    m = message()
+    world.store.create(CreditGrant.parse(m))
+    stale = world.store.get("g1", history=False)
+    assert stale is not None
+    assert world.pipeline.issue(m) == "submitted"  # the first delivery wins
+    with pytest.raises(TransitionRefused):  # the second read the job before that move
+        world.pipeline._issue_job(stale)
+    assert world.providers[Provider.INVETERATE].submits == 1
 
 
 def test_a_worker_killed_after_posting_is_healed_by_the_sweep_without_paying_twice(

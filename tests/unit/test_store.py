@@ -220,13 +220,25 @@ def test_due_index_tracks_unfinished_jobs_and_forgets_finished_ones(store: JobSt
     assert store.overdue(before=600.0) == ["a"]
 
 
-def test_a_lease_is_exclusive_and_only_its_holder_releases_it(store: JobStore) -> None:
-    assert store.acquire_lease("job:a", "w1", 30)
-    assert not store.acquire_lease("job:a", "w2", 30)
-    store.release_lease("job:a", "w2")
-    assert not store.acquire_lease("job:a", "w2", 30)
-    store.release_lease("job:a", "w1")
-    assert store.acquire_lease("job:a", "w2", 30)
+def test_a_stale_version_loses_the_compare_and_set(store: JobStore) -> None:
+    store.create(make_grant())
+    job = store.get("k1")
+    assert job is not None and job.version == 0
+    store.transition("k1", JobState.SUBMITTING, reason="first", version=0)
+    with pytest.raises(TransitionRefused):
+        store.transition("k1", JobState.SUBMITTING, reason="second", version=0)
+    job = store.get("k1")
+    assert job is not None and job.version == 1 and len(job.history) == 2
+
+
+def test_a_flag_is_set_by_the_first_move_only(store: JobStore) -> None:
+    for key in ("a", "b"):
+        store.create(make_grant(key))
+        store.transition(key, JobState.SUBMITTING, reason="x")
+    first = store.transition("a", JobState.SUBMITTED, reason="x", flag=("creditq:t:flag", 30))
+    second = store.transition("b", JobState.SUBMITTED, reason="x", flag=("creditq:t:flag", 30))
+    assert first.flagged and not second.flagged
+    assert 0 < store.redis.pttl("creditq:t:flag") <= 30_000
 
 
 def test_an_invalid_message_without_a_job_is_recorded_rejected(store: JobStore) -> None:

@@ -1,0 +1,83 @@
+"""docker-compose.yml and the Procfile describe one deployment: held against each other here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY_SERVICES = ("worker", "beat", "flower")
+
+
+def procfile() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_the_procfile_runs_worker_beat_and_flower_the_standard_way() -> None:
+    entries = procfile()
+    assert set(entries) == set(CELERY_SERVICES)
+    for name, command in entries.items():
+        assert command.startswith(f"celery -A worker.app {name}"), command
+    assert "-P threads -c 16" in entries["worker"]
+    assert "--port=${FLOWER_PORT:-5555}" in entries["flower"]
+
+
+@pytest.mark.parametrize("service", CELERY_SERVICES)
+def test_compose_runs_the_procfile_command_word_for_word(
+    compose: dict[str, Any], service: str
+) -> None:
+    assert compose["services"][service]["command"] == procfile()[service]
+
+
+def test_redis_keeps_an_append_only_file_on_a_named_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert "--appendonly yes" in redis["command"]
+    volume, _, mount = redis["volumes"][0].partition(":")
+    assert mount == "/data" and volume in compose["volumes"]
+
+
+def test_flower_needs_basic_auth_from_the_environment_and_serves_5555(
+    compose: dict[str, Any],
+) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    assert flower["ports"] == ["${FLOWER_PORT:-5555}:${FLOWER_PORT:-5555}"]
+
+
+def test_the_sandbox_runs_only_under_the_dev_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["sandbox"]["profiles"] == ["dev"]
+    assert services["sandbox"]["command"].startswith("creditq sandbox")
+    assert all("profiles" not in s for name, s in services.items() if name != "sandbox")
+
+
+@pytest.mark.parametrize("service", [*CELERY_SERVICES, "sandbox"])
+def test_every_creditq_setting_reaches_the_containers(
+    compose: dict[str, Any], service: str
+) -> None:
+    environment = compose["services"][service]["environment"]
+    settings = {f"CREDITQ_{name.upper()}" for name in Settings.model_fields}
+    assert settings <= set(environment), settings - set(environment)
+    assert environment["CREDITQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert not [k for k in environment if not k.startswith(("CREDITQ_", "FLOWER_"))]
+
+
+def test_the_image_is_built_from_the_dockerfile(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert all(compose["services"][s]["build"] == "." for s in CELERY_SERVICES)
+    assert "pip install ." in dockerfile and "USER creditq" in dockerfile
