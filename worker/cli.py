@@ -142,6 +142,12 @@ def stats(as_json: JsonFlag = False) -> None:
     out.print(f"dead-letter queue: {dlq_depth}")
 
 
+# Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).
+from worker.cli_dlq import dlq_app  # noqa: E402
+
+cli.add_typer(dlq_app, name="dlq")
+
+
 @cli.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

@@ -188,9 +188,24 @@ class Pipeline:
             # showed up late, an outcome never learned): the listing speaks first.
             job, _ = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
                                 fields={"reconcile_first": None}, due=self.clock())  # fmt: skip
+            if job.number("submitted_at") is not None:
+                return self._await_again(job)
         if job.state is JobState.QUEUED:
             return self._submit(job, grant)
         return self._resolve_unknown(job, grant)
+
+    def _await_again(self, job: Job) -> str:
+        """A replayed job the provider once accepted (2xx): a second POST could pay twice,
+        so it only goes back to waiting for the listing, with a fresh deadline."""
+        now = self.clock()
+        _, flagged = self._move(
+            job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
+            fields={"submitted_at": now}, due=now,
+            flag=(Keys.confirming(job.provider, job.customer_id), self.policy.grace),
+        )  # fmt: skip
+        if flagged:
+            self.scheduler.confirm(job.provider, job.customer_id, 0.0)
+        return "awaiting confirmation"
 
     def _submit(self, job: Job, grant: CreditGrant) -> str:
         """POST once: from ``queued``, or from ``submitting`` known not to have applied.

@@ -1,0 +1,46 @@
+"""The baseline a user writes first: one Celery task that POSTs with autoretry, never confirms.
+
+Run by benchmarks/throughput.py with the same Redis, pool, concurrency and sandbox as creditq.
+It has no idempotency, no reconciliation and no confirmation: it is the speed to beat,
+not a design to copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from celery import Celery
+
+app = Celery("baseline", broker=os.environ["BASELINE_BROKER_URL"])
+app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
+                task_acks_late=True, worker_prefetch_multiplier=1)  # fmt: skip
+
+_client = httpx.Client(base_url=os.environ["BASELINE_SANDBOX_URL"], timeout=10.0)
+_KEYS = {"inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),
+         "chargebee": os.environ.get("BASELINE_CHARGEBEE_KEY", "")}  # fmt: skip
+
+
+@app.task(name="baseline.post_credit", autoretry_for=(httpx.HTTPError,), retry_backoff=True,
+          max_retries=8)  # fmt: skip
+def post_credit(**grant: Any) -> None:
+    if grant["provider"] == "inveterate":
+        response = _client.post(
+            f"/v2.0/admin/members/{grant['customer_id']}/credits",
+            # The amount is already an exact decimal string: written as a JSON number as is.
+            content=f'{{"amount": {grant["amount"]}, "note": {json.dumps(grant.get("note"))}}}',
+            headers={"X-Inveterate-Api-Key": _KEYS["inveterate"],
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+    else:
+        cents = int(Decimal(grant["amount"]) * 100)
+        response = _client.post(
+            "/api/v2/promotional_credits/add",
+            data={"customer_id": grant["customer_id"], "amount": cents,
+                  "currency_code": "USD", "description": grant.get("note") or "credit"},
+            auth=(_KEYS["chargebee"], ""),
+        )  # fmt: skip
+    response.raise_for_status()

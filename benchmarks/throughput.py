@@ -1,0 +1,226 @@
+"""Throughput of the full creditq pipeline against the baseline a user writes first.
+
+    .venv/bin/python benchmarks/throughput.py [--grants N] [--concurrency C] [--latency S]
+
+Both run on one private Redis, the same `-P threads -c C` worker, and one sandbox process
+answering every call after `--latency` (20 ms). creditq issues, reconciles and confirms each
+grant in the listing; the baseline POSTs with autoretry and never confirms. Then creditq
+again with the listing `--lag` seconds behind, its rate counted without the last lag (the
+wait no pipeline can avoid for the final grant). Prints grants per second and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import benchmark_redis  # noqa: E402
+from worker.embedded_redis import free_port  # noqa: E402
+from worker.models import CreditGrant  # noqa: E402
+from worker.producer import enqueue_many  # noqa: E402
+from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY  # noqa: E402
+from worker.store import JobStore  # noqa: E402
+
+
+def grant_batch(n: int, prefix: str, per_customer: int = 5) -> list[CreditGrant]:
+    return [
+        CreditGrant(
+            idempotency_key=f"{prefix}-{i}",
+            provider="chargebee" if i % 2 else "inveterate",
+            customer_id=f"{prefix}-cust-{i // (2 * per_customer)}",
+            amount=f"{1 + i % 40}.{i % 100:02d}",
+            note=f"order {i}",
+        )
+        for i in range(n)
+    ]
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.dir = tempfile.mkdtemp(prefix="creditq-bench-")
+
+    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        log = open(Path(self.dir) / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.clear()
+
+
+def start_sandbox(procs: Processes, latency: float, lag: float) -> str:
+    port = free_port()
+    procs.start([sys.executable, "-m", "worker.sandbox", "--port", str(port), "--latency",
+                 str(latency), "--lag", str(lag)], dict(os.environ), "sandbox")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait(lambda: _up(url), 20, "sandbox")
+    return url
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/_sandbox/stats", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait(condition: Any, timeout: float, what: str, interval: float = 0.05) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+def sandbox_stats(url: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{url}/_sandbox/stats", timeout=5).json())
+
+
+def worker_env(redis_url: str, sandbox_url: str, lag: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
+    env.update({
+        "CREDITQ_REDIS_URL": redis_url, "CREDITQ_INVETERATE_BASE_URL": sandbox_url,
+        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
+        "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
+        "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
+        "CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE": "1000000",
+        "CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE": "1000000",
+        "CREDITQ_CONFIRM_FIRST_POLL_SECONDS": str(max(lag, 0.2)),
+        "CREDITQ_CONFIRM_POLL_MAX_SECONDS": "2",
+        "PYTHONPATH": str(ROOT),
+    })  # fmt: skip
+    return env
+
+
+def run_creditq(
+    args: argparse.Namespace, redis_url: str, lag: float, prefix: str
+) -> dict[str, float]:
+    procs = Processes()
+    try:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        client.flushdb()
+        sandbox = start_sandbox(procs, args.latency, lag)
+        env = worker_env(redis_url, sandbox, lag)
+        command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P",
+                   "threads", "-c", str(args.concurrency), "--without-gossip",
+                   "--without-mingle", "-l", "WARNING"]  # fmt: skip
+        if args.profile:  # py-spy's collapsed stacks of the worker, for flame graphs
+            command = ["py-spy", "record", "--nonblocking", "-d", "12", "-r", "200", "-f",
+                       "raw", "-o", f"{args.profile}.{prefix}.txt", "--", *command]  # fmt: skip
+        procs.start(command, env, "worker")
+        store = JobStore(client)
+        from worker.app import create_app
+
+        os.environ["CREDITQ_REDIS_URL"] = redis_url
+        app = create_app()
+        batch = grant_batch(args.grants, prefix)
+        time.sleep(2.0)  # let the worker connect before the clock starts
+        start = time.monotonic()
+        enqueue_many(batch, store=store, app=app)
+        end = wait(lambda: store.count_by_state()["confirmed"] == args.grants, 600, "creditq")
+        stats = sandbox_stats(sandbox)
+        calls = sum(sum(p["calls"].values()) for p in stats.values())
+        seconds = end - start
+        return {
+            "seconds": seconds,
+            "rate": args.grants / seconds,
+            "rate_without_last_lag": args.grants / max(seconds - lag, 1e-9),
+            "calls_per_grant": calls / args.grants,
+        }
+    finally:
+        procs.stop_all()
+
+
+def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
+    procs = Processes()
+    try:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        client.flushdb()
+        sandbox = start_sandbox(procs, args.latency, 0.0)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
+        env.update({"BASELINE_BROKER_URL": redis_url, "BASELINE_SANDBOX_URL": sandbox,
+                    "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
+                    "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
+                    "PYTHONPATH": str(ROOT)})  # fmt: skip
+        procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app", "worker",
+                     "-P", "threads", "-c", str(args.concurrency), "--without-gossip",
+                     "--without-mingle", "-l", "WARNING"], env, "baseline")  # fmt: skip
+        os.environ["BASELINE_BROKER_URL"] = redis_url
+        os.environ["BASELINE_SANDBOX_URL"] = sandbox
+        from benchmarks.baseline_app import app, post_credit
+
+        batch = [g.to_message() for g in grant_batch(args.grants, "base")]
+        time.sleep(2.0)  # let the worker connect before the clock starts
+        start = time.monotonic()
+        with app.producer_or_acquire() as producer:
+            for message in batch:
+                post_credit.apply_async(kwargs=message, producer=producer)
+
+        def applied() -> bool:
+            stats = sandbox_stats(sandbox)
+            return sum(p["applied"] for p in stats.values()) >= args.grants
+
+        end = wait(applied, 600, "baseline", interval=0.1)
+        seconds = end - start
+        return {"seconds": seconds, "rate": args.grants / seconds, "calls_per_grant": 1.0}
+    finally:
+        procs.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--grants", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--lag", type=float, default=2.0)
+    parser.add_argument("--profile", help="record the creditq worker with py-spy to this path")
+    parser.add_argument("--only", choices=["baseline", "plain", "lagged"])
+    args = parser.parse_args()
+    with benchmark_redis() as url:
+        if args.only == "plain":
+            print(run_creditq(args, url, 0.0, "plain"))
+            return
+        baseline = run_baseline(args, url)
+        plain = run_creditq(args, url, 0.0, "plain")
+        lagged = run_creditq(args, url, args.lag, "lagged")
+    print(f"{args.grants} grants, threads pool -c {args.concurrency}, sandbox latency "
+          f"{args.latency * 1000:.0f} ms, one worker process each")  # fmt: skip
+    print(f"baseline (POST + autoretry, no confirm)  {baseline['rate']:7.1f} grants/s  "
+          f"{baseline['seconds']:6.1f} s  1.00 calls/grant")  # fmt: skip
+    print(f"creditq (exactly once, confirmed)        {plain['rate']:7.1f} grants/s  "
+          f"{plain['seconds']:6.1f} s  {plain['calls_per_grant']:.2f} calls/grant  "
+          f"ratio {plain['rate'] / baseline['rate']:.2f}")  # fmt: skip
+    print(f"creditq, listing {args.lag:.0f} s behind           "
+          f"{lagged['rate_without_last_lag']:7.1f} grants/s  {lagged['seconds']:6.1f} s  "
+          f"{lagged['calls_per_grant']:.2f} calls/grant  "
+          f"ratio {lagged['rate_without_last_lag'] / plain['rate']:.2f} of no lag "
+          "(without the last lag)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
