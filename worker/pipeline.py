@@ -45,6 +45,15 @@ log = logging.getLogger("creditq.pipeline")
 
 # Chargebee keeps an idempotency key's answer for 30 minutes; stay well inside it.
 CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
+# Providers whose listing spans every customer, newest first (Chargebee's
+# customer_id[is] filter is optional): one read confirms the whole provider's pending
+# grants. Inveterate lists one member at a time.
+PROVIDER_WIDE_LISTING = frozenset({Provider.CHARGEBEE})
+
+
+def listing_scope(provider: str, customer_id: str) -> str | None:
+    """Whose listing confirms this job: the customer's, or (None) the whole provider's."""
+    return None if Provider(provider) in PROVIDER_WIDE_LISTING else customer_id
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ class Pipeline:
 
     def _issue_job(self, job: Job) -> str:
         if job.state is JobState.SUBMITTED:
-            self._schedule_confirm(job.provider, job.customer_id, 0.0)
+            self._schedule_confirm(job.provider, self._scope(job), 0.0)
             return "awaiting confirmation"
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
@@ -198,13 +207,14 @@ class Pipeline:
         """A replayed job the provider once accepted (2xx): a second POST could pay twice,
         so it only goes back to waiting for the listing, with a fresh deadline."""
         now = self.clock()
+        scope = self._scope(job)
         _, flagged = self._move(
             job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
             fields={"submitted_at": now}, due=now,
-            flag=(Keys.confirming(job.provider, job.customer_id), self.policy.grace),
+            flag=(Keys.confirming(job.provider, scope), self.policy.grace),
         )  # fmt: skip
         if flagged:
-            self.scheduler.confirm(job.provider, job.customer_id, 0.0)
+            self.scheduler.confirm(job.provider, scope or "", 0.0)
         return "awaiting confirmation"
 
     def _submit(self, job: Job, grant: CreditGrant) -> str:
@@ -239,16 +249,17 @@ class Pipeline:
             return self._after_error(job, grant, err, attempt)
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
+        scope = self._scope(job)
         _, flagged = self._move(
             job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
             fields={"provider_ref": result.provider_ref, "submitted_at": now,
                     "last_error": None, "in_flight_until": None},
             due=now + self.policy.first_poll,
-            flag=(Keys.confirming(job.provider, job.customer_id),
+            flag=(Keys.confirming(job.provider, scope),
                   self.policy.first_poll + self.policy.grace),
         )  # fmt: skip
-        if flagged:  # no read is scheduled for this customer yet: schedule one
-            self.scheduler.confirm(job.provider, job.customer_id, self.policy.first_poll)
+        if flagged:  # no read is scheduled for this listing yet: schedule one
+            self.scheduler.confirm(job.provider, scope or "", self.policy.first_poll)
         return "submitted"
 
     def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
@@ -309,7 +320,7 @@ class Pipeline:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
-            confirmed, _ = self._confirm_customer(job.provider, job.customer_id)
+            confirmed, _ = self._confirm_scope(job.provider, self._scope(job))
         except NoSlot as slot:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
@@ -326,16 +337,18 @@ class Pipeline:
     # -- confirm --------------------------------------------------------------------
 
     def confirm(self, provider: str, customer_id: str) -> str:
-        """Read the customer's listing once, confirm every pending job it shows, and
-        schedule the next read for those still invisible (or bury them past the deadline)."""
+        """Read a listing once (the customer's, or with ``customer_id`` empty the whole
+        provider's), confirm every pending job it shows, and schedule the next read for
+        those still invisible (or bury them past the deadline)."""
+        scope = customer_id or None
         try:
-            confirmed, waiting = self._confirm_customer(provider, customer_id, scheduled=True)
+            confirmed, waiting = self._confirm_scope(provider, scope, scheduled=True)
         except NoSlot as slot:
-            self._schedule_confirm(provider, customer_id, slot.wait, force=True)
+            self._schedule_confirm(provider, scope, slot.wait, force=True)
             return "waiting for a request slot"
         except ProviderError as err:
             delay = self._listing_retry(provider, err)
-            self._schedule_confirm(provider, customer_id, delay, force=True)
+            self._schedule_confirm(provider, scope, delay, force=True)
             return "listing unavailable"
         now = self.clock()
         next_reads: dict[str, float] = {}
@@ -356,19 +369,22 @@ class Pipeline:
             next_reads[job.idempotency_key] = now + delay
         if next_reads:
             self.store.set_due_many(next_reads)
-            self._schedule_confirm(provider, customer_id, min(next_reads.values()) - now)
+            self._schedule_confirm(provider, scope, min(next_reads.values()) - now)
         return f"confirmed {len(confirmed)}, waiting {len(next_reads)}"
 
-    def _confirm_customer(
-        self, provider: str, customer_id: str, *, scheduled: bool = False
+    def _confirm_scope(
+        self, provider: str, customer_id: str | None, *, scheduled: bool = False
     ) -> tuple[set[str], list[Job]]:
-        """Read the customer's listing once; confirm every pending job it shows.
+        """Read one listing (a customer's, or with None the provider's) as far as its pending
+        jobs need; confirm every one it shows.
 
         Returns the keys confirmed and the jobs still pending. Jobs the provider surely
         accepted (``submitted``) choose unmarked entries before jobs whose POST may never
         have applied (``submitting``), so a credit is never spent on a doubtful job while
         a certain one goes without. ``scheduled``: this is the customer's scheduled read,
         so its marker is cleared first (jobs submitted from now on schedule their own).
+        Paging stops once every pending job is matched or the entries are older than the
+        oldest of them (``collect_entries``).
         """
         keys, claimed = self.store.confirmation_work(provider, customer_id, clear=scheduled)
         waiting_states = (JobState.SUBMITTING, JobState.SUBMITTED)
@@ -439,21 +455,21 @@ class Pipeline:
         now = self.clock()
         keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
         redriven = 0
-        customers: set[tuple[str, str]] = set()
+        customers: set[tuple[str, str | None]] = set()
         for key, job in zip(keys, self.store.get_many(keys, history=False), strict=True):
             if job is None or job.state.terminal:
                 self.store.forget_due(key)
                 continue
             self.store.set_due(key, now)  # the next sweep waits a full grace again
             if job.state is JobState.SUBMITTED:
-                customers.add((job.provider, job.customer_id))
+                customers.add((job.provider, self._scope(job)))
             else:
                 self.scheduler.issue(dict(job.grant_fields), 0.0)
             log.warning("re-driving key=%s provider=%s stuck in %s since %s",
                         key, job.provider, job.state.value, iso(job.state_at))  # fmt: skip
             redriven += 1
-        for provider, customer_id in customers:
-            self.scheduler.confirm(provider, customer_id, 0.0)
+        for provider, scope in customers:
+            self.scheduler.confirm(provider, scope or "", 0.0)
         return redriven
 
     # -- plumbing -------------------------------------------------------------------
@@ -465,14 +481,18 @@ class Pipeline:
             if wait > 0:
                 raise NoSlot(wait)
 
+    @staticmethod
+    def _scope(job: Job) -> str | None:
+        return listing_scope(job.provider, job.customer_id)
+
     def _schedule_confirm(
-        self, provider: str, customer_id: str, delay: float, *, force: bool = False
+        self, provider: str, scope: str | None, delay: float, *, force: bool = False
     ) -> None:
-        """One scheduled listing read per customer serves all its pending jobs; the marker
-        expires a grace after the read was due, so a lost message cannot block the next."""
-        marker = Keys.confirming(provider, customer_id)
+        """One scheduled read per listing serves all its pending jobs; the marker expires a
+        grace after the read was due, so a lost message cannot block the next one."""
+        marker = Keys.confirming(provider, scope)
         if self.store.take_flag(marker, delay + self.policy.grace) or force:
-            self.scheduler.confirm(provider, customer_id, delay)
+            self.scheduler.confirm(provider, scope or "", delay)
 
     def _issue_later(self, job: Job, delay: float) -> None:
         self.store.set_due(job.idempotency_key, self.clock() + delay)

@@ -50,7 +50,10 @@ class Keys:
         return f"{Keys.INDEX_PREFIX}{state.value}"
 
     @staticmethod
-    def pending(provider: str, customer_id: str) -> str:
+    def pending(provider: str, customer_id: str | None) -> str:
+        """Per customer, or (``None``) for every customer of the provider."""
+        if customer_id is None:
+            return f"{Keys.PENDING_PREFIX}{provider}"
         return f"{Keys.PENDING_PREFIX}{provider}:{customer_id}"
 
     # Ledger entries already used to confirm a job, per provider and customer: each entry
@@ -74,9 +77,10 @@ class Keys:
         return f"{Keys.DLQ_PREFIX}all"
 
     @staticmethod
-    def confirming(provider: str, customer_id: str) -> str:
-        """Set while a confirmation read is scheduled for the customer: one read serves all."""
-        return f"{PREFIX}:confirming:{provider}:{customer_id}"
+    def confirming(provider: str, customer_id: str | None) -> str:
+        """Set while a listing read is scheduled for the customer (``None``: for the whole
+        provider): one read serves every pending job it can show."""
+        return f"{PREFIX}:confirming:{provider}:{customer_id or '*'}"
 
 
 # Index a job into the DLQ sets (all, by provider, by reason); spelled once, used by both
@@ -174,11 +178,12 @@ if state ~= ARGV[2] then
   redis.call('ZREM', ARGV[9] .. state, ARGV[1])
   redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
 end
-local pending = ARGV[11] .. scope
-if ARGV[2] == 'submitting' or ARGV[2] == 'submitted' then
-  redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
-else
-  redis.call('ZREM', pending, ARGV[1])
+for _, pending in ipairs({ARGV[11] .. scope, ARGV[11] .. provider}) do
+  if ARGV[2] == 'submitting' or ARGV[2] == 'submitted' then
+    redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
+  else
+    redis.call('ZREM', pending, ARGV[1])
+  end
 end
 local ttl = tonumber(ARGV[8])
 if left_dlq then
@@ -432,8 +437,9 @@ class JobStore:
         """Unfinished jobs nobody has worked on since they were due: lost or crashed work."""
         return list(self.redis.zrangebyscore(Keys.DUE, "-inf", repr(before), start=0, num=limit))
 
-    def pending(self, provider: str, customer_id: str) -> list[str]:
-        """Keys of the customer's jobs in submitting or submitted, oldest first."""
+    def pending(self, provider: str, customer_id: str | None) -> list[str]:
+        """Keys of jobs in submitting or submitted, oldest first: the customer's, or (None)
+        the provider's."""
         return list(self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
 
     def claimed(self, provider: str, customer_id: str) -> set[str]:
@@ -444,20 +450,24 @@ class JobStore:
         return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
 
     def confirmation_work(
-        self, provider: str, customer_id: str, *, clear: bool = False
+        self, provider: str, customer_id: str | None, *, clear: bool = False
     ) -> tuple[list[str], set[str]]:
-        """The customer's pending job keys and claimed entries, in one round trip.
+        """Pending job keys and claimed entries of a customer (or, with ``None``, the
+        pending jobs of the whole provider and no claims), in one round trip.
 
-        ``clear`` first removes the "confirmation scheduled" marker: a job submitted from
-        then on schedules a read of its own instead of counting on this one.
+        ``clear`` first removes the "read scheduled" marker: a job submitted from then on
+        schedules a read of its own instead of counting on this one.
         """
         pipe = self.redis.pipeline(transaction=False)
         if clear:
             pipe.delete(Keys.confirming(provider, customer_id))
         pipe.zrange(Keys.pending(provider, customer_id), 0, -1)
-        pipe.smembers(Keys.claimed(provider, customer_id))
-        *_, pending, claimed = pipe.execute()
-        return list(pending), set(claimed)
+        if customer_id is not None:
+            pipe.smembers(Keys.claimed(provider, customer_id))
+        replies = pipe.execute()
+        if customer_id is None:
+            return list(replies[-1]), set()
+        return list(replies[-2]), set(replies[-1])
 
     def set_due_many(self, due: Mapping[str, float]) -> None:
         if due:
