@@ -131,8 +131,12 @@ def stats(as_json: JsonFlag = False) -> None:
         for state, since in store.oldest(WAITING).items()
     }
     dlq_depth = sum(counts[s.value] for s in (JobState.REJECTED, JobState.DEAD))
+    from worker.budget import Budgets
+
+    budgets = Budgets(store.redis).snapshots()
     if as_json:
-        emit_json({"states": counts, "dlq_depth": dlq_depth, "oldest_age_seconds": oldest})
+        emit_json({"states": counts, "dlq_depth": dlq_depth, "oldest_age_seconds": oldest,
+                   "providers": budgets})  # fmt: skip
         return
     table = Table("state", "jobs", "oldest waiting (s)")
     for state, count in counts.items():
@@ -140,6 +144,17 @@ def stats(as_json: JsonFlag = False) -> None:
         table.add_row(state, str(count), "" if age is None else f"{age:.1f}")
     out.print(table)
     out.print(f"dead-letter queue: {dlq_depth}")
+    calls = Table("provider", "calls last minute / budget", "429s (last hour / total)",
+                  "calls per confirmed grant (last hour)", "fleet pause (s)")  # fmt: skip
+    for b in budgets:
+        per_grant = b["calls_per_confirmed_grant"]
+        calls.add_row(
+            b["provider"], f"{b['calls_last_minute']} / {b['limit_per_minute']}",
+            f"{b['rate_limited_last_hour']} / {b['rate_limited_total']}",
+            "" if per_grant is None else f"{per_grant:.2f}",
+            f"{b['paused_for_seconds']:.1f}" if b["paused_for_seconds"] else "",
+        )  # fmt: skip
+    out.print(calls)
 
 
 # Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).
@@ -157,6 +172,50 @@ def sandbox(ctx: typer.Context) -> None:
     from worker.sandbox.cli import main as sandbox_main
 
     raise typer.Exit(sandbox_main(ctx.args))
+
+
+@cli.command()
+def check(as_json: JsonFlag = False) -> None:
+    """Verify each configured provider key with one cheap call; never prints a key.
+
+    Exits 1 if a configured provider refuses its key, or if none is configured.
+    """
+    from worker.providers.check import check_credentials
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    results = check_credentials(settings, before_call=_budget_slot_taker(settings))
+    for result in results:
+        status = "ok" if result.ok else ("not configured" if not result.configured else "FAILED")
+        if as_json:
+            emit_json({"provider": result.provider.value, "ok": result.ok,
+                       "configured": result.configured, "verdict": result.verdict})  # fmt: skip
+        else:
+            out.print(f"{result.provider.value:<11} {status:<15} {result.verdict}")
+    configured = [r for r in results if r.configured]
+    if not configured or not all(r.ok for r in configured):
+        raise typer.Exit(1)
+
+
+def _budget_slot_taker(settings: Any) -> Any:
+    """A check spends the fleet's request budget like any call: wait for a slot first.
+    Without a reachable Redis there is no fleet to share with, so the call goes ahead."""
+    from worker.budget import Budgets
+    from worker.models import Provider
+
+    try:
+        budgets = Budgets(redis.Redis.from_url(settings.redis_url, socket_timeout=2), settings)
+        budgets.for_provider(Provider.INVETERATE).paused_for()
+    except (redis.RedisError, OSError):
+        return None
+
+    def take(provider: Provider) -> None:
+        budget = budgets.for_provider(provider)
+        deadline = time.monotonic() + 120
+        while (wait := budget.try_acquire()) > 0 and time.monotonic() < deadline:
+            time.sleep(min(wait, 1.0))  # a CLI waiting for its turn, not a worker
+
+    return take
 
 
 @cli.command()

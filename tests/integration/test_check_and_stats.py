@@ -1,0 +1,55 @@
+"""`creditq check` against the sandbox, and the per-provider budget figures in `creditq stats`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from worker.sandbox import Sandbox
+from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY
+
+
+def run_cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def sandbox_env(redis_url: str, sandbox: Sandbox, **keys: str) -> dict[str, str]:
+    return {
+        "CREDITQ_REDIS_URL": redis_url,
+        "CREDITQ_INVETERATE_BASE_URL": sandbox.url, "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
+        "CREDITQ_INVETERATE_API_KEY": keys.get("inveterate", DEFAULT_INVETERATE_KEY),
+        "CREDITQ_CHARGEBEE_API_KEY": keys.get("chargebee", DEFAULT_CHARGEBEE_KEY),
+    }  # fmt: skip
+
+
+def test_check_accepts_working_keys_and_spends_one_budgeted_call_each(
+    redis_url: str, real_redis: object, sandbox: Sandbox
+) -> None:
+    done = run_cli(sandbox_env(redis_url, sandbox), "check", "--json")
+    assert done.returncode == 0, done.stderr
+    verdicts = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(v["provider"], v["ok"]) for v in verdicts] == [("inveterate", True),
+                                                            ("chargebee", True)]  # fmt: skip
+    stats = json.loads(run_cli({"CREDITQ_REDIS_URL": redis_url}, "stats", "--json").stdout)
+    assert [p["calls_last_minute"] for p in stats["providers"]] == [1, 1]
+
+
+def test_check_names_a_refused_key_without_printing_it(
+    redis_url: str, real_redis: object, sandbox: Sandbox
+) -> None:
+    wrong = "sk_live_WRONG_KEY_never_print"
+    done = run_cli(sandbox_env(redis_url, sandbox, chargebee=wrong), "check")
+    assert done.returncode == 1
+    assert "FAILED" in done.stdout and "401" in done.stdout
+    assert wrong not in done.stdout + done.stderr
+
+
+def test_check_without_any_key_says_what_to_set(redis_url: str) -> None:
+    done = run_cli({"CREDITQ_REDIS_URL": redis_url}, "check")
+    assert done.returncode == 1
+    assert "CREDITQ_INVETERATE_API_KEY is not set" in done.stdout
