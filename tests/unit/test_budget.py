@@ -196,7 +196,8 @@ def test_budgets_follow_the_settings(
     assert [s["limit_per_minute"] for s in Budgets(fake_redis).snapshots()] == [100, 150]
     monkeypatch.setenv("CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE", "1000")
     get_settings.cache_clear()
-    assert Budgets(fake_redis).for_provider(Provider.CHARGEBEE).interval_us == 60_000
+    # 1000/min with 3% headroom: one call every 61.856 ms
+    assert Budgets(fake_redis).for_provider(Provider.CHARGEBEE).interval_us == 61_856
 
 
 def test_a_budget_needs_at_least_one_call_per_minute(fake_redis: fakeredis.FakeRedis) -> None:
