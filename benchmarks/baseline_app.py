@@ -24,9 +24,7 @@ _KEYS = {"inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),
          "chargebee": os.environ.get("BASELINE_CHARGEBEE_KEY", "")}  # fmt: skip
 
 
-@app.task(name="baseline.post_credit", autoretry_for=(httpx.HTTPError,), retry_backoff=True,
-          max_retries=8)  # fmt: skip
-def post_credit(**grant: Any) -> None:
+def _post(grant: dict[str, Any]) -> None:
     if grant["provider"] == "inveterate":
         response = _client.post(
             f"/v2.0/admin/members/{grant['customer_id']}/credits",
@@ -44,3 +42,24 @@ def post_credit(**grant: Any) -> None:
             auth=(_KEYS["chargebee"], ""),
         )  # fmt: skip
     response.raise_for_status()
+
+
+RETRY: dict[str, Any] = {"autoretry_for": (httpx.HTTPError,), "retry_backoff": True,
+                         "max_retries": 12}  # fmt: skip
+# Celery's rate_limit holds per worker process: three workers send three times this.
+RATE_LIMIT = os.environ.get("BASELINE_RATE_LIMIT") or None
+
+
+@app.task(name="baseline.post_credit", **RETRY)
+def post_credit(**grant: Any) -> None:
+    _post(grant)
+
+
+@app.task(name="baseline.post_inveterate", rate_limit=RATE_LIMIT, **RETRY)
+def post_inveterate(**grant: Any) -> None:
+    _post(grant)
+
+
+@app.task(name="baseline.post_chargebee", rate_limit=RATE_LIMIT, **RETRY)
+def post_chargebee(**grant: Any) -> None:
+    _post(grant)

@@ -72,10 +72,11 @@ class Processes:
         self.procs.clear()
 
 
-def start_sandbox(procs: Processes, latency: float, lag: float) -> str:
+def start_sandbox(procs: Processes, latency: float, lag: float, *extra: str) -> str:
+    """The sandbox in its own process; ``extra`` flags such as ``--rate-limit 600``."""
     port = free_port()
     procs.start([sys.executable, "-m", "worker.sandbox", "--port", str(port), "--latency",
-                 str(latency), "--lag", str(lag)], dict(os.environ), "sandbox")  # fmt: skip
+                 str(latency), "--lag", str(lag), *extra], dict(os.environ), "sandbox")  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     wait(lambda: _up(url), 20, "sandbox")
     return url
