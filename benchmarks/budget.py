@@ -3,13 +3,15 @@ baseline a user writes first (Celery's per-worker ``rate_limit``), side by side.
 
     .venv/bin/python benchmarks/budget.py [--grants 300] [--per-minute 600] [--lag 2]
 
-The sandbox enforces `--per-minute` calls per provider over a sliding minute and answers 429
-past it, with the listing `--lag` seconds behind. Both sides run three worker processes
-(`-P threads -c 8`) on one private Redis. creditq is configured at the same budget and confirms
-every grant in the listing; the baseline task has `rate_limit` set to the budget on each of
-its three workers and autoretry, and confirms nothing. Half the grants go to Inveterate,
-five per member; half to Chargebee. Prints, per provider: calls per confirmed grant,
-confirmed grants per budgeted call, 429s provoked, and wall time.
+The sandbox enforces the budget per provider over a 3-second sliding window (`--per-minute`
+/ 20 calls: a provider counting over a window shorter than a minute, which punishes
+bursts) and answers 429 past it, with the listing `--lag` seconds behind. Both sides run
+three worker processes (`-P threads -c 8`) on one private Redis. creditq is configured at
+the same budget and confirms every grant in the listing; the baseline task has
+`rate_limit` set to the budget on each of its three workers and autoretry, and confirms
+nothing. Half the grants go to Inveterate, five per member; half to Chargebee. Prints, per
+provider: calls per confirmed grant, confirmed grants per budgeted call, 429s provoked,
+and wall time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def grants(n: int, prefix: str) -> list[CreditGrant]:
     ]
 
 
+def window(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sandbox's budget: the same rate, counted over 3 seconds."""
+    return ("--rate-limit", str(args.per_minute // 20), "--rate-window", "3")
+
+
 def report(stats: dict[str, Any], confirmed: dict[str, int], seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"seconds": seconds}
     for provider in PROVIDERS:
@@ -70,8 +77,7 @@ def run_creditq(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     try:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         client.flushdb()
-        sandbox = start_sandbox(procs, 0.02, args.lag, "--rate-limit", str(args.per_minute),
-                                "--rate-window", "60")  # fmt: skip
+        sandbox = start_sandbox(procs, 0.02, args.lag, *window(args))
         env = creditq_env(redis_url, sandbox, args.lag)
         env["CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE"] = str(args.per_minute)
         env["CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE"] = str(args.per_minute)
@@ -98,13 +104,13 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
     procs = Processes()
     try:
         redis.Redis.from_url(redis_url).flushdb()
-        sandbox = start_sandbox(procs, 0.02, args.lag, "--rate-limit", str(args.per_minute),
-                                "--rate-window", "60")  # fmt: skip
+        sandbox = start_sandbox(procs, 0.02, args.lag, *window(args))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
         env.update({"BASELINE_BROKER_URL": redis_url, "BASELINE_SANDBOX_URL": sandbox,
                     "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
                     "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
-                    "BASELINE_RATE_LIMIT": f"{args.per_minute}/m", "PYTHONPATH": str(ROOT)})  # fmt: skip
+                    "BASELINE_RATE_LIMIT": f"{args.per_minute}/m",
+                    "PYTHONPATH": str(ROOT)})  # fmt: skip
         for n in range(3):
             procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app",
                          "worker", "-P", "threads", "-c", "8", "-n", f"b{n}@%h",

@@ -65,6 +65,7 @@ class Policy:
     backoff_max: float
     confirm_deadline: float
     first_poll: float
+    batch: float
     poll_max: float
     settle: float
     lease: float
@@ -75,7 +76,8 @@ class Policy:
         return cls(
             max_attempts=s.max_attempts, backoff_base=s.backoff_base_seconds,
             backoff_max=s.backoff_max_seconds, confirm_deadline=s.confirm_deadline_seconds,
-            first_poll=s.confirm_first_poll_seconds, poll_max=s.confirm_poll_max_seconds,
+            first_poll=s.confirm_first_poll_seconds, batch=s.confirm_batch_seconds,
+            poll_max=s.confirm_poll_max_seconds,
             settle=s.settle_seconds, lease=4 * s.http_timeout_seconds + 10,
             grace=s.reconcile_grace_seconds,
         )  # fmt: skip
@@ -256,10 +258,11 @@ class Pipeline:
                     "last_error": None, "in_flight_until": None},
             due=now + self.policy.first_poll,
             flag=(Keys.confirming(job.provider, scope),
-                  self.policy.first_poll + self.policy.grace),
+                  self.policy.first_poll + self.policy.batch + self.policy.grace),
         )  # fmt: skip
         if flagged:  # no read is scheduled for this listing yet: schedule one
-            self.scheduler.confirm(job.provider, scope or "", self.policy.first_poll)
+            read_in = self.policy.first_poll + self.policy.batch
+            self.scheduler.confirm(job.provider, scope or "", read_in)
         return "submitted"
 
     def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
@@ -320,7 +323,8 @@ class Pipeline:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
-            confirmed, _ = self._confirm_scope(job.provider, self._scope(job))
+            confirmed, _, _ = self._confirm_scope(job.provider, self._scope(job),
+                                                  focus=job.idempotency_key)  # fmt: skip
         except NoSlot as slot:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
@@ -337,12 +341,12 @@ class Pipeline:
     # -- confirm --------------------------------------------------------------------
 
     def confirm(self, provider: str, customer_id: str) -> str:
-        """Read a listing once (the customer's, or with ``customer_id`` empty the whole
-        provider's), confirm every pending job it shows, and schedule the next read for
-        those still invisible (or bury them past the deadline)."""
+        """A scheduled listing read (the customer's, or with ``customer_id`` empty the whole
+        provider's): confirm every pending job it shows, bury those past the deadline, and
+        schedule the next read for the rest."""
         scope = customer_id or None
         try:
-            confirmed, waiting = self._confirm_scope(provider, scope, scheduled=True)
+            confirmed, waiting, due = self._confirm_scope(provider, scope, scheduled=True)
         except NoSlot as slot:
             self._schedule_confirm(provider, scope, slot.wait, force=True)
             return "waiting for a request slot"
@@ -362,6 +366,10 @@ class Pipeline:
                                f"not visible in the listing {waited:.0f}s after it was accepted",
                                dlq=DlqReason.NOT_VISIBLE)  # fmt: skip
                 continue
+            own = due.get(job.idempotency_key)
+            if own is not None and own > now:  # not read for yet: keep its own time
+                next_reads[job.idempotency_key] = own
+                continue
             # Each read waits about half the time already waited: frequent while the lag
             # is young, sparse for a late credit, never past the deadline.
             delay = min(self.policy.poll_max, max(self.policy.first_poll, waited / 2),
@@ -369,33 +377,45 @@ class Pipeline:
             next_reads[job.idempotency_key] = now + delay
         if next_reads:
             self.store.set_due_many(next_reads)
-            self._schedule_confirm(provider, scope, min(next_reads.values()) - now)
+            read_in = min(next_reads.values()) - now + self.policy.batch
+            self._schedule_confirm(provider, scope, read_in)
         return f"confirmed {len(confirmed)}, waiting {len(next_reads)}"
 
     def _confirm_scope(
-        self, provider: str, customer_id: str | None, *, scheduled: bool = False
-    ) -> tuple[set[str], list[Job]]:
-        """Read one listing (a customer's, or with None the provider's) as far as its pending
-        jobs need; confirm every one it shows.
+        self, provider: str, customer_id: str | None, *, scheduled: bool = False,
+        focus: str | None = None,
+    ) -> tuple[set[str], list[Job], dict[str, float | None]]:  # fmt: skip
+        """Read one listing (a customer's, or with None the provider's) as far as the jobs
+        that are due need, and confirm every pending job it shows.
 
-        Returns the keys confirmed and the jobs still pending. Jobs the provider surely
+        Returns the keys confirmed, the jobs still pending and when each job is due. The
+        read pages only until
+        every *due* job (or ``focus``, the job the issue path is resolving) is matched, or
+        the entries are older than the oldest of them: jobs submitted a moment ago are most
+        likely not visible yet, and paging back for them would spend the budget for nothing;
+        they are confirmed if the pages read show them anyway. Jobs the provider surely
         accepted (``submitted``) choose unmarked entries before jobs whose POST may never
-        have applied (``submitting``), so a credit is never spent on a doubtful job while
-        a certain one goes without. ``scheduled``: this is the customer's scheduled read,
-        so its marker is cleared first (jobs submitted from now on schedule their own).
-        Paging stops once every pending job is matched or the entries are older than the
-        oldest of them (``collect_entries``).
+        have applied (``submitting``), so a credit is never spent on a doubtful job while a
+        certain one goes without. ``scheduled``: this is the listing's scheduled read, so
+        its marker is cleared first (jobs submitted from now on schedule their own).
         """
         keys, claimed = self.store.confirmation_work(provider, customer_id, clear=scheduled)
         waiting_states = (JobState.SUBMITTING, JobState.SUBMITTED)
-        jobs = {j.idempotency_key: j for j in self.store.get_many(keys, history=False)
+        found_jobs, due = self.store.get_with_due(keys)
+        jobs = {j.idempotency_key: j for j in found_jobs
                 if j is not None and j.state in waiting_states}  # fmt: skip
-        if not jobs:
-            return set(), []
+        now = self.clock()
+        if focus is not None:
+            targets = [focus] if focus in jobs else []
+        else:
+            targets = [k for k, j in jobs.items() if j.state is JobState.SUBMITTED
+                       and (due.get(k) or 0.0) <= now + 0.05]  # fmt: skip
+        if not targets:
+            return set(), list(jobs.values()), due
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
                                   lambda: self._spend(Provider(provider)))  # fmt: skip
-        entries = collect_entries(client, customer_id, list(pending.values()),  # type: ignore[arg-type]
+        entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
                                   claimed=claimed, window=self.window)  # fmt: skip
         certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
         doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
@@ -406,7 +426,7 @@ class Pipeline:
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
-        return confirmed, [job for key, job in jobs.items() if key not in confirmed]
+        return confirmed, [job for key, job in jobs.items() if key not in confirmed], due
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     confirm_first_poll_seconds: float = Field(
         default=2.0, ge=0, description="First listing read after a 2xx (the provider's lag)."
     )
+    confirm_batch_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "A scheduled listing read waits this much longer so that grants submitted just "
+            "after the first ride along: one read, several confirmations."
+        ),
+    )
     confirm_poll_max_seconds: float = Field(
         default=60.0, gt=0, description="Cap of the growing interval between listing reads."
     )

@@ -339,6 +339,18 @@ class JobStore:
             for fields, hist in zip(replies[::2], replies[1::2], strict=True)
         ]
 
+    def get_with_due(self, keys: Sequence[str]) -> tuple[list[Job | None], dict[str, float | None]]:
+        """Jobs (without history) and when each is next due, in one round trip."""
+        if not keys:
+            return [], {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(Keys.job(key))
+        pipe.zmscore(Keys.DUE, list(keys))
+        *hashes, scores = pipe.execute()
+        jobs = [Job.from_redis(fields, []) if fields else None for fields in hashes]
+        return jobs, dict(zip(keys, scores, strict=True))
+
     def count_by_state(self) -> dict[str, int]:
         pipe = self.redis.pipeline(transaction=False)
         for state in JobState:
