@@ -77,6 +77,11 @@ class Keys:
         return f"{Keys.DLQ_PREFIX}all"
 
     @staticmethod
+    def learned_delay(provider: str) -> str:
+        """The learned delay before a listing first shows a credit (see LearnedLag)."""
+        return f"{PREFIX}:lag:{provider}"
+
+    @staticmethod
     def confirming(provider: str, customer_id: str | None) -> str:
         """Set while a listing read is scheduled for the customer (``None``: for the whole
         provider): one read serves every pending job it can show."""
@@ -480,6 +485,13 @@ class JobStore:
         if customer_id is None:
             return list(replies[-1]), set()
         return list(replies[-2]), set(replies[-1])
+
+    def learned_delay(self, provider: str) -> float | None:
+        value = self.redis.get(Keys.learned_delay(provider))
+        return float(value) if value is not None else None
+
+    def set_learned_delay(self, provider: str, seconds: float) -> None:
+        self.redis.set(Keys.learned_delay(provider), repr(round(seconds, 3)), ex=7 * 86400)
 
     def set_due_many(self, due: Mapping[str, float]) -> None:
         if due:

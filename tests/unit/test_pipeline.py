@@ -270,3 +270,28 @@ def test_replaying_a_refused_job_after_the_fix_posts_again(world: World) -> None
     replay(world, "g1")
     assert state(world) is JobState.CONFIRMED
     assert inv.submits == 2 and inv.credits_for(marker_for("g1")) == 1
+
+
+def test_the_first_read_learns_a_long_lag_instead_of_reading_early(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.lag = 6.0
+
+    def reads_for(prefix: str, grants: int) -> int:
+        before = inv.reads
+        for n in range(grants):  # one grant at a time, each for a new member
+            start(world, message(f"{prefix}-{n}", customer_id=f"{prefix}-m{n}"))
+        return inv.reads - before
+
+    untrained = reads_for("cold", 1)
+    reads_for("warm-up", 10)
+    trained = reads_for("warm", 10)
+    print(f"reads per grant: {untrained} before learning, {trained / 10} after")
+    assert untrained >= 2 and trained / 10 <= 1.4
+    assert world.pipeline.lag.delay(Provider.INVETERATE) + 1.0 >= 6.0 * 0.8
+
+
+def test_the_first_read_comes_sooner_when_the_listing_is_quick(world: World) -> None:
+    world.providers[Provider.INVETERATE].lag = 0.1
+    for batch in range(12):
+        start(world, message(f"fast-{batch}", customer_id=f"m-{batch}"))
+    assert world.pipeline.lag.delay(Provider.INVETERATE) < 2.0 * 0.95**10
