@@ -16,8 +16,11 @@ import httpx
 from celery import Celery
 
 app = Celery("baseline", broker=os.environ["BASELINE_BROKER_URL"])
+# The same delivery settings as creditq, task events included: a deployment watched in
+# Flower turns them on, and each task then publishes three events.
 app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
-                task_acks_late=True, worker_prefetch_multiplier=1)  # fmt: skip
+                task_acks_late=True, worker_prefetch_multiplier=1,
+                worker_send_task_events=True)  # fmt: skip
 
 _client = httpx.Client(base_url=os.environ["BASELINE_SANDBOX_URL"], timeout=10.0)
 _KEYS = {"inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),

@@ -72,6 +72,28 @@ class Processes:
         self.procs.clear()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU spent per grant by each process of a run: where the machine's two cores go."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def per_grant_ms(self, grants: int) -> dict[str, float]:
+        return {name: (cpu_seconds(pid) - self.start[name]) * 1000 / grants
+                for name, pid in self.pids.items()}  # fmt: skip
+
+
+def redis_pid(client: redis.Redis) -> int:
+    return int(client.info("server")["process_id"])
+
+
 def start_sandbox(procs: Processes, latency: float, lag: float, *extra: str) -> str:
     """The sandbox in its own process; ``extra`` flags such as ``--rate-limit 600``."""
     port = free_port()
@@ -131,9 +153,9 @@ def run_creditq(
                    "threads", "-c", str(args.concurrency), "--without-gossip",
                    "--without-mingle", "-l", "WARNING"]  # fmt: skip
         if args.profile:  # py-spy's collapsed stacks of the worker, for flame graphs
-            command = ["py-spy", "record", "--nonblocking", "-d", "12", "-r", "200", "-f",
+            command = ["py-spy", "record", "--gil", "--nonblocking", "-d", "12", "-r", "200", "-f",
                        "raw", "-o", f"{args.profile}.{prefix}.txt", "--", *command]  # fmt: skip
-        procs.start(command, env, "worker")
+        worker = procs.start(command, env, "worker")
         store = JobStore(client)
         from worker.app import create_app
 
@@ -141,9 +163,12 @@ def run_creditq(
         app = create_app()
         batch = grant_batch(args.grants, prefix)
         time.sleep(2.0)  # let the worker connect before the clock starts
+        cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
+                        "redis": redis_pid(client)})  # fmt: skip
         start = time.monotonic()
         enqueue_many(batch, store=store, app=app)
         end = wait(lambda: store.count_by_state()["confirmed"] == args.grants, 600, "creditq")
+        cpu_ms = cpu.per_grant_ms(args.grants)
         stats = sandbox_stats(sandbox)
         calls = sum(sum(p["calls"].values()) for p in stats.values())
         seconds = end - start
@@ -152,6 +177,7 @@ def run_creditq(
             "rate": args.grants / seconds,
             "rate_without_last_lag": args.grants / max(seconds - lag, 1e-9),
             "calls_per_grant": calls / args.grants,
+            **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()},
         }
     finally:
         procs.stop_all()
@@ -168,15 +194,18 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
                     "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
                     "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
                     "PYTHONPATH": str(ROOT)})  # fmt: skip
-        procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app", "worker",
-                     "-P", "threads", "-c", str(args.concurrency), "--without-gossip",
-                     "--without-mingle", "-l", "WARNING"], env, "baseline")  # fmt: skip
+        worker = procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app",
+                              "worker", "-P", "threads", "-c", str(args.concurrency),
+                              "--without-gossip", "--without-mingle", "-l", "WARNING"],
+                             env, "baseline")  # fmt: skip
         os.environ["BASELINE_BROKER_URL"] = redis_url
         os.environ["BASELINE_SANDBOX_URL"] = sandbox
         from benchmarks.baseline_app import app, post_credit
 
         batch = [g.to_message() for g in grant_batch(args.grants, "base")]
         time.sleep(2.0)  # let the worker connect before the clock starts
+        cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
+                        "redis": redis_pid(client)})  # fmt: skip
         start = time.monotonic()
         with app.producer_or_acquire() as producer:
             for message in batch:
@@ -187,8 +216,10 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
             return sum(p["applied"] for p in stats.values()) >= args.grants
 
         end = wait(applied, 600, "baseline", interval=0.1)
+        cpu_ms = cpu.per_grant_ms(args.grants)
         seconds = end - start
-        return {"seconds": seconds, "rate": args.grants / seconds, "calls_per_grant": 1.0}
+        return {"seconds": seconds, "rate": args.grants / seconds, "calls_per_grant": 1.0,
+                **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()}}  # fmt: skip
     finally:
         procs.stop_all()
 
@@ -216,6 +247,10 @@ def main() -> None:
     print(f"creditq (exactly once, confirmed)        {plain['rate']:7.1f} grants/s  "
           f"{plain['seconds']:6.1f} s  {plain['calls_per_grant']:.2f} calls/grant  "
           f"ratio {plain['rate'] / baseline['rate']:.2f}")  # fmt: skip
+    print("CPU per grant (ms): worker / sandbox / redis")
+    for name, run in (("baseline", baseline), ("creditq", plain), ("creditq lagged", lagged)):
+        print(f"  {name:<15} {run['cpu_ms_worker']:5.2f} / {run['cpu_ms_sandbox']:5.2f} / "
+              f"{run['cpu_ms_redis']:5.2f}")  # fmt: skip
     print(f"creditq, listing {args.lag:.0f} s behind           "
           f"{lagged['rate_without_last_lag']:7.1f} grants/s  {lagged['seconds']:6.1f} s  "
           f"{lagged['calls_per_grant']:.2f} calls/grant  "

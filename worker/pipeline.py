@@ -39,7 +39,7 @@ from worker.providers.matching import MatchWindow, PendingGrant, collect_entries
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.states import DlqReason, JobState
-from worker.store import JobStore, Keys
+from worker.store import JobStore, Keys, Move
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -476,7 +476,7 @@ class Pipeline:
         found = match_entries(certain, entries, claimed, self.window)
         taken = claimed | {e.ref for e in found.values()}
         found.update(match_entries(doubtful, entries, taken, self.window))
-        confirmed = {key for key, entry in found.items() if self._confirmed(jobs[key], entry)}
+        confirmed = self._confirm_found(jobs, found)
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
@@ -489,22 +489,35 @@ class Pipeline:
                             marker_for(job.idempotency_key),
                             datetime.fromtimestamp(since, UTC))  # fmt: skip
 
-    def _confirmed(self, job: Job, entry: LedgerEntry) -> bool:
+    def _confirm_found(self, jobs: Mapping[str, Job], found: Mapping[str, LedgerEntry]) -> set[str]:
+        """Confirm every job a read found, in one round trip; each move is still its own
+        compare-and-set, and one whose entry another job claimed (or that another worker
+        moved first) simply stays pending."""
         now = self.clock()
-        submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
-        entry_json = {"ref": entry.ref, "amount": str(entry.amount),
-                      "created_at": entry.created_at.isoformat() if entry.created_at else None,
-                      "matched_by": "marker" if entry.marker else "amount and time"}  # fmt: skip
-        try:
-            self._move(job, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
-                       claim=entry.ref,
-                       fields={"provider_ref": job.provider_ref or entry.ref,
-                               "provider_entry": entry_json, "confirmed_at": now,
-                               "in_flight_until": None,
-                               "visible_after_seconds": round(now - submitted_at, 3)})  # fmt: skip
-        except TransitionRefused:  # EntryClaimed included: the entry is another job's
-            return False
-        return True
+        moves = []
+        for key, entry in found.items():
+            job = jobs[key]
+            submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
+            created = entry.created_at.isoformat() if entry.created_at else None
+            matched_by = "marker" if entry.marker else "amount and time"
+            entry_json = {"ref": entry.ref, "amount": str(entry.amount), "created_at": created,
+                          "matched_by": matched_by}  # fmt: skip
+            fields = {"provider_ref": job.provider_ref or entry.ref, "provider_entry": entry_json,
+                      "confirmed_at": now, "in_flight_until": None,
+                      "visible_after_seconds": round(now - submitted_at, 3)}  # fmt: skip
+            moves.append(Move(key, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
+                              expect=[job.state], version=job.version, claim=entry.ref,
+                              fields=fields))  # fmt: skip
+        confirmed: set[str] = set()
+        for move, outcome in zip(moves, self.store.transition_many(moves), strict=True):
+            job = jobs[move.idempotency_key]
+            if isinstance(outcome, TransitionRefused):
+                log.info("not confirmed: %s", outcome)
+                continue
+            confirmed.add(move.idempotency_key)
+            log.info("key=%s provider=%s %s -> confirmed attempt=%d: %s", job.idempotency_key,
+                     job.provider, job.state.value, job.attempts, move.reason)  # fmt: skip
+        return confirmed
 
     def _listing_retry(self, provider: str, err: ProviderError) -> float:
         """A listing read failed: nothing about any job changed; when to read again."""

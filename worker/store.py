@@ -224,6 +224,23 @@ return {1, state, flagged}
 
 
 @dataclass(frozen=True)
+class Move:
+    """One requested move of a job; ``JobStore.transition`` documents each field."""
+
+    idempotency_key: str
+    target: JobState
+    reason: str
+    expect: Iterable[JobState] | None = None
+    attempts: str = "keep"
+    fields: Mapping[str, Any] | None = None
+    due: float | None = None
+    claim: str | None = None
+    dlq_reason: DlqReason | None = None
+    version: int | None = None
+    flag: tuple[str, float] | None = None
+
+
+@dataclass(frozen=True)
 class Moved:
     """What a successful move did: the state it left, and whether it set the flag."""
 
@@ -411,34 +428,55 @@ class JobStore:
         same step; ``Moved.flagged`` says whether this move set it. Raises
         ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
-        if attempts not in ("keep", "incr", "decr", "reset"):
-            raise ValueError(f"attempts must be keep, incr, decr or reset, not {attempts!r}")
-        if target.dead_letter != (dlq_reason is not None):
+        move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
+                    dlq_reason, version, flag)  # fmt: skip
+        keys, args = self._move_args(move, time.time() if now is None else now)
+        outcome = self._outcome_of(move, self._transition(keys=keys, args=args))
+        if isinstance(outcome, TransitionRefused):
+            raise outcome
+        return outcome
+
+    def transition_many(self, moves: Sequence[Move]) -> list[Moved | TransitionRefused]:
+        """Several independent moves in one round trip (e.g. every job one listing read
+        confirmed); each is still its own compare-and-set, and succeeds or fails alone."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for move in moves:
+            keys, args = self._move_args(move, now)
+            self._transition(keys=keys, args=args, client=pipe)
+        return [self._outcome_of(m, r) for m, r in zip(moves, pipe.execute(), strict=True)]
+
+    def _move_args(self, move: Move, now: float) -> tuple[list[str], list[Any]]:
+        if move.attempts not in ("keep", "incr", "decr", "reset"):
+            raise ValueError(f"attempts must be keep, incr, decr or reset, not {move.attempts!r}")
+        if move.target.dead_letter != (move.dlq_reason is not None):
             raise ValueError("a move into the DLQ (and only such a move) needs a dlq_reason")
-        sources = sources_of(target)
-        if expect is not None:
-            sources = sources & frozenset(expect)
-        now = time.time() if now is None else now
+        sources = sources_of(move.target)
+        if move.expect is not None:
+            sources = sources & frozenset(move.expect)
+        due, flag = move.due, move.flag
         args: list[Any] = [
-            idempotency_key, target.value, " ".join(sorted(s.value for s in sources)),
-            repr(now), iso(now), reason, attempts,
-            self.ttl_seconds if target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
+            move.idempotency_key, move.target.value, " ".join(sorted(s.value for s in sources)),
+            repr(now), iso(now), move.reason, move.attempts,
+            self.ttl_seconds if move.target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
             Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
-            Keys.DLQ_PREFIX, dlq_reason.value if dlq_reason else "",
-            "" if version is None else str(version),
+            Keys.DLQ_PREFIX, move.dlq_reason.value if move.dlq_reason else "",
+            "" if move.version is None else str(move.version),
             flag[0] if flag else "", int(flag[1] * 1000) if flag else 0,
         ]  # fmt: skip
-        if claim is not None:
-            args[12:14] = [Keys.CLAIMED_PREFIX, claim]
-        for name, value in (fields or {}).items():
+        if move.claim is not None:
+            args[12:14] = [Keys.CLAIMED_PREFIX, move.claim]
+        for name, value in (move.fields or {}).items():
             args += [name, _encode_field(value)]
-        reply = self._transition(
-            keys=[Keys.job(idempotency_key), Keys.history(idempotency_key), Keys.DUE], args=args
-        )
+        key = move.idempotency_key
+        return [Keys.job(key), Keys.history(key), Keys.DUE], args
+
+    @staticmethod
+    def _outcome_of(move: Move, reply: Any) -> Moved | TransitionRefused:
         if not int(reply[0]):
             if len(reply) > 2:
-                raise EntryClaimed(idempotency_key, str(claim))
-            raise TransitionRefused(idempotency_key, reply[1] or None, target.value)
+                return EntryClaimed(move.idempotency_key, str(move.claim))
+            return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
         return Moved(JobState(reply[1]), bool(int(reply[2])))
 
     # -- scheduling and leases ----------------------------------------------------
