@@ -58,6 +58,12 @@ def add_faults(sandbox: str, args: argparse.Namespace) -> None:
         httpx.post(f"{sandbox}/_sandbox/faults", json=body, timeout=5).raise_for_status()
 
 
+def mark(sandbox: str, customer_id: str, status: int | None) -> None:
+    """Make the sandbox refuse (404) or accept again a customer's submits."""
+    body = {"customer_id": customer_id, "status": status}
+    httpx.post(f"{sandbox}/_sandbox/customers", json=body, timeout=5).raise_for_status()
+
+
 def enqueue_retrying(batch: list[CreditGrant], store: JobStore, app: Any) -> None:
     """A producer that retries while Redis is down: the same keys again are duplicates."""
     deadline = time.monotonic() + 30
@@ -108,6 +114,11 @@ def main() -> None:
     parser.add_argument("--fail-after", type=float, default=0.05)
     parser.add_argument("--timeout-after", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--refuse-customer",
+        default="chaos-cust-3",
+        help="answered 404 during the chaos, fixed before the DLQ replay",
+    )
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     args = parser.parse_args()
     server = EmbeddedRedis(appendonly=True).start()
@@ -126,6 +137,7 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
     try:
         sandbox = start_sandbox(procs, args.latency, args.lag)
         add_faults(sandbox, args)
+        mark(sandbox, args.refuse_customer, 404)  # lands in the DLQ; replayed once fixed
         env = {**worker_env(server.url, sandbox, args.lag), **FAST}
         workers = [start_worker(procs, env, f"w{i}.0", args.concurrency, "INFO")
                    for i in range(args.workers)]  # fmt: skip
@@ -168,6 +180,7 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
         keys = list(enqueued_at)
         stuck = wait_terminal(store, keys, args.settle_timeout)
         dlq_before = dlq_depth(store)
+        mark(sandbox, args.refuse_customer, None)  # the operator fixes the cause, then replays
         replayed = replay(store, select(store), app) if dlq_before else []
         stuck_after = wait_terminal(store, keys, args.settle_timeout) if replayed else stuck
         dlq_after = dlq_depth(store)

@@ -31,7 +31,11 @@ from benchmarks.common import benchmark_redis  # noqa: E402
 from worker.embedded_redis import free_port  # noqa: E402
 from worker.models import CreditGrant  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
-from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY  # noqa: E402
+from worker.sandbox.options import (  # noqa: E402
+    DEFAULT_CHARGEBEE_KEY,
+    DEFAULT_INVETERATE_KEY,
+    creditq_env,
+)
 from worker.store import JobStore  # noqa: E402
 
 
@@ -125,19 +129,13 @@ def sandbox_stats(url: str) -> dict[str, Any]:
 
 
 def worker_env(redis_url: str, sandbox_url: str, lag: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-    env.update({
-        "CREDITQ_REDIS_URL": redis_url, "CREDITQ_INVETERATE_BASE_URL": sandbox_url,
-        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
-        "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
-        "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
-        "CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE": "1000000",
-        "CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE": "1000000",
-        "CREDITQ_CONFIRM_FIRST_POLL_SECONDS": str(max(lag, 0.2)),
-        "CREDITQ_CONFIRM_POLL_MAX_SECONDS": "2",
-        "PYTHONPATH": str(ROOT),
-    })  # fmt: skip
-    return env
+    return creditq_env(
+        redis_url, sandbox_url,
+        CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="1000000",
+        CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="1000000",
+        CREDITQ_CONFIRM_FIRST_POLL_SECONDS=str(max(lag, 0.2)),
+        CREDITQ_CONFIRM_POLL_MAX_SECONDS="2", PYTHONPATH=str(ROOT),
+    )  # fmt: skip
 
 
 def run_creditq(

@@ -51,7 +51,7 @@ from worker.job import Job
 from worker.models import CreditGrant, marker_for
 from worker.producer import enqueue, enqueue_many
 from worker.sandbox import Sandbox
-from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY
+from worker.sandbox.options import creditq_env
 from worker.states import JobState
 from worker.store import JobStore
 
@@ -194,16 +194,7 @@ def demo_sandbox(run_id: str) -> Iterator[Sandbox]:
 
 def worker_env(redis_url: str, sandbox: Sandbox) -> dict[str, str]:
     """The worker's environment: no CREDITQ_ variable of the user's, the sandbox's keys."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-    env.update(DEMO_TIMINGS)
-    env.update({
-        "CREDITQ_REDIS_URL": redis_url,
-        "CREDITQ_INVETERATE_BASE_URL": sandbox.url,
-        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
-        "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
-        "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
-    })  # fmt: skip
-    return env
+    return creditq_env(redis_url, sandbox.url, **DEMO_TIMINGS)
 
 
 @contextlib.contextmanager

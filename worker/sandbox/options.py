@@ -6,10 +6,30 @@ whole value, so a request never sees half of an update.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 DEFAULT_INVETERATE_KEY = "sandbox-inveterate-key"
 DEFAULT_CHARGEBEE_KEY = "test_sandbox_chargebee_key"
+
+
+def creditq_env(redis_url: str, sandbox_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a creditq process (a worker, beat) that talks to a sandbox.
+
+    Starts from this process's environment without any ``CREDITQ_`` variable (a user's
+    real keys never reach a sandbox run), points both providers at the sandbox with its
+    default keys, and adds ``settings`` (``CREDITQ_...`` names) on top.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
+    env.update({
+        "CREDITQ_REDIS_URL": redis_url,
+        "CREDITQ_INVETERATE_BASE_URL": sandbox_url,
+        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
+        "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
+        "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
+    })  # fmt: skip
+    env.update(settings)
+    return env
 
 
 @dataclass(frozen=True)
