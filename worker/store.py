@@ -145,37 +145,40 @@ return 1
 _TRANSITION = (
     _DLQ_ADD
     + """
-local state = redis.call('HGET', KEYS[1], 'state')
+local job = redis.call('HMGET', KEYS[1], 'state', 'version', 'provider', 'customer_id',
+  'dlq_reason', 'attempts')
+local state = job[1]
 if not state then return {0, ''} end
 local allowed = false
 for s in string.gmatch(ARGV[3], '%S+') do
   if s == state then allowed = true end
 end
 if not allowed then return {0, state} end
-if ARGV[17] ~= '' and redis.call('HGET', KEYS[1], 'version') ~= ARGV[17] then
-  return {0, state}
-end
-local provider = redis.call('HGET', KEYS[1], 'provider')
-local scope = provider .. ':' .. redis.call('HGET', KEYS[1], 'customer_id')
-local left_dlq = redis.call('HGET', KEYS[1], 'dlq_reason')
+if ARGV[17] ~= '' and job[2] ~= ARGV[17] then return {0, state} end
+local provider = job[3]
+local scope = provider .. ':' .. job[4]
+local left_dlq = job[5]
 local claimed = ARGV[13] .. scope
 if ARGV[13] ~= '' and redis.call('SISMEMBER', claimed, ARGV[14]) == 1 then
   return {0, state, 'claimed'}
 end
-local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+local attempts = tonumber(job[6] or '0')
 if ARGV[7] == 'incr' then attempts = attempts + 1
 elseif ARGV[7] == 'decr' then attempts = math.max(attempts - 1, 0)
 elseif ARGV[7] == 'reset' then attempts = 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'attempts', attempts,
-  'updated_at', ARGV[4], 'state_at', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+local set = {'state', ARGV[2], 'attempts', attempts, 'updated_at', ARGV[4],
+  'state_at', ARGV[4], 'version', tonumber(job[2] or '0') + 1}
+local unset = {}
 for i = 20, #ARGV, 2 do
   if ARGV[i + 1] == '' then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    table.insert(unset, ARGV[i])
   else
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    table.insert(set, ARGV[i])
+    table.insert(set, ARGV[i + 1])
   end
 end
+redis.call('HSET', KEYS[1], unpack(set))
+if #unset > 0 then redis.call('HDEL', KEYS[1], unpack(unset)) end
 redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[5], from=state, to=ARGV[2],
   reason=ARGV[6], attempt=attempts}))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
@@ -183,11 +186,15 @@ if state ~= ARGV[2] then
   redis.call('ZREM', ARGV[9] .. state, ARGV[1])
   redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
 end
-for _, pending in ipairs({ARGV[11] .. scope, ARGV[11] .. provider}) do
-  if ARGV[2] == 'submitting' or ARGV[2] == 'submitted' then
-    redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
-  else
-    redis.call('ZREM', pending, ARGV[1])
+local was_pending = state == 'submitting' or state == 'submitted'
+local is_pending = ARGV[2] == 'submitting' or ARGV[2] == 'submitted'
+if was_pending ~= is_pending then
+  for _, pending in ipairs({ARGV[11] .. scope, ARGV[11] .. provider}) do
+    if is_pending then
+      redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
+    else
+      redis.call('ZREM', pending, ARGV[1])
+    end
   end
 end
 local ttl = tonumber(ARGV[8])
@@ -212,8 +219,10 @@ if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', ARGV[9] .. ARGV[2], '-inf', tonumber(ARGV[4]) - ttl)
   redis.call('ZREM', KEYS[3], ARGV[1])
 else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
+  if left_dlq then  -- leaving the DLQ (replay): the job is live again, keep it
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  end
   if ARGV[12] ~= '' then redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1]) end
 end
 local flagged = 0
