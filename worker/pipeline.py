@@ -49,6 +49,7 @@ CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
 # customer_id[is] filter is optional): one read confirms the whole provider's pending
 # grants. Inveterate lists one member at a time.
 PROVIDER_WIDE_LISTING = frozenset({Provider.CHARGEBEE})
+LISTING_PAGE_MAX = 100  # Chargebee's largest page
 
 
 def listing_scope(provider: str, customer_id: str) -> str | None:
@@ -469,8 +470,11 @@ class Pipeline:
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
                                   lambda: self._spend(Provider(provider)))  # fmt: skip
+        # A page a little larger than the jobs due: they sit among the newest entries, and a
+        # smaller page is less for the provider to send and for us to parse.
+        page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
         entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
-                                  claimed=claimed, window=self.window)  # fmt: skip
+                                  claimed=claimed, window=self.window, page_size=page)  # fmt: skip
         certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
         doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
         found = match_entries(certain, entries, claimed, self.window)
