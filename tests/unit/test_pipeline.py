@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.simulation import World
+from worker import dlq
 from worker.errors import TransitionRefused
 from worker.models import CreditGrant, Provider, marker_for
 from worker.states import JobState
@@ -236,30 +238,12 @@ def test_without_markers_equal_amounts_each_claim_a_different_entry(world: World
 
 
 def replay(world: World, key: str) -> None:
-    """What `creditq dlq replay` does (worker/dlq.py): back to queued, listing first."""
-    job = world.store.get(key)
-    assert job is not None
-    world.store.transition(key, JobState.QUEUED, reason="replayed from the DLQ",
-                           expect=[JobState.REJECTED, JobState.DEAD], attempts="reset",
-                           due=world.clock.now,
-                           fields={"reconcile_first": "1"} if "first_post_at" in job.extra
-                           else None)  # fmt: skip
-    world.scheduler.issue(dict(job.grant_fields), 0.0)
+    """`creditq dlq replay` for real (worker/dlq.py), its message run by the simulation."""
+    sent = PublishRecorder()
+    dlq.replay(world.store, [key], app=sent)  # type: ignore[arg-type]
+    for _, grant_message in sent.sent:
+        world.scheduler.issue(grant_message, 0.0)
     world.run()
-
-
-def test_replaying_a_job_that_did_apply_confirms_it_without_a_second_credit(
-    store: JobStore,
-) -> None:
-    world = World(store, confirm_deadline=30.0)
-    inv = world.providers[Provider.INVETERATE]
-    inv.lag = 100.0  # visible only after the confirm deadline: the job dies not_visible
-    start(world, message())
-    assert state(world) is JobState.DEAD
-    world.clock.now += 200  # by now the credit shows
-    replay(world, "g1")
-    assert state(world) is JobState.CONFIRMED
-    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
 
 
 def test_replaying_a_refused_job_after_the_fix_posts_again(world: World) -> None:
