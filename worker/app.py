@@ -21,7 +21,7 @@ Choices, each for the exactly-once guarantee or for operators:
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.settings import get_settings
 
@@ -51,7 +51,7 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=False,
         task_default_queue=ISSUE_QUEUE,
-        task_queues=[Queue(ISSUE_QUEUE), Queue(CONFIRM_QUEUE), Queue(RECONCILE_QUEUE)],
+        task_queues=[Queue(q) for q in (ISSUE_QUEUE, CONFIRM_QUEUE, RECONCILE_QUEUE)],  # type: ignore[no-untyped-call]
         task_routes={
             ISSUE_TASK: {"queue": ISSUE_QUEUE},
             CONFIRM_TASK: {"queue": CONFIRM_QUEUE},

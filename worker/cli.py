@@ -24,7 +24,11 @@ from worker.states import WAITING, JobState
 try:  # typer >= 0.26 vendors click; older typer uses click itself
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from click.exceptions import (  # type: ignore[assignment]
+        ClickException,
+        NoArgsIsHelpError,
+        UsageError,
+    )
 
 EXIT_UNKNOWN = 1
 EXIT_BAD_INPUT = 2

@@ -180,7 +180,7 @@ def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
     key = check_idempotency_key(_text(raw, "idempotency_key", required=True))
     provider_name = _text(raw, "provider", required=True)
     try:
-        provider = Provider(provider_name)
+        provider = Provider(str(provider_name))
     except ValueError:
         choices = ", ".join(p.value for p in Provider)
         raise InvalidGrant("provider", f"must be one of {choices}, got {provider_name!r}") from None
@@ -257,7 +257,7 @@ class CreditGrant(BaseModel):
             raise _one_line(exc) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> CreditGrant:  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> CreditGrant:
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as exc:

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -306,7 +306,8 @@ class JobStore:
                 for k, v in list(raw.items())[:16]}  # fmt: skip
         keys = [Keys.job(idempotency_key), Keys.history(idempotency_key),
                 Keys.index(JobState.REJECTED), Keys.DUE]  # fmt: skip
-        args = ["invalid", json.dumps(safe, sort_keys=True, default=str), repr(now), iso(now),
+        args: list[Any] = ["invalid", json.dumps(safe, sort_keys=True, default=str), repr(now),
+                iso(now),
                 str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
                 idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
                 self.ttl_seconds, json.dumps(error), Keys.DLQ_PREFIX,
@@ -352,7 +353,7 @@ class JobStore:
 
     def get(self, idempotency_key: str, *, history: bool = True) -> Job | None:
         if not history:  # the workers' hot path: one HGETALL
-            fields = self.redis.hgetall(Keys.job(idempotency_key))
+            fields = cast(dict[str, str], self.redis.hgetall(Keys.job(idempotency_key)))
             return Job.from_redis(fields, []) if fields else None
         return self.get_many([idempotency_key])[0]
 
@@ -404,7 +405,8 @@ class JobStore:
     ) -> list[str]:
         """Keys of jobs in ``state``, oldest first; ``entered_before`` finds the stuck ones."""
         high = "+inf" if entered_before is None else repr(entered_before)
-        return list(self.redis.zrangebyscore(Keys.index(state), "-inf", high, start=0, num=limit))
+        found = self.redis.zrangebyscore(Keys.index(state), "-inf", high, start=0, num=limit)
+        return cast(list[str], found)
 
     # -- moving -------------------------------------------------------------------
 
@@ -499,15 +501,16 @@ class JobStore:
 
     def overdue(self, before: float, limit: int = 500) -> list[str]:
         """Unfinished jobs nobody has worked on since they were due: lost or crashed work."""
-        return list(self.redis.zrangebyscore(Keys.DUE, "-inf", repr(before), start=0, num=limit))
+        found = self.redis.zrangebyscore(Keys.DUE, "-inf", repr(before), start=0, num=limit)
+        return cast(list[str], found)
 
     def pending(self, provider: str, customer_id: str | None) -> list[str]:
         """Keys of jobs in submitting or submitted, oldest first: the customer's, or (None)
         the provider's."""
-        return list(self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
+        return cast(list[str], self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
 
     def claimed(self, provider: str, customer_id: str) -> set[str]:
-        return set(self.redis.smembers(Keys.claimed(provider, customer_id)))
+        return cast(set[str], self.redis.smembers(Keys.claimed(provider, customer_id)))
 
     def take_flag(self, key: str, seconds: float) -> bool:
         """Set a marker if absent (e.g. "a confirmation read is scheduled"); True if set now."""

@@ -35,7 +35,7 @@ class Stats:
         """``{provider: {"calls": {op: n}, "status": {code: n}, "faults": {kind: n},
         "applied": n, "rate_limited": n, "replays": n, "conflicts": n, "unauthorized": n}}``."""
         with self._lock:
-            counts = {provider: Counter() for provider in self._providers}
+            counts: dict[str, Counter[str]] = {p: Counter() for p in self._providers}
             counts.update((provider, Counter(c)) for provider, c in self._counts.items())
         result: dict[str, Any] = {}
         for provider, counter in counts.items():
