@@ -15,6 +15,7 @@ The Celery tasks in ``tasks/`` only call these methods.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -268,7 +269,7 @@ class Pipeline:
             self.scheduler.confirm(job.provider, scope or "", 0.0)
         return "awaiting confirmation"
 
-    def _submit(self, job: Job, grant: CreditGrant) -> str:
+    def _submit(self, job: Job, grant: CreditGrant, *, unknown_resolved: bool = False) -> str:
         """POST once: from ``queued``, or from ``submitting`` known not to have applied.
 
         The move into ``submitting`` is the job's lease: it succeeds for one delivery only
@@ -292,7 +293,8 @@ class Pipeline:
         job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
                             fields={"first_post_at": job.number("first_post_at") or now,
                                     "last_post_at": now,
-                                    "in_flight_until": now + self.policy.lease},
+                                    "in_flight_until": now + self.policy.lease,
+                                    **({"outcome_unknown": None} if unknown_resolved else {})},
                             due=now + self.policy.lease)  # fmt: skip
         try:
             result = client.submit(grant)
@@ -305,7 +307,7 @@ class Pipeline:
         _, flagged = self._move(
             job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
             fields={"provider_ref": result.provider_ref, "submitted_at": now,
-                    "last_error": None, "in_flight_until": None},
+                    "last_error": None, "in_flight_until": None, "outcome_unknown": None},
             due=now + first_read,
             flag=(Keys.confirming(job.provider, scope),
                   first_read + self.policy.batch + self.policy.grace),
@@ -336,15 +338,23 @@ class Pipeline:
             delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
                                 wait, self.policy.backoff_max, self.rng)  # fmt: skip
             # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
+            spent = "decr" if rate_limited else "keep"
+            if job.extra.get("outcome_unknown"):
+                # This try surely did not apply, but an earlier one may have: the job stays
+                # "outcome unknown" (queued would claim nothing applied) and is resolved first.
+                job, _ = self._move(job, JobState.SUBMITTING,
+                                    f"not applied, an earlier try still unknown: {err}",
+                                    attempts=spent, fields=done, due=now + delay)  # fmt: skip
+                self.scheduler.issue(dict(job.grant_fields), delay)
+                return "outcome unknown"
             job, _ = self._move(job, JobState.QUEUED, f"not applied, retry in {delay:.1f}s: {err}",
-                                attempts="decr" if rate_limited else "keep", fields=done,
-                                due=now + delay)  # fmt: skip
+                                attempts=spent, fields=done, due=now + delay)  # fmt: skip
             self.scheduler.issue(dict(job.grant_fields), delay)
             return "retry"
         wait = self._unknown_wait(grant, attempt)
         job, _ = self._move(job, JobState.SUBMITTING,
                             f"outcome unknown, reconcile in {wait:.1f}s: {err}",
-                            fields=done, due=now + wait)  # fmt: skip
+                            fields={**done, "outcome_unknown": "1"}, due=now + wait)  # fmt: skip
         self.scheduler.issue(dict(job.grant_fields), wait)
         return "outcome unknown"
 
@@ -365,9 +375,9 @@ class Pipeline:
         last_post = job.number("last_post_at") or job.state_at
         if first_post is None:
             return self._submit(job, grant)
-        if (grant.provider is Provider.CHARGEBEE
+        if (grant.provider is Provider.CHARGEBEE and job.attempts < self.policy.max_attempts
                 and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
-            return self._submit(job, grant)
+            return self._submit(job, grant)  # answered from Chargebee's record if it applied
         ready_at = last_post + self.policy.settle
         if now < ready_at:
             self._issue_later(job, ready_at - now)
@@ -386,7 +396,8 @@ class Pipeline:
         if job.attempts >= self.policy.max_attempts:
             reason = "attempts exhausted; last outcome unknown and not in the listing"
             return self._give_up(job, reason, DlqReason.EXHAUSTED)
-        return self._submit(job, grant)  # absent after the lag settled: it did not apply
+        # Absent after the lag settled: no earlier try applied.
+        return self._submit(job, grant, unknown_resolved=True)
 
     # -- confirm --------------------------------------------------------------------
 
@@ -507,7 +518,7 @@ class Pipeline:
             entry_json = {"ref": entry.ref, "amount": str(entry.amount), "created_at": created,
                           "matched_by": matched_by}  # fmt: skip
             fields = {"provider_ref": job.provider_ref or entry.ref, "provider_entry": entry_json,
-                      "confirmed_at": now, "in_flight_until": None,
+                      "confirmed_at": now, "in_flight_until": None, "outcome_unknown": None,
                       "visible_after_seconds": round(now - submitted_at, 3)}  # fmt: skip
             moves.append(Move(key, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
                               expect=[job.state], version=job.version, claim=entry.ref,
@@ -606,5 +617,12 @@ class Pipeline:
         count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
         log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
                  job.provider, job.state.value, target.value, count, reason)  # fmt: skip
-        now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1)
+        extra = dict(job.extra)  # what the move wrote, so the next move of this call sees it
+        for name, value in (fields or {}).items():
+            if value is None:
+                extra.pop(name, None)
+            else:
+                extra[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+        now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1,
+                         extra=extra)  # fmt: skip
         return now_as, moved.flagged

@@ -279,3 +279,30 @@ def test_the_first_read_comes_sooner_when_the_listing_is_quick(world: World) -> 
     for batch in range(12):
         start(world, message(f"fast-{batch}", customer_id=f"m-{batch}"))
     assert world.pipeline.lag.delay(Provider.INVETERATE) < 2.0 * 0.95**10
+
+
+def test_a_429_after_an_unknown_outcome_keeps_the_job_unresolved_not_queued(
+    world: World,
+) -> None:
+    """Try 1 may have applied (500); try 2 (same Chargebee key) is turned away (429). Queued
+    would claim that nothing applied; the job must stay 'outcome unknown' until resolved."""
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.script = ["error_before", "rate_limited"]
+    start(world, message(provider="chargebee", customer_id="c-1"))
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED
+    states = [h["to"] for h in job.history]
+    assert "queued" not in states[1:], states
+    assert cb.credits_for(marker_for("g1")) == 1 and "outcome_unknown" not in job.extra
+
+
+def test_an_inveterate_retry_after_the_listing_showed_nothing_is_a_plain_retry(
+    world: World,
+) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_before", "rate_limited"]
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED
+    assert "queued" in [h["to"] for h in job.history][1:]  # resolved: the 429 is a plain retry
+    assert inv.credits_for(marker_for("g1")) == 1
