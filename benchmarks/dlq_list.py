@@ -31,9 +31,11 @@ import redis
 from benchmarks.common import benchmark_redis, rate
 from worker import dlq
 from worker.cli import main as cli_main
+from worker.keys import Keys
 from worker.models import CreditGrant
 from worker.states import DlqReason, JobState
-from worker.store import _TRANSITION, JobStore, Keys
+from worker.store import JobStore
+from worker.store_scripts import TRANSITION
 
 # reason class, share of the DLQ, providers it happens at. Configuration errors only at
 # Chargebee, so "--provider inveterate --reason configuration" is the empty intersection:
@@ -67,7 +69,7 @@ class BulkStore(JobStore):
     """
 
     def queue_on(self, pipe: Any) -> None:
-        script = self.redis.register_script(_TRANSITION)
+        script = self.redis.register_script(TRANSITION)
 
         def queued(keys: list[str], args: list[Any]) -> list[Any]:
             script(keys=keys, args=args, client=pipe)

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import InvalidGrant, TransitionRefused
 from worker.job import Job, iso
+from worker.keys import Keys
 from worker.models import Provider
 from worker.states import DEAD_LETTER, DlqReason, JobState
-from worker.store import JobStore, Keys
+from worker.store import JobStore
 
 if TYPE_CHECKING:  # listing and purging never touch Celery; only replay publishes
     from celery import Celery

@@ -34,13 +34,15 @@ from worker.errors import (
     TransitionRefused,
 )
 from worker.job import Job, iso
+from worker.keys import Keys
+from worker.lag import LearnedLag
 from worker.models import CreditGrant, Provider, check_idempotency_key, marker_for
 from worker.providers.base import LedgerEntry, ListingPage, Outcome, ProviderClient, ProviderError
 from worker.providers.matching import MatchWindow, PendingGrant, collect_entries, match_entries
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.states import DlqReason, JobState
-from worker.store import JobStore, Keys, Move
+from worker.store import JobStore, Move
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -83,53 +85,6 @@ class Policy:
             settle=s.settle_seconds, lease=4 * s.http_timeout_seconds + 10,
             grace=s.reconcile_grace_seconds,
         )  # fmt: skip
-
-
-class LearnedLag:
-    """When to read a listing first after a 2xx: the provider's typical lag, learned.
-
-    Reading before the credit shows spends a call for nothing; reading long after delays
-    every confirmation. After each scheduled read the delay moves: a read that missed a
-    due job (too early) lengthens it by 30%, a read that found every due job shortens it
-    by 5%. It settles just above the lag, with about one early read in six. One value per
-    provider, shared by the fleet in Redis (a lost update between workers is harmless),
-    cached here for a few seconds.
-    """
-
-    GROW, SHRINK, FLOOR, CACHE_SECONDS = 1.3, 0.95, 0.2, 5.0
-
-    def __init__(self, store: JobStore, initial: float, ceiling: float,
-                 clock: Callable[[], float]) -> None:  # fmt: skip
-        self.store = store
-        self.initial = initial
-        self.ceiling = ceiling
-        self.clock = clock
-        self._cache: dict[Provider, tuple[float, float]] = {}
-
-    def delay(self, provider: Provider) -> float:
-        cached = self._cache.get(provider)
-        now = self.clock()
-        if cached is not None and now - cached[1] < self.CACHE_SECONDS:
-            return cached[0]
-        value = self.store.learned_delay(provider.value)
-        value = self.initial if value is None else value
-        self._cache[provider] = (value, now)
-        return value
-
-    def learn(self, provider: Provider, found: int, missed: list[Job]) -> None:
-        if not found and not missed:
-            return
-        current, now = self.delay(provider), self.clock()
-        young = [j for j in missed
-                 if now - (j.number("submitted_at") or j.state_at) < self.ceiling]  # fmt: skip
-        if young:
-            value = min(current * self.GROW, self.ceiling)
-        elif missed:
-            return  # only old, never-visible credits missed: they say nothing of the lag
-        else:
-            value = max(current * self.SHRINK, self.FLOOR)
-        self.store.set_learned_delay(provider.value, value)
-        self._cache[provider] = (value, self.clock())
 
 
 class Budget(Protocol):

@@ -29,6 +29,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
     batch = grants(150, prefix="kill")
     keys = [g["idempotency_key"] for g in batch]
     enqueue_many(batch, store=real_store, app=celery_app)
+
     def started() -> bool:
         counts = real_store.count_by_state()
         return counts["submitted"] + counts["confirmed"] >= 15

@@ -13,9 +13,10 @@ from worker import dlq
 from worker.app import ISSUE_TASK
 from worker.cli import main
 from worker.dlq import PurgeResult, ReplayResult
+from worker.keys import Keys
 from worker.models import CreditGrant, Provider, marker_for
 from worker.states import DlqReason, JobState
-from worker.store import JobStore, Keys
+from worker.store import JobStore
 
 T0 = 1_800_000_000.0
 

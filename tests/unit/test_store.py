@@ -9,9 +9,10 @@ import fakeredis
 import pytest
 
 from worker.errors import IdempotencyConflict, TransitionRefused
+from worker.keys import Keys
 from worker.models import CreditGrant
 from worker.states import ALLOWED, TERMINAL, DlqReason, JobState, can_move, sources_of
-from worker.store import JobStore, Keys
+from worker.store import JobStore
 
 
 def make_grant(key: str = "k1", **overrides: Any) -> CreditGrant:

@@ -1,0 +1,69 @@
+"""Every Redis key name creditq's job store uses, spelled in one place."""
+
+from __future__ import annotations
+
+from worker.states import JobState
+
+PREFIX = "creditq"
+HISTORY_LIMIT = 200  # a job that needs more moves than this has a bug; keep memory bounded
+
+
+class Keys:
+    """The one place Redis key names are spelled."""
+
+    @staticmethod
+    def job(idempotency_key: str) -> str:
+        return f"{PREFIX}:job:{idempotency_key}"
+
+    @staticmethod
+    def history(idempotency_key: str) -> str:
+        return f"{PREFIX}:job:{idempotency_key}:history"
+
+    INDEX_PREFIX = f"{PREFIX}:state:"
+    # Jobs waiting in submitting/submitted, per provider and customer: one listing read
+    # confirms every job it shows.
+    PENDING_PREFIX = f"{PREFIX}:pending:"
+    # When each unfinished job should next be worked on; the reconciler re-drives the overdue.
+    DUE = f"{PREFIX}:due"
+
+    @staticmethod
+    def index(state: JobState) -> str:
+        return f"{Keys.INDEX_PREFIX}{state.value}"
+
+    @staticmethod
+    def pending(provider: str, customer_id: str | None) -> str:
+        """Per customer, or (``None``) for every customer of the provider."""
+        if customer_id is None:
+            return f"{Keys.PENDING_PREFIX}{provider}"
+        return f"{Keys.PENDING_PREFIX}{provider}:{customer_id}"
+
+    # Ledger entries already used to confirm a job, per provider and customer: each entry
+    # confirms one job only.
+    CLAIMED_PREFIX = f"{PREFIX}:claimed:"
+
+    @staticmethod
+    def claimed(provider: str, customer_id: str) -> str:
+        return f"{Keys.CLAIMED_PREFIX}{provider}:{customer_id}"
+
+    # The dead-letter queue: every rejected or dead job, by time, and by provider and by
+    # reason class, so filtered listings stay range reads at 100,000 entries.
+    DLQ_PREFIX = f"{PREFIX}:dlq:"
+
+    @staticmethod
+    def dlq(provider: str | None = None, reason: str | None = None) -> str:
+        if provider is not None:
+            return f"{Keys.DLQ_PREFIX}provider:{provider}"
+        if reason is not None:
+            return f"{Keys.DLQ_PREFIX}reason:{reason}"
+        return f"{Keys.DLQ_PREFIX}all"
+
+    @staticmethod
+    def learned_delay(provider: str) -> str:
+        """The learned delay before a listing first shows a credit (see LearnedLag)."""
+        return f"{PREFIX}:lag:{provider}"
+
+    @staticmethod
+    def confirming(provider: str, customer_id: str | None) -> str:
+        """Set while a listing read is scheduled for the customer (``None``: for the whole
+        provider): one read serves every pending job it can show."""
+        return f"{PREFIX}:confirming:{provider}:{customer_id or '*'}"
