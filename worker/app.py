@@ -4,7 +4,7 @@ Choices, each for the exactly-once guarantee or for operators:
 - JSON only: a pickle message from a compromised producer would run code.
 - ``acks_late`` + ``reject_on_worker_lost`` + prefetch 1: a worker killed mid-task
   leaves its message unacknowledged, so it is delivered again (the store's
-  compare-and-set and the per-job lease make the second delivery safe), and a
+  compare-and-set on the job's version makes the second delivery safe), and a
   worker never hoards messages another could run.
 - Worker task events on, so Flower sees every task from the moment a worker
   receives it; the arguments are the grant's non-secret fields, readable there.

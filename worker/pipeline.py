@@ -3,7 +3,9 @@
 Exactly one credit per key rests on three things here:
 - every state change is the store's compare-and-set, so a late or duplicate delivery
   loses the race instead of acting twice;
-- a job-level lease keeps two deliveries of one job from POSTing at the same time;
+- the move into ``submitting`` is the job's lease: it carries the version the worker read,
+  so one delivery only wins it, and it marks the POST in flight (``in_flight_until``), so
+  two deliveries of one job never POST at the same time;
 - a job left ``submitting`` (an ambiguous answer, or a worker killed mid-POST) is never
   POSTed again before its fate is known: Chargebee answers a retry with the same
   idempotency key from its record (within its 30-minute window), and otherwise the

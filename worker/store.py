@@ -284,7 +284,7 @@ class JobStore:
             return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
         return Moved(JobState(reply[1]), bool(int(reply[2])))
 
-    # -- scheduling and leases ----------------------------------------------------
+    # -- scheduling and confirmation reads ----------------------------------------
 
     def set_due(self, idempotency_key: str, at: float) -> None:
         """Record when the job is next expected to be worked on (only for unfinished jobs)."""
