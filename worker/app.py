@@ -59,6 +59,9 @@ def create_app() -> Celery:
         },
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
         broker_connection_retry_on_startup=True,
+        # On a lost broker connection, stop the tasks in flight: their acknowledgements could
+        # not be sent anyway, and every creditq task is safe to run again (Celery 6's default).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         beat_schedule={
             "creditq-reconcile": {
                 "task": RECONCILE_TASK,
