@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 from worker.embedded_redis import EmbeddedRedis
+from worker.models import CreditGrant
 from worker.settings import get_settings
 
 
@@ -29,3 +30,17 @@ def benchmark_redis(*, appendonly: bool = False) -> Iterator[str]:
 
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s"
+
+
+def grant_batch(n: int, prefix: str, per_customer: int = 5) -> list[CreditGrant]:
+    """Grants alternating between the providers, ``per_customer`` per customer and provider."""
+    return [
+        CreditGrant(
+            idempotency_key=f"{prefix}-{i}",
+            provider="chargebee" if i % 2 else "inveterate",
+            customer_id=f"{prefix}-cust-{i // (2 * per_customer)}",
+            amount=f"{1 + i % 40}.{i % 100:02d}",
+            note=f"order {i}",
+        )
+        for i in range(n)
+    ]

@@ -20,24 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from benchmarks.common import benchmark_redis, rate
+from benchmarks.common import benchmark_redis, grant_batch, rate
 from worker.app import ISSUE_TASK, create_app
-from worker.models import CreditGrant
 from worker.producer import enqueue, enqueue_many
 from worker.store import JobStore
-
-
-def grants(prefix: str, n: int) -> list[CreditGrant]:
-    return [
-        CreditGrant(
-            idempotency_key=f"{prefix}-{i}",
-            provider="chargebee" if i % 2 else "inveterate",
-            customer_id=f"cust-{i % 97}",
-            amount=f"{1 + i % 50}.25",
-            note="benchmark",
-        )
-        for i in range(n)
-    ]
 
 
 def main() -> None:
@@ -50,7 +36,7 @@ def main() -> None:
         client = redis.Redis.from_url(url, decode_responses=True)
         app = create_app()
         store = JobStore(client)
-        messages = [g.to_message() for g in grants("raw", args.single)]
+        messages = [g.to_message() for g in grant_batch(args.single, "raw")]
 
         client.flushdb()
         with app.producer_or_acquire() as producer:  # warm the connection like a long-lived app
@@ -61,7 +47,7 @@ def main() -> None:
             app.send_task(ISSUE_TASK, kwargs=message)
         raw_s = time.perf_counter() - start
 
-        single = grants("single", args.single)
+        single = grant_batch(args.single, "single")
         client.flushdb()
         start = time.perf_counter()
         for grant in single:
@@ -69,7 +55,7 @@ def main() -> None:
         single_s = time.perf_counter() - start
         assert client.llen("creditq.issue") == args.single
 
-        batch = grants("batch", args.batch)
+        batch = grant_batch(args.batch, "batch")
         client.flushdb()
         start = time.perf_counter()
         results = enqueue_many(batch, store=store, app=app)

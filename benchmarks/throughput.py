@@ -27,9 +27,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import benchmark_redis  # noqa: E402
+from benchmarks.common import benchmark_redis, grant_batch  # noqa: E402
 from worker.embedded_redis import free_port  # noqa: E402
-from worker.models import CreditGrant  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import (  # noqa: E402
     DEFAULT_CHARGEBEE_KEY,
@@ -37,19 +36,6 @@ from worker.sandbox.options import (  # noqa: E402
     creditq_env,
 )
 from worker.store import JobStore  # noqa: E402
-
-
-def grant_batch(n: int, prefix: str, per_customer: int = 5) -> list[CreditGrant]:
-    return [
-        CreditGrant(
-            idempotency_key=f"{prefix}-{i}",
-            provider="chargebee" if i % 2 else "inveterate",
-            customer_id=f"{prefix}-cust-{i // (2 * per_customer)}",
-            amount=f"{1 + i % 40}.{i % 100:02d}",
-            note=f"order {i}",
-        )
-        for i in range(n)
-    ]
 
 
 class Processes:
