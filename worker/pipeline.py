@@ -294,20 +294,17 @@ class Pipeline:
                 return "dead"
             delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
                                 wait, self.policy.backoff_max, self.rng)  # fmt: skip
+            # This try surely did not apply, but if an earlier one may have, the job stays
+            # "outcome unknown" (queued would claim nothing applied) and is resolved first.
+            unknown = bool(job.extra.get("outcome_unknown"))
+            target = JobState.SUBMITTING if unknown else JobState.QUEUED
+            why = "an earlier try still unknown" if unknown else f"retry in {delay:.1f}s"
             # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
-            spent = "decr" if rate_limited else "keep"
-            if job.extra.get("outcome_unknown"):
-                # This try surely did not apply, but an earlier one may have: the job stays
-                # "outcome unknown" (queued would claim nothing applied) and is resolved first.
-                job, _ = self._move(job, JobState.SUBMITTING,
-                                    f"not applied, an earlier try still unknown: {err}",
-                                    attempts=spent, fields=done, due=now + delay)  # fmt: skip
-                self.scheduler.issue(dict(job.grant_fields), delay)
-                return "outcome unknown"
-            job, _ = self._move(job, JobState.QUEUED, f"not applied, retry in {delay:.1f}s: {err}",
-                                attempts=spent, fields=done, due=now + delay)  # fmt: skip
+            job, _ = self._move(job, target, f"not applied, {why}: {err}",
+                                attempts="decr" if rate_limited else "keep", fields=done,
+                                due=now + delay)  # fmt: skip
             self.scheduler.issue(dict(job.grant_fields), delay)
-            return "retry"
+            return "outcome unknown" if unknown else "retry"
         wait = self._unknown_wait(grant, attempt)
         job, _ = self._move(job, JobState.SUBMITTING,
                             f"outcome unknown, reconcile in {wait:.1f}s: {err}",
