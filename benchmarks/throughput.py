@@ -221,6 +221,9 @@ def main() -> None:
         if args.only == "plain":
             print(run_creditq(args, url, 0.0, "plain"))
             return
+        if args.only == "baseline":
+            print(run_baseline(args, url))
+            return
         baseline = run_baseline(args, url)
         plain = run_creditq(args, url, 0.0, "plain")
         lagged = run_creditq(args, url, args.lag, "lagged")

@@ -101,21 +101,32 @@ local function paused_for()
 end
 """
 
-# KEYS: minute prefix, pause, tat. ARGV: clock, interval us, bucket ttl.
+# Taking one call slot, as a Lua function so that the job store's BEGIN_POST can take the
+# slot and start the job's POST in the same step. Arguments: minute prefix, pause key,
+# tat key, clock ('' for the server's TIME), interval us, bucket ttl.
 # Returns {0 (slot taken) or the microseconds to wait, the time of the decision}.
-_ACQUIRE = """
-local wait = paused_for()
-if wait > 0 then return {wait, now} end
-local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
-if tat > now then return {tat - now, now} end
-local interval = tonumber(ARGV[2])
-redis.call('SET', KEYS[3], string.format('%d', now + interval),
-  'PX', math.ceil(interval / 1000) + 1000)
-redis.call('HINCRBY', bucket, 'calls', 1)
-redis.call('HINCRBY', bucket, 's' .. (math.floor(now / 1000000) % 60), 1)
-redis.call('EXPIRE', bucket, ARGV[3])
-return {0, now}
+SLOT_FN = """
+local function take_slot(minute_prefix, pause_key, tat_key, clock, interval, bucket_ttl)
+  local now
+  if clock ~= '' then now = tonumber(clock) else
+    local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
+  local paused_until = tonumber(redis.call('GET', pause_key) or '0')
+  if paused_until > now then return {paused_until - now, now} end
+  local tat = tonumber(redis.call('GET', tat_key) or '0')
+  if tat > now then return {tat - now, now} end
+  interval = tonumber(interval)
+  redis.call('SET', tat_key, string.format('%d', now + interval),
+    'PX', math.ceil(interval / 1000) + 1000)
+  local bucket = minute_prefix .. string.format('%d', math.floor(now / 60000000))
+  redis.call('HINCRBY', bucket, 'calls', 1)
+  redis.call('HINCRBY', bucket, 's' .. (math.floor(now / 1000000) % 60), 1)
+  redis.call('EXPIRE', bucket, bucket_ttl)
+  return {0, now}
+end
 """
+
+# KEYS: minute prefix, pause, tat. ARGV: clock, interval us, bucket ttl.
+_ACQUIRE = SLOT_FN + "return take_slot(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])\n"
 
 # KEYS: minute prefix, pause, strikes, rate-limited total. ARGV: clock, bucket ttl,
 # mode ('set': pause ARGV[4] us; '429': count it, ARGV[4] is Retry-After us or ''),
@@ -204,7 +215,7 @@ class ProviderBudget:
         self.per_minute = per_minute
         self.interval_us = round(60 * _US / (per_minute * headroom))
         self._clock = clock
-        self._acquire = client.register_script(_PRELUDE + _ACQUIRE)
+        self._acquire = client.register_script(_ACQUIRE)
         self._pause = client.register_script(_PRELUDE + _PAUSE)
         self._confirmed = client.register_script(_PRELUDE + _CONFIRMED)
         self._snapshot = client.register_script(_PRELUDE + _SNAPSHOT)
@@ -227,11 +238,16 @@ class ProviderBudget:
         Tests and the benchmark check spacing on these stamps: the caller's own clock
         adds its thread scheduling to every gap.
         """
-        keys = [BudgetKeys.minute_prefix(self.provider), BudgetKeys.pause(self.provider),
-                BudgetKeys.tat(self.provider)]  # fmt: skip
-        args: list[str | int] = [self._now_arg(), self.interval_us, BUCKET_TTL_SECONDS]
+        keys, args = self.slot_request()
         wait, now = self._acquire(keys=keys, args=args)
         return int(wait) / _US, int(now) / _US
+
+    def slot_request(self) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of ``SLOT_FN``, for a script that takes a slot as one of
+        its steps (``JobStore.begin_post``)."""
+        keys = [BudgetKeys.minute_prefix(self.provider), BudgetKeys.pause(self.provider),
+                BudgetKeys.tat(self.provider)]  # fmt: skip
+        return keys, [self._now_arg(), self.interval_us, BUCKET_TTL_SECONDS]
 
     def _run_pause(self, mode: str, length: str) -> tuple[float, float]:
         p = self.provider

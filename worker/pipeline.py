@@ -44,7 +44,7 @@ from worker.providers.matching import MatchWindow, PendingGrant, collect_entries
 from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.states import DlqReason, JobState
-from worker.store import JobStore, Move
+from worker.store import JobStore, Move, PostStart
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -97,6 +97,8 @@ class Budget(Protocol):
     def pause_after_429(self, retry_after: float | None) -> float: ...
 
     def record_confirmed(self, n: int = 1) -> None: ...
+
+    def slot_request(self) -> tuple[list[str], list[str | int]]: ...
 
 
 class NoSlot(Exception):
@@ -164,7 +166,17 @@ class Pipeline:
         except InvalidGrant as exc:
             log.warning("dropped an issue message without a usable key: %s", exc)
             return "dropped"
-        job = self.store.get(key, history=False)
+        begun = self._begin_post(message)
+        if begun is None:
+            job = self.store.get(key, history=False)
+        else:
+            started, grant = begun
+            if started.outcome == "started" and started.job is not None:
+                return self._post(started.job, grant)
+            if started.outcome == "wait" and started.job is not None:
+                self._issue_later(started.job, started.wait)
+                return "waiting for a request slot"
+            job = started.job
         if job is None:
             if not self._adopt(key, message):
                 return "rejected"
@@ -176,6 +188,27 @@ class Pipeline:
         except TransitionRefused as exc:  # another delivery moved the job first
             log.info("lost a race: %s", exc)
             return "lost race"
+
+    def _begin_post(self, message: Mapping[str, Any]) -> tuple[PostStart, CreditGrant] | None:
+        """The common case in one round trip: a queued job whose message carries exactly
+        its grant is loaded, given a budget slot and moved into ``submitting`` together.
+        None when the message is not a valid grant or its provider has no key: the full
+        path loads the job and decides."""
+        try:
+            grant = CreditGrant.parse(message)
+            self.clients(grant.provider)
+        except (InvalidGrant, MissingCredentials):
+            return None
+        budget = self.budgets(grant.provider)
+        started = self.store.begin_post(
+            grant, max_attempts=self.policy.max_attempts, now=self.clock(),
+            lease=self.policy.lease, slot=budget.slot_request() if budget else None,
+        )  # fmt: skip
+        if started.outcome == "started" and started.job is not None:
+            job = started.job
+            log.info("key=%s provider=%s queued -> submitting attempt=%d: POST attempt %d",
+                     job.idempotency_key, job.provider, job.attempts, job.attempts)  # fmt: skip
+        return started, grant
 
     def _adopt(self, key: str, message: Mapping[str, Any]) -> bool:
         """A message whose job is not in the store (it bypassed the producer): check it
@@ -236,7 +269,7 @@ class Pipeline:
         if job.attempts >= self.policy.max_attempts:
             return self._give_up(job, f"attempts exhausted ({job.attempts})", DlqReason.EXHAUSTED)
         try:
-            client = self.clients(grant.provider)
+            self.clients(grant.provider)
             self._spend(grant.provider)
         except MissingCredentials as exc:
             self._move(job, JobState.DEAD, str(exc), dlq=DlqReason.CONFIGURATION,
@@ -253,10 +286,14 @@ class Pipeline:
                                     "in_flight_until": now + self.policy.lease,
                                     **({"outcome_unknown": None} if unknown_resolved else {})},
                             due=now + self.policy.lease)  # fmt: skip
+        return self._post(job, grant)
+
+    def _post(self, job: Job, grant: CreditGrant) -> str:
+        """The POST of a job just moved into ``submitting`` (its lease), and what follows."""
         try:
-            result = client.submit(grant)
+            result = self.clients(grant.provider).submit(grant)
         except ProviderError as err:
-            return self._after_error(job, grant, err, attempt)
+            return self._after_error(job, grant, err, job.attempts)
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
         scope = self._scope(job)

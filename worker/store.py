@@ -23,7 +23,7 @@ from worker.keys import HISTORY_LIMIT, Keys
 from worker.models import CreditGrant
 from worker.settings import get_settings
 from worker.states import DlqReason, JobState, sources_of
-from worker.store_scripts import CREATE, TRANSITION
+from worker.store_scripts import BEGIN_POST, CREATE, TRANSITION
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ class Moved:
 
 
 @dataclass(frozen=True)
+class PostStart:
+    """What ``JobStore.begin_post`` did.
+
+    ``started``: the job (``job``, as it now stands) is ``submitting`` and its POST may go.
+    ``wait``: no budget slot for ``wait`` seconds; nothing changed. ``other``: the job is
+    not a plain queued job holding this grant, and takes the full path; nothing changed.
+    ``missing``: there is no such job (``job`` None).
+    """
+
+    outcome: str
+    job: Job | None = None
+    wait: float = 0.0
+
+
+@dataclass(frozen=True)
 class CreateOutcome:
     """What one atomic create did: ``created`` False means an identical grant already existed."""
 
@@ -70,6 +85,7 @@ class JobStore:
         )
         self._create = client.register_script(CREATE)
         self._transition = client.register_script(TRANSITION)
+        self._begin_post = client.register_script(BEGIN_POST)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -81,8 +97,7 @@ class JobStore:
     def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
         key = grant.idempotency_key
         keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
-        payload = json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
-        args = [grant.fingerprint(), payload, repr(now), iso(now), grant.provider.value,
+        args = [grant.fingerprint(), payload_of(grant), repr(now), iso(now), grant.provider.value,
                 grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, "",
                 Keys.DLQ_PREFIX, ""]  # fmt: skip
         return keys, args
@@ -284,6 +299,39 @@ class JobStore:
             return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
         return Moved(JobState(reply[1]), bool(int(reply[2])))
 
+    def begin_post(
+        self,
+        grant: CreditGrant,
+        *,
+        max_attempts: int,
+        now: float,
+        lease: float,
+        slot: tuple[list[str], list[str | int]] | None = None,
+    ) -> PostStart:
+        """The issue path's first step in one round trip: load the job and, if it is a plain
+        ``queued`` job holding exactly ``grant`` with attempts left, take a budget slot
+        (``slot``: ``ProviderBudget.slot_request()``, None without a budget) and move it
+        into ``submitting`` with its POST in flight until ``now + lease``.
+
+        The move is the same compare-and-set as ``transition`` (attempts +1, reason
+        "POST attempt N"); the slot is taken only when the move is made, so a delivery
+        that loses the race spends nothing.
+        """
+        key = grant.idempotency_key
+        move = Move(key, JobState.SUBMITTING, "POST attempt", expect=[JobState.QUEUED],
+                    attempts="incr", due=now + lease,
+                    fields={"last_post_at": now, "in_flight_until": now + lease})  # fmt: skip
+        keys, move_args = self._move_args(move, time.time())
+        slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
+        args = [payload_of(grant), max_attempts, _encode_field(now), *slot_args, *move_args]
+        reply = self._begin_post(keys=keys, args=args)
+        outcome = reply[0]
+        if outcome == "missing":
+            return PostStart("missing")
+        if outcome == "wait":
+            return PostStart("wait", _job_of(reply[2]), int(reply[1]) / 1_000_000)
+        return PostStart(outcome, _job_of(reply[1]))
+
     # -- scheduling and confirmation reads ----------------------------------------
 
     def set_due(self, idempotency_key: str, at: float) -> None:
@@ -340,6 +388,15 @@ class JobStore:
     def set_due_many(self, due: Mapping[str, float]) -> None:
         if due:
             self.redis.zadd(Keys.DUE, dict(due), xx=True)
+
+
+def payload_of(grant: CreditGrant) -> str:
+    """The grant as the job hash stores it: canonical JSON, the amount as spelled."""
+    return json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
+
+
+def _job_of(flat: list[str]) -> Job:
+    return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)), [])
 
 
 def _encode_field(value: Any) -> str:

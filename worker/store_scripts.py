@@ -6,6 +6,8 @@ the argument lists are documented above each script and built in ``JobStore``.
 
 from __future__ import annotations
 
+from worker.budget import SLOT_FN
+
 # Index a job into the DLQ sets (all, by provider, by reason); spelled once, used by both
 # scripts. The key names follow Keys.dlq.
 DLQ_ADD = """
@@ -52,7 +54,8 @@ return 1
 """
 )
 
-# KEYS: job, history, due index. ARGV: 1 idempotency key, 2 target state, 3 allowed
+# One move of a job, as a Lua function so that TRANSITION and BEGIN_POST share it.
+# K: job, history, due index. A: 1 idempotency key, 2 target state, 3 allowed
 # sources (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|decr|reset,
 # 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
 # 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
@@ -60,91 +63,134 @@ return 1
 # 18 flag key to set if absent ('' none), 19 its ttl in ms, 20.. field/value pairs
 # ('' deletes). Returns {1, previous state, flag set 0|1}, {0, current state or ''},
 # or {0, state, 'claimed'}.
-TRANSITION = (
-    DLQ_ADD
-    + """
-local job = redis.call('HMGET', KEYS[1], 'state', 'version', 'provider', 'customer_id',
-  'dlq_reason', 'attempts')
-local state = job[1]
-if not state then return {0, ''} end
-local allowed = false
-for s in string.gmatch(ARGV[3], '%S+') do
-  if s == state then allowed = true end
-end
-if not allowed then return {0, state} end
-if ARGV[17] ~= '' and job[2] ~= ARGV[17] then return {0, state} end
-local provider = job[3]
-local scope = provider .. ':' .. job[4]
-local left_dlq = job[5]
-local claimed = ARGV[13] .. scope
-if ARGV[13] ~= '' and redis.call('SISMEMBER', claimed, ARGV[14]) == 1 then
-  return {0, state, 'claimed'}
-end
-local attempts = tonumber(job[6] or '0')
-if ARGV[7] == 'incr' then attempts = attempts + 1
-elseif ARGV[7] == 'decr' then attempts = math.max(attempts - 1, 0)
-elseif ARGV[7] == 'reset' then attempts = 0 end
-local set = {'state', ARGV[2], 'attempts', attempts, 'updated_at', ARGV[4],
-  'state_at', ARGV[4], 'version', tonumber(job[2] or '0') + 1}
-local unset = {}
-for i = 20, #ARGV, 2 do
-  if ARGV[i + 1] == '' then
-    table.insert(unset, ARGV[i])
-  else
-    table.insert(set, ARGV[i])
-    table.insert(set, ARGV[i + 1])
+MOVE_FN = """
+local function move(K, A)
+  local job = redis.call('HMGET', K[1], 'state', 'version', 'provider', 'customer_id',
+    'dlq_reason', 'attempts')
+  local state = job[1]
+  if not state then return {0, ''} end
+  local allowed = false
+  for s in string.gmatch(A[3], '%S+') do
+    if s == state then allowed = true end
   end
-end
-redis.call('HSET', KEYS[1], unpack(set))
-if #unset > 0 then redis.call('HDEL', KEYS[1], unpack(unset)) end
-redis.call('RPUSH', KEYS[2], cjson.encode({at=ARGV[5], from=state, to=ARGV[2],
-  reason=ARGV[6], attempt=attempts}))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[10]), -1)
-if state ~= ARGV[2] then
-  redis.call('ZREM', ARGV[9] .. state, ARGV[1])
-  redis.call('ZADD', ARGV[9] .. ARGV[2], ARGV[4], ARGV[1])
-end
-local was_pending = state == 'submitting' or state == 'submitted'
-local is_pending = ARGV[2] == 'submitting' or ARGV[2] == 'submitted'
-if was_pending ~= is_pending then
-  for _, pending in ipairs({ARGV[11] .. scope, ARGV[11] .. provider}) do
-    if is_pending then
-      redis.call('ZADD', pending, 'NX', ARGV[4], ARGV[1])
+  if not allowed then return {0, state} end
+  if A[17] ~= '' and job[2] ~= A[17] then return {0, state} end
+  local provider = job[3]
+  local scope = provider .. ':' .. job[4]
+  local left_dlq = job[5]
+  local claimed = A[13] .. scope
+  if A[13] ~= '' and redis.call('SISMEMBER', claimed, A[14]) == 1 then
+    return {0, state, 'claimed'}
+  end
+  local attempts = tonumber(job[6] or '0')
+  if A[7] == 'incr' then attempts = attempts + 1
+  elseif A[7] == 'decr' then attempts = math.max(attempts - 1, 0)
+  elseif A[7] == 'reset' then attempts = 0 end
+  local set = {'state', A[2], 'attempts', attempts, 'updated_at', A[4],
+    'state_at', A[4], 'version', tonumber(job[2] or '0') + 1}
+  local unset = {}
+  for i = 20, #A, 2 do
+    if A[i + 1] == '' then
+      table.insert(unset, A[i])
     else
-      redis.call('ZREM', pending, ARGV[1])
+      table.insert(set, A[i])
+      table.insert(set, A[i + 1])
     end
   end
-end
-local ttl = tonumber(ARGV[8])
-if left_dlq then
-  for _, set in ipairs({ARGV[15] .. 'all', ARGV[15] .. 'provider:' .. provider,
-                        ARGV[15] .. 'reason:' .. left_dlq}) do
-    redis.call('ZREM', set, ARGV[1])
+  redis.call('HSET', K[1], unpack(set))
+  if #unset > 0 then redis.call('HDEL', K[1], unpack(unset)) end
+  redis.call('RPUSH', K[2], cjson.encode({at=A[5], from=state, to=A[2],
+    reason=A[6], attempt=attempts}))
+  redis.call('LTRIM', K[2], -tonumber(A[10]), -1)
+  if state ~= A[2] then
+    redis.call('ZREM', A[9] .. state, A[1])
+    redis.call('ZADD', A[9] .. A[2], A[4], A[1])
   end
-  redis.call('HDEL', KEYS[1], 'dlq_reason')
-end
-if ARGV[16] ~= '' then
-  redis.call('HSET', KEYS[1], 'dlq_reason', ARGV[16])
-  dlq_add(ARGV[15], ARGV[1], provider, ARGV[16], ARGV[4], ttl)
-end
-if ARGV[13] ~= '' then
-  redis.call('SADD', claimed, ARGV[14])
-  redis.call('EXPIRE', claimed, math.max(ttl, 86400))
-end
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('ZREMRANGEBYSCORE', ARGV[9] .. ARGV[2], '-inf', tonumber(ARGV[4]) - ttl)
-  redis.call('ZREM', KEYS[3], ARGV[1])
-else
-  if left_dlq then  -- leaving the DLQ (replay): the job is live again, keep it
-    redis.call('PERSIST', KEYS[1])
-    redis.call('PERSIST', KEYS[2])
+  local was_pending = state == 'submitting' or state == 'submitted'
+  local is_pending = A[2] == 'submitting' or A[2] == 'submitted'
+  if was_pending ~= is_pending then
+    for _, pending in ipairs({A[11] .. scope, A[11] .. provider}) do
+      if is_pending then
+        redis.call('ZADD', pending, 'NX', A[4], A[1])
+      else
+        redis.call('ZREM', pending, A[1])
+      end
+    end
   end
-  if ARGV[12] ~= '' then redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1]) end
+  local ttl = tonumber(A[8])
+  if left_dlq then
+    for _, set in ipairs({A[15] .. 'all', A[15] .. 'provider:' .. provider,
+                          A[15] .. 'reason:' .. left_dlq}) do
+      redis.call('ZREM', set, A[1])
+    end
+    redis.call('HDEL', K[1], 'dlq_reason')
+  end
+  if A[16] ~= '' then
+    redis.call('HSET', K[1], 'dlq_reason', A[16])
+    dlq_add(A[15], A[1], provider, A[16], A[4], ttl)
+  end
+  if A[13] ~= '' then
+    redis.call('SADD', claimed, A[14])
+    redis.call('EXPIRE', claimed, math.max(ttl, 86400))
+  end
+  if ttl > 0 then
+    redis.call('EXPIRE', K[1], ttl)
+    redis.call('EXPIRE', K[2], ttl)
+    redis.call('ZREMRANGEBYSCORE', A[9] .. A[2], '-inf', tonumber(A[4]) - ttl)
+    redis.call('ZREM', K[3], A[1])
+  else
+    if left_dlq then  -- leaving the DLQ (replay): the job is live again, keep it
+      redis.call('PERSIST', K[1])
+      redis.call('PERSIST', K[2])
+    end
+    if A[12] ~= '' then redis.call('ZADD', K[3], A[12], A[1]) end
+  end
+  local flagged = 0
+  if A[18] ~= '' and redis.call('SET', A[18], '1', 'NX', 'PX', A[19]) then flagged = 1 end
+  return {1, state, flagged}
 end
-local flagged = 0
-if ARGV[18] ~= '' and redis.call('SET', ARGV[18], '1', 'NX', 'PX', ARGV[19]) then flagged = 1 end
-return {1, state, flagged}
+"""
+
+# KEYS and ARGV as MOVE_FN's K and A.
+TRANSITION = DLQ_ADD + MOVE_FN + "return move(KEYS, ARGV)\n"
+
+
+# The issue path's first step, one round trip instead of three (load the job, take a budget
+# slot, move it into ``submitting``): the job is loaded, and only if it is ``queued``, holds
+# exactly the grant the worker is about to send, has attempts left and no replay note is a
+# slot taken and the move made. Anything else comes back untouched for the full path.
+# KEYS: job, history, due index. ARGV: 1 the grant payload the job must hold, 2 max attempts,
+# 3 the POST's time (first_post_at if the job has none), 4..9 SLOT_FN's arguments (4 ''
+# when the provider has no budget), 10.. MOVE_FN's A for the move into submitting (its
+# reason gets the attempt number appended).
+# Returns {'started', job fields after the move}, {'wait', microseconds, job fields},
+# {'other', job fields} or {'missing'}.
+BEGIN_POST = (
+    DLQ_ADD
+    + MOVE_FN
+    + SLOT_FN
+    + """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {'missing'} end
+local job = {}
+for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
+local attempts = tonumber(job['attempts'] or '0')
+if job['state'] ~= 'queued' or job['grant'] ~= ARGV[1] or job['reconcile_first']
+    or attempts >= tonumber(ARGV[2]) then
+  return {'other', fields}
+end
+if ARGV[4] ~= '' then
+  local slot = take_slot(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+  if slot[1] > 0 then return {'wait', slot[1], fields} end
+end
+local a = {}
+for i = 10, #ARGV do a[#a + 1] = ARGV[i] end
+a[6] = a[6] .. ' ' .. (attempts + 1)
+if not job['first_post_at'] then
+  a[#a + 1] = 'first_post_at'
+  a[#a + 1] = ARGV[3]
+end
+if move(KEYS, a)[1] ~= 1 then return {'other', fields} end
+return {'started', redis.call('HGETALL', KEYS[1])}
 """
 )

@@ -306,3 +306,21 @@ def test_an_inveterate_retry_after_the_listing_showed_nothing_is_a_plain_retry(
     assert job is not None and job.state is JobState.CONFIRMED
     assert "queued" in [h["to"] for h in job.history][1:]  # resolved: the 429 is a plain retry
     assert inv.credits_for(marker_for("g1")) == 1
+
+
+def test_a_queued_grant_starts_its_post_without_a_separate_load_of_the_job(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+    original = world.store.get
+
+    def counting_get(key: str, **kwargs: Any) -> Any:
+        loads.append(key)
+        return original(key, **kwargs)
+
+    monkeypatch.setattr(world.store, "get", counting_get)
+    start(world, message())
+    assert loads == []
+    monkeypatch.undo()
+    assert state(world) is JobState.CONFIRMED
+    assert world.outcomes[0] == "submitted"

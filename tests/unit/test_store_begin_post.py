@@ -1,0 +1,99 @@
+"""The issue path's one-round-trip start (``JobStore.begin_post``), on fakeredis: it starts
+only a plain queued job holding exactly the grant, and a slot is spent only on a start."""
+
+from __future__ import annotations
+
+import fakeredis
+
+from tests.unit.test_store import make_grant
+from worker.budget import ProviderBudget
+from worker.models import Provider
+from worker.states import JobState
+from worker.store import JobStore
+
+NOW = 1_800_000_000.0
+
+
+def budget(redis: fakeredis.FakeRedis, per_minute: int = 60) -> ProviderBudget:
+    return ProviderBudget(redis, Provider.INVETERATE, per_minute, clock=lambda: NOW)
+
+
+def test_a_queued_job_is_moved_into_submitting_with_its_lease_and_first_attempt(
+    store: JobStore,
+) -> None:
+    store.create(make_grant())
+    started = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    assert started.outcome == "started" and started.job is not None
+    assert started.job.state is JobState.SUBMITTING and started.job.attempts == 1
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.SUBMITTING and job.version == 1
+    assert job.number("in_flight_until") == NOW + 50.0
+    assert job.number("first_post_at") == NOW == job.number("last_post_at")
+    assert job.history[-1]["reason"] == "POST attempt 1"
+    assert store.pending("inveterate", "c1") == ["k1"]
+
+
+def test_a_second_start_of_the_same_job_finds_it_already_started(store: JobStore) -> None:
+    store.create(make_grant())
+    store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    again = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    assert again.outcome == "other" and again.job is not None
+    assert again.job.state is JobState.SUBMITTING and again.job.attempts == 1
+
+
+def test_a_grant_that_differs_from_the_stored_one_is_left_to_the_full_path(
+    store: JobStore,
+) -> None:
+    store.create(make_grant(amount="5.00"))
+    for other in (make_grant(amount="5.0"), make_grant(amount="6.00")):
+        started = store.begin_post(other, max_attempts=5, now=NOW, lease=50.0)
+        assert started.outcome == "other"
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.QUEUED and job.version == 0
+
+
+def test_a_job_without_attempts_left_or_with_a_replay_note_is_not_started(
+    store: JobStore,
+) -> None:
+    store.create(make_grant())
+    assert store.begin_post(make_grant(), max_attempts=0, now=NOW, lease=50.0).outcome == "other"
+    store.redis.hset("creditq:job:k1", "reconcile_first", "1")
+    assert store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0).outcome == "other"
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.QUEUED
+
+
+def test_an_unknown_key_is_missing(store: JobStore) -> None:
+    assert store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=1.0).outcome == "missing"
+
+
+def test_the_budget_slot_is_taken_with_the_start_and_only_then(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    slots = budget(fake_redis)
+    store.create(make_grant("a"))
+    store.create(make_grant("b"))
+    store.transition("b", JobState.SUBMITTING, reason="elsewhere", attempts="incr")
+    lost = store.begin_post(make_grant("b"), max_attempts=5, now=NOW, lease=50.0,
+                            slot=slots.slot_request())  # fmt: skip
+    assert lost.outcome == "other" and slots.snapshot()["calls_last_minute"] == 0
+    started = store.begin_post(make_grant("a"), max_attempts=5, now=NOW, lease=50.0,
+                               slot=slots.slot_request())  # fmt: skip
+    assert started.outcome == "started" and slots.snapshot()["calls_last_minute"] == 1
+
+
+def test_without_a_slot_the_job_is_unchanged_and_the_wait_is_reported(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    slots = budget(fake_redis, per_minute=60)  # one call a second
+    store.create(make_grant("a"))
+    store.create(make_grant("b"))
+    store.begin_post(make_grant("a"), max_attempts=5, now=NOW, lease=50.0,
+                     slot=slots.slot_request())  # fmt: skip
+    waiting = store.begin_post(make_grant("b"), max_attempts=5, now=NOW, lease=50.0,
+                               slot=slots.slot_request())  # fmt: skip
+    assert waiting.outcome == "wait" and 0.9 < waiting.wait <= 1.0
+    job = store.get("b")
+    assert job is not None and job.state is JobState.QUEUED and job.version == 0
+    assert waiting.job is not None and waiting.job.version == 0
+    assert slots.snapshot()["calls_last_minute"] == 1
