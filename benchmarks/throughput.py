@@ -117,8 +117,8 @@ def sandbox_stats(url: str) -> dict[str, Any]:
 def worker_env(redis_url: str, sandbox_url: str, lag: float) -> dict[str, str]:
     return creditq_env(
         redis_url, sandbox_url,
-        CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="1000000",
-        CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="1000000",
+        CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="1000000000",
+        CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="1000000000",
         CREDITQ_CONFIRM_FIRST_POLL_SECONDS=str(max(lag, 0.2)),
         CREDITQ_CONFIRM_POLL_MAX_SECONDS="2", PYTHONPATH=str(ROOT),
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The confirm task: one listing read confirms every pending grant of that customer."""
+"""The confirm task: one sweep reads the provider's listings with grants due (or, with a
+``customer_id``, that customer's) and confirms every pending grant they show."""
 
 from __future__ import annotations
 
@@ -7,5 +8,5 @@ from worker.runtime import pipeline
 
 
 @app.task(name=CONFIRM_TASK)
-def confirm(provider: str, customer_id: str) -> str:
-    return pipeline().confirm(provider, customer_id)
+def confirm(provider: str, customer_id: str = "", token: str = "") -> str:
+    return pipeline().confirm(provider, customer_id, token)

@@ -63,7 +63,7 @@ class Keys:
         return f"{PREFIX}:lag:{provider}"
 
     @staticmethod
-    def confirming(provider: str, customer_id: str | None) -> str:
-        """Set while a listing read is scheduled for the customer (``None``: for the whole
-        provider): one read serves every pending job it can show."""
-        return f"{PREFIX}:confirming:{provider}:{customer_id or '*'}"
+    def confirming(provider: str) -> str:
+        """Set while a confirmation sweep of the provider is scheduled: one sweep serves
+        every pending job of the provider."""
+        return f"{PREFIX}:confirming:{provider}"

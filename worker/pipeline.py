@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +56,14 @@ CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
 # grants. Inveterate lists one member at a time.
 PROVIDER_WIDE_LISTING = frozenset({Provider.CHARGEBEE})
 LISTING_PAGE_MAX = 100  # Chargebee's largest page
+# A sweep reads at most this many listings; the rest are read by the next one, scheduled
+# at once, so one task never holds a worker thread for long.
+MAX_READS_PER_SWEEP = 25
+
+
+def sweep_token() -> str:
+    """Names one scheduled confirmation sweep (``Pipeline.confirm``)."""
+    return os.urandom(6).hex()
 
 
 def listing_scope(provider: str, customer_id: str) -> str | None:
@@ -226,7 +235,7 @@ class Pipeline:
 
     def _issue_job(self, job: Job) -> str:
         if job.state is JobState.SUBMITTED:
-            self._schedule_confirm(job.provider, self._scope(job), 0.0)
+            self._schedule_confirm(job.provider, 0.0)
             return "awaiting confirmation"
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
@@ -249,14 +258,14 @@ class Pipeline:
         """A replayed job the provider once accepted (2xx): a second POST could pay twice,
         so it only goes back to waiting for the listing, with a fresh deadline."""
         now = self.clock()
-        scope = self._scope(job)
+        token = sweep_token()
         _, flagged = self._move(
             job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
             fields={"submitted_at": now}, due=now,
-            flag=(Keys.confirming(job.provider, scope), self.policy.grace),
+            flag=(Keys.confirming(job.provider), self.policy.grace, token),
         )  # fmt: skip
         if flagged:
-            self.scheduler.confirm(job.provider, scope or "", 0.0)
+            self.scheduler.confirm(job.provider, "", 0.0, token)
         return "awaiting confirmation"
 
     def _submit(self, job: Job, grant: CreditGrant, *, unknown_resolved: bool = False) -> str:
@@ -296,19 +305,18 @@ class Pipeline:
             return self._after_error(job, grant, err, job.attempts)
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
-        scope = self._scope(job)
         first_read = self.lag.delay(grant.provider)
+        token = sweep_token()
         _, flagged = self._move(
             job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
             fields={"provider_ref": result.provider_ref, "submitted_at": now,
                     "last_error": None, "in_flight_until": None, "outcome_unknown": None},
             due=now + first_read,
-            flag=(Keys.confirming(job.provider, scope),
-                  first_read + self.policy.batch + self.policy.grace),
+            flag=(Keys.confirming(job.provider),
+                  first_read + self.policy.batch + self.policy.grace, token),
         )  # fmt: skip
-        if flagged:  # no read is scheduled for this listing yet: schedule one
-            read_in = first_read + self.policy.batch
-            self.scheduler.confirm(job.provider, scope or "", read_in)
+        if flagged:  # no sweep of this provider is scheduled yet: schedule one
+            self.scheduler.confirm(job.provider, "", first_read + self.policy.batch, token)
         return "submitted"
 
     def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
@@ -374,15 +382,14 @@ class Pipeline:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
-            confirmed, _, _ = self._confirm_scope(job.provider, self._scope(job),
-                                                  focus=job.idempotency_key)  # fmt: skip
+            confirmed = self._confirm_focus(job)
         except NoSlot as slot:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
         except ProviderError as err:
             self._issue_later(job, self._listing_retry(job.provider, err))
             return "listing unavailable"
-        if job.idempotency_key in confirmed:
+        if confirmed:
             return "confirmed"
         if job.attempts >= self.policy.max_attempts:
             reason = "attempts exhausted; last outcome unknown and not in the listing"
@@ -392,30 +399,94 @@ class Pipeline:
 
     # -- confirm --------------------------------------------------------------------
 
-    def confirm(self, provider: str, customer_id: str) -> str:
-        """A scheduled listing read (the customer's, or with ``customer_id`` empty the whole
-        provider's): confirm every pending job it shows, bury those past the deadline, and
-        schedule the next read for the rest."""
-        scope = customer_id or None
-        try:
-            confirmed, waiting, due = self._confirm_scope(provider, scope, scheduled=True)
-        except NoSlot as slot:
-            self._schedule_confirm(provider, scope, slot.wait, force=True)
-            return "waiting for a request slot"
-        except ProviderError as err:
-            delay = self._listing_retry(provider, err)
-            self._schedule_confirm(provider, scope, delay, force=True)
-            return "listing unavailable"
+    def confirm(self, provider: str, customer_id: str, token: str = "") -> str:
+        """A scheduled confirmation sweep of one provider (``customer_id`` empty) or of one
+        customer: read every listing that has jobs due (Chargebee's one provider-wide
+        listing, or one per Inveterate member), confirm every pending job a read shows,
+        bury those past the deadline, and schedule one next sweep for the rest.
+
+        One task reads several listings: a read per Celery task would cost a message, a
+        delivery and three events each, for a call that takes one budget slot. ``token``
+        names the sweep: a message whose sweep was superseded by a newer schedule (the
+        provider's marker names another token) does nothing, so sweeps never run twice over.
+        """
+        if customer_id:
+            keys = self.store.confirmation_work(provider, customer_id)
+        else:
+            keys, superseded = self.store.start_sweep(provider, token)
+            if superseded:
+                return "superseded"
+        jobs = self._waiting_jobs(keys)
+        due = {key: due for key, (_, due) in jobs.items()}
         now = self.clock()
-        self.lag.learn(Provider(provider), found=len(confirmed), missed=[
-            j for j in waiting if j.state is JobState.SUBMITTED
-            and (due.get(j.idempotency_key) or 0.0) <= now + 0.05
-        ])  # fmt: skip
-        first_read = self.lag.delay(Provider(provider))
+        groups: dict[str | None, dict[str, Job]] = {}
+        for key, (job, _) in jobs.items():
+            groups.setdefault(self._scope(job), {})[key] = job
+        # The listings with a job due, the longest-waiting first.
+        reads = sorted(
+            ((min(due[k] or 0.0 for k in targets), scope, targets)
+             for scope, group in groups.items() if (targets := self._due(group, due, now))),
+            key=lambda read: read[0],
+        )  # fmt: skip
+        claimed = self.store.claimed_many(provider, [s for _, s, _ in reads if s is not None])
+        confirmed: set[str] = set()
+        read: set[str] = set()  # keys whose listing was read
+        retry: float | None = None  # when to sweep again for listings left unread
+        for n, (_, scope, targets) in enumerate(reads):
+            if n == MAX_READS_PER_SWEEP:
+                retry = 0.0
+                break
+            try:
+                confirmed |= self._read_listing(provider, scope, groups[scope], targets,
+                                                claimed.get(scope or "", set()))  # fmt: skip
+                read.update(targets)
+            except NoSlot as slot:
+                retry = slot.wait
+                break
+            except ProviderError as err:
+                wait = self._listing_retry(provider, err)
+                retry = wait if retry is None else min(retry, wait)
+        now = self.clock()
+        self.lag.learn(Provider(provider), found=len(confirmed),
+                       missed=[jobs[k][0] for k in read if k not in confirmed])  # fmt: skip
+        next_reads = self._next_reads(
+            [job for key, (job, _) in jobs.items() if key not in confirmed], due, read, now
+        )
+        # Listings left unread are swept again at ``retry``; the rest when their next is due.
+        times = [t for k, t in next_reads.items() if k in read or t > now]
+        delay = min(times) - now + self.policy.batch if times else None
+        if retry is not None:
+            self._schedule_confirm(provider, retry if delay is None else min(delay, retry),
+                                   force=True)  # fmt: skip
+        elif delay is not None:
+            self._schedule_confirm(provider, delay)
+        unread = len(reads) - len({self._scope(jobs[k][0]) for k in read})
+        return f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
+
+    def _waiting_jobs(self, keys: list[str]) -> dict[str, tuple[Job, float | None]]:
+        """The jobs among ``keys`` still waiting for the listing, with when each is due."""
+        found, due = self.store.get_with_due(keys)
+        waiting = (JobState.SUBMITTING, JobState.SUBMITTED)
+        return {j.idempotency_key: (j, due.get(j.idempotency_key)) for j in found
+                if j is not None and j.state in waiting}  # fmt: skip
+
+    @staticmethod
+    def _due(group: Mapping[str, Job], due: Mapping[str, float | None], now: float) -> list[str]:
+        """The jobs a read is for: accepted (``submitted``) and due. A job whose POST may not
+        have applied is the issue path's to resolve; it is confirmed if a read shows it."""
+        return [k for k, j in group.items() if j.state is JobState.SUBMITTED
+                and (due.get(k) or 0.0) <= now + 0.05]  # fmt: skip
+
+    def _next_reads(self, waiting: list[Job], due: Mapping[str, float | None],
+                    read: set[str], now: float) -> dict[str, float]:  # fmt: skip
+        """Bury the jobs past the confirm deadline; return when each other waiting job should
+        be read for next. A job whose listing was not read this sweep keeps its time."""
+        first_read = self.lag.delay(Provider(waiting[0].provider)) if waiting else 0.0
         next_reads: dict[str, float] = {}
         for job in waiting:
             if job.state is not JobState.SUBMITTED:
                 continue  # an unknown outcome is the issue path's to resolve
+            key = job.idempotency_key
             waited = now - (job.number("submitted_at") or job.state_at)
             if waited >= self.policy.confirm_deadline:
                 with suppress(TransitionRefused):
@@ -423,52 +494,43 @@ class Pipeline:
                                f"not visible in the listing {waited:.0f}s after it was accepted",
                                dlq=DlqReason.NOT_VISIBLE)  # fmt: skip
                 continue
-            own = due.get(job.idempotency_key)
-            if own is not None and own > now:  # not read for yet: keep its own time
-                next_reads[job.idempotency_key] = own
+            own = due.get(key)
+            if key not in read:
+                next_reads[key] = own if own is not None else now
                 continue
             # Each read waits about half the time already waited: frequent while the lag
             # is young, sparse for a late credit, never past the deadline.
             delay = min(self.policy.poll_max, max(first_read, waited / 2),
                         self.policy.confirm_deadline - waited + 0.01)  # fmt: skip
-            next_reads[job.idempotency_key] = now + delay
-        if next_reads:
-            self.store.set_due_many(next_reads)
-            read_in = min(next_reads.values()) - now + self.policy.batch
-            self._schedule_confirm(provider, scope, read_in)
-        return f"confirmed {len(confirmed)}, waiting {len(next_reads)}"
+            next_reads[key] = now + delay
+        self.store.set_due_many({k: t for k, t in next_reads.items() if k in read})
+        return next_reads
 
-    def _confirm_scope(
-        self, provider: str, customer_id: str | None, *, scheduled: bool = False,
-        focus: str | None = None,
-    ) -> tuple[set[str], list[Job], dict[str, float | None]]:  # fmt: skip
-        """Read one listing (a customer's, or with None the provider's) as far as the jobs
-        that are due need, and confirm every pending job it shows.
+    def _confirm_focus(self, job: Job) -> bool:
+        """Read the job's listing for it alone (the issue path resolving an unknown
+        outcome); every other pending job the read shows is confirmed too."""
+        scope = self._scope(job)
+        jobs = {k: j for k, (j, _) in self._waiting_jobs(
+            self.store.confirmation_work(job.provider, scope)).items()}  # fmt: skip
+        if job.idempotency_key not in jobs:
+            return False
+        claimed = self.store.claimed_many(job.provider, [scope]) if scope else {}
+        confirmed = self._read_listing(job.provider, scope, jobs, [job.idempotency_key],
+                                       claimed.get(scope or "", set()))  # fmt: skip
+        return job.idempotency_key in confirmed
 
-        Returns the keys confirmed, the jobs still pending and when each job is due. The
-        read pages only until
-        every *due* job (or ``focus``, the job the issue path is resolving) is matched, or
-        the entries are older than the oldest of them: jobs submitted a moment ago are most
-        likely not visible yet, and paging back for them would spend the budget for nothing;
-        they are confirmed if the pages read show them anyway. Jobs the provider surely
-        accepted (``submitted``) choose unmarked entries before jobs whose POST may never
-        have applied (``submitting``), so a credit is never spent on a doubtful job while a
-        certain one goes without. ``scheduled``: this is the listing's scheduled read, so
-        its marker is cleared first (jobs submitted from now on schedule their own).
+    def _read_listing(self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
+                      targets: list[str], claimed: set[str]) -> set[str]:  # fmt: skip
+        """Read one listing (a customer's, or with None the provider's) as far as ``targets``
+        need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
+
+        The read pages only until every target is matched, or the entries are older than the
+        oldest of them: jobs submitted a moment ago are most likely not visible yet, and
+        paging back for them would spend the budget for nothing; they are confirmed if the
+        pages read show them anyway. Jobs the provider surely accepted (``submitted``) choose
+        unmarked entries before jobs whose POST may never have applied (``submitting``), so
+        a credit is never spent on a doubtful job while a certain one goes without.
         """
-        keys, claimed = self.store.confirmation_work(provider, customer_id, clear=scheduled)
-        waiting_states = (JobState.SUBMITTING, JobState.SUBMITTED)
-        found_jobs, due = self.store.get_with_due(keys)
-        jobs = {j.idempotency_key: j for j in found_jobs
-                if j is not None and j.state in waiting_states}  # fmt: skip
-        now = self.clock()
-        if focus is not None:
-            targets = [focus] if focus in jobs else []
-        else:
-            targets = [k for k, j in jobs.items() if j.state is JobState.SUBMITTED
-                       and (due.get(k) or 0.0) <= now + 0.05]  # fmt: skip
-        if not targets:
-            return set(), list(jobs.values()), due
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
                                   lambda: self._spend(Provider(provider)))  # fmt: skip
@@ -486,7 +548,7 @@ class Pipeline:
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
-        return confirmed, [job for key, job in jobs.items() if key not in confirmed], due
+        return confirmed
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at
@@ -548,21 +610,21 @@ class Pipeline:
         now = self.clock()
         keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
         redriven = 0
-        customers: set[tuple[str, str | None]] = set()
+        providers: set[str] = set()
         for key, job in zip(keys, self.store.get_many(keys, history=False), strict=True):
             if job is None or job.state.terminal:
                 self.store.forget_due(key)
                 continue
             self.store.set_due(key, now)  # the next sweep waits a full grace again
             if job.state is JobState.SUBMITTED:
-                customers.add((job.provider, self._scope(job)))
+                providers.add(job.provider)
             else:
                 self.scheduler.issue(dict(job.grant_fields), 0.0)
             log.warning("re-driving key=%s provider=%s stuck in %s since %s",
                         key, job.provider, job.state.value, iso(job.state_at))  # fmt: skip
             redriven += 1
-        for provider, scope in customers:
-            self.scheduler.confirm(provider, scope or "", 0.0)
+        for provider in providers:
+            self._schedule_confirm(provider, 0.0, force=True)
         return redriven
 
     # -- plumbing -------------------------------------------------------------------
@@ -578,14 +640,14 @@ class Pipeline:
     def _scope(job: Job) -> str | None:
         return listing_scope(job.provider, job.customer_id)
 
-    def _schedule_confirm(
-        self, provider: str, scope: str | None, delay: float, *, force: bool = False
-    ) -> None:
-        """One scheduled read per listing serves all its pending jobs; the marker expires a
-        grace after the read was due, so a lost message cannot block the next one."""
-        marker = Keys.confirming(provider, scope)
-        if self.store.take_flag(marker, delay + self.policy.grace) or force:
-            self.scheduler.confirm(provider, scope or "", delay)
+    def _schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
+        """One scheduled sweep serves all the provider's pending jobs: the marker names it,
+        and expires a grace after it was due, so a lost message cannot block the next one.
+        ``force`` schedules this sweep even if one is scheduled, superseding that one."""
+        token = sweep_token()
+        marker = Keys.confirming(provider)
+        if self.store.take_flag(marker, delay + self.policy.grace, token, replace=force):
+            self.scheduler.confirm(provider, "", delay, token)
 
     def _issue_later(self, job: Job, delay: float) -> None:
         self.store.set_due(job.idempotency_key, self.clock() + delay)
@@ -598,7 +660,7 @@ class Pipeline:
     def _move(self, job: Job, target: JobState, reason: str, *, attempts: str = "keep",
               fields: Mapping[str, Any] | None = None, due: float | None = None,
               claim: str | None = None, dlq: DlqReason | None = None,
-              flag: tuple[str, float] | None = None) -> tuple[Job, bool]:  # fmt: skip
+              flag: tuple[str, float, str] | None = None) -> tuple[Job, bool]:  # fmt: skip
         """One compare-and-set from the job exactly as it was read (its version), and its
         log line. Returns the job as it now stands and whether ``flag`` was set."""
         moved = self.store.transition(job.idempotency_key, target, reason=reason,

@@ -16,7 +16,9 @@ from worker.app import CONFIRM_TASK, ISSUE_TASK
 class Scheduler(Protocol):
     def issue(self, message: dict[str, Any], countdown: float) -> None: ...
 
-    def confirm(self, provider: str, customer_id: str, countdown: float) -> None: ...
+    def confirm(
+        self, provider: str, customer_id: str, countdown: float, token: str = ""
+    ) -> None: ...
 
 
 class CeleryScheduler:
@@ -37,6 +39,6 @@ class CeleryScheduler:
     def issue(self, message: dict[str, Any], countdown: float) -> None:
         self.app.send_task(ISSUE_TASK, kwargs=message, countdown=self._countdown(countdown))
 
-    def confirm(self, provider: str, customer_id: str, countdown: float) -> None:
-        kwargs = {"provider": provider, "customer_id": customer_id}
+    def confirm(self, provider: str, customer_id: str, countdown: float, token: str = "") -> None:
+        kwargs = {"provider": provider, "customer_id": customer_id, "token": token}
         self.app.send_task(CONFIRM_TASK, kwargs=kwargs, countdown=self._countdown(countdown))

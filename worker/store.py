@@ -23,7 +23,7 @@ from worker.keys import HISTORY_LIMIT, Keys
 from worker.models import CreditGrant
 from worker.settings import get_settings
 from worker.states import DlqReason, JobState, sources_of
-from worker.store_scripts import BEGIN_POST, CREATE, TRANSITION
+from worker.store_scripts import BEGIN_POST, CREATE, START_SWEEP, TRANSITION
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Move:
     claim: str | None = None
     dlq_reason: DlqReason | None = None
     version: int | None = None
-    flag: tuple[str, float] | None = None
+    flag: tuple[str, float, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ class JobStore:
         self._create = client.register_script(CREATE)
         self._transition = client.register_script(TRANSITION)
         self._begin_post = client.register_script(BEGIN_POST)
+        self._start_sweep = client.register_script(START_SWEEP)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -232,7 +233,7 @@ class JobStore:
         claim: str | None = None,
         dlq_reason: DlqReason | None = None,
         version: int | None = None,
-        flag: tuple[str, float] | None = None,
+        flag: tuple[str, float, str] | None = None,
         now: float | None = None,
     ) -> Moved:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
@@ -244,8 +245,8 @@ class JobStore:
         it if nothing has by then); ``claim`` marks a ledger entry as this job's, refusing
         the move if another job already claimed it. ``version`` makes the move fail if any
         other move happened since the job was read (optimistic concurrency: two deliveries
-        of one job cannot both win). ``flag`` is a (key, seconds) marker set if absent in the
-        same step; ``Moved.flagged`` says whether this move set it. Raises
+        of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
+        in the same step; ``Moved.flagged`` says whether this move set it. Raises
         ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
         move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
@@ -282,7 +283,7 @@ class JobStore:
             Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
             Keys.DLQ_PREFIX, move.dlq_reason.value if move.dlq_reason else "",
             "" if move.version is None else str(move.version),
-            flag[0] if flag else "", int(flag[1] * 1000) if flag else 0,
+            flag[0] if flag else "", int(flag[1] * 1000) if flag else 0, flag[2] if flag else "",
         ]  # fmt: skip
         if move.claim is not None:
             args[12:14] = [Keys.CLAIMED_PREFIX, move.claim]
@@ -354,29 +355,36 @@ class JobStore:
     def claimed(self, provider: str, customer_id: str) -> set[str]:
         return cast(set[str], self.redis.smembers(Keys.claimed(provider, customer_id)))
 
-    def take_flag(self, key: str, seconds: float) -> bool:
-        """Set a marker if absent (e.g. "a confirmation read is scheduled"); True if set now."""
-        return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+    def take_flag(
+        self, key: str, seconds: float, value: str = "1", *, replace: bool = False
+    ) -> bool:
+        """Set a marker if absent (e.g. "a confirmation sweep is scheduled"), or with
+        ``replace`` in any case; True if set now."""
+        return bool(self.redis.set(key, value, nx=not replace, px=max(int(seconds * 1000), 1)))
 
-    def confirmation_work(
-        self, provider: str, customer_id: str | None, *, clear: bool = False
-    ) -> tuple[list[str], set[str]]:
-        """Pending job keys and claimed entries of a customer (or, with ``None``, the
-        pending jobs of the whole provider and no claims), in one round trip.
+    def confirmation_work(self, provider: str, customer_id: str | None = None) -> list[str]:
+        """Keys of the pending jobs of a customer (or, with ``None``, of the whole provider),
+        oldest first."""
+        return cast(list[str], self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
 
-        ``clear`` first removes the "read scheduled" marker: a job submitted from then on
-        schedules a read of its own instead of counting on this one.
-        """
+    def start_sweep(self, provider: str, token: str) -> tuple[list[str], bool]:
+        """The provider's pending job keys, and whether this sweep is superseded: another
+        sweep is scheduled (the marker names another token). A sweep the marker names
+        clears it; with no marker at all (it expired, or a message came twice) the sweep
+        runs and nothing is cleared."""
+        marker, keys = self._start_sweep(
+            keys=[Keys.confirming(provider), Keys.pending(provider, None)], args=[token]
+        )
+        return list(keys), bool(marker) and marker != token
+
+    def claimed_many(self, provider: str, customers: Sequence[str]) -> dict[str, set[str]]:
+        """The ledger entries already claimed by a job, per customer, in one round trip."""
+        if not customers:
+            return {}
         pipe = self.redis.pipeline(transaction=False)
-        if clear:
-            pipe.delete(Keys.confirming(provider, customer_id))
-        pipe.zrange(Keys.pending(provider, customer_id), 0, -1)
-        if customer_id is not None:
-            pipe.smembers(Keys.claimed(provider, customer_id))
-        replies = pipe.execute()
-        if customer_id is None:
-            return list(replies[-1]), set()
-        return list(replies[-2]), set(replies[-1])
+        for customer in customers:
+            pipe.smembers(Keys.claimed(provider, customer))
+        return {c: set(found) for c, found in zip(customers, pipe.execute(), strict=True)}
 
     def learned_delay(self, provider: str) -> float | None:
         value = self.redis.get(Keys.learned_delay(provider))

@@ -60,8 +60,8 @@ return 1
 # 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
 # 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
 # 15 DLQ prefix, 16 DLQ reason class (entering the DLQ) or '', 17 expected version ('' any),
-# 18 flag key to set if absent ('' none), 19 its ttl in ms, 20.. field/value pairs
-# ('' deletes). Returns {1, previous state, flag set 0|1}, {0, current state or ''},
+# 18 flag key to set if absent ('' none), 19 its ttl in ms, 20 its value, 21.. field/value
+# pairs ('' deletes). Returns {1, previous state, flag set 0|1}, {0, current state or ''},
 # or {0, state, 'claimed'}.
 MOVE_FN = """
 local function move(K, A)
@@ -89,7 +89,7 @@ local function move(K, A)
   local set = {'state', A[2], 'attempts', attempts, 'updated_at', A[4],
     'state_at', A[4], 'version', tonumber(job[2] or '0') + 1}
   local unset = {}
-  for i = 20, #A, 2 do
+  for i = 21, #A, 2 do
     if A[i + 1] == '' then
       table.insert(unset, A[i])
     else
@@ -146,7 +146,7 @@ local function move(K, A)
     if A[12] ~= '' then redis.call('ZADD', K[3], A[12], A[1]) end
   end
   local flagged = 0
-  if A[18] ~= '' and redis.call('SET', A[18], '1', 'NX', 'PX', A[19]) then flagged = 1 end
+  if A[18] ~= '' and redis.call('SET', A[18], A[20], 'NX', 'PX', A[19]) then flagged = 1 end
   return {1, state, flagged}
 end
 """
@@ -194,3 +194,14 @@ if move(KEYS, a)[1] ~= 1 then return {'other', fields} end
 return {'started', redis.call('HGETALL', KEYS[1])}
 """
 )
+
+# The start of a provider's confirmation sweep. The sweep marker names the one scheduled
+# sweep (a token its message carries); the sweep it names deletes it, so that a job
+# submitted from then on schedules the next one.
+# KEYS: the sweep marker, the provider's pending set. ARGV: 1 the sweep's token.
+# Returns {the marker's value before ('' when none), the pending keys, oldest first}.
+START_SWEEP = """
+local marker = redis.call('GET', KEYS[1])
+if marker == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return {marker or '', redis.call('ZRANGE', KEYS[2], 0, -1)}
+"""

@@ -324,3 +324,58 @@ def test_a_queued_grant_starts_its_post_without_a_separate_load_of_the_job(
     monkeypatch.undo()
     assert state(world) is JobState.CONFIRMED
     assert world.outcomes[0] == "submitted"
+
+
+def test_one_sweep_reads_every_members_listing_that_has_jobs_due(world: World) -> None:
+    start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(3)))
+    inv = world.providers[Provider.INVETERATE]
+    assert all(state(world, f"g{i}") is JobState.CONFIRMED for i in range(3))
+    assert inv.reads == 3 and inv.submits == 3
+    sweeps = [o for o in world.outcomes if o.startswith("confirmed")]
+    assert sweeps == ["confirmed 3, waiting 0, listings unread 0"]
+
+
+def test_a_sweep_stopped_by_the_budget_leaves_the_unread_listings_for_the_next_one(
+    world: World,
+) -> None:
+    from worker.budget import ProviderBudget
+
+    slots = ProviderBudget(world.store.redis, Provider.INVETERATE, 60, clock=world.clock)
+    world.pipeline.budgets = lambda p: slots if p is Provider.INVETERATE else None
+    start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(3)))
+    inv = world.providers[Provider.INVETERATE]
+    assert all(state(world, f"g{i}") is JobState.CONFIRMED for i in range(3))
+    assert inv.submits == 3 and inv.reads == 3  # no listing read twice, none skipped
+    sweeps = [o for o in world.outcomes if o.startswith("confirmed")]
+    assert any(o.endswith(("unread 1", "unread 2")) for o in sweeps), sweeps
+
+
+def test_a_sweep_message_superseded_by_a_newer_schedule_does_nothing(world: World) -> None:
+    from worker.keys import Keys
+
+    world.store.create(CreditGrant.parse(message()))
+    world.pipeline.issue(message())  # submitted; its sweep is scheduled under a token
+    (scheduled,) = [i for i in world.scheduler.queue if i.task == "confirm"]
+    token = scheduled.kwargs["token"]
+    assert world.store.redis.get(Keys.confirming("inveterate")) == token
+    world.clock.now += 5
+    inv = world.providers[Provider.INVETERATE]
+    assert world.pipeline.confirm("inveterate", "", "someone-else") == "superseded"
+    assert inv.reads == 0
+    assert world.pipeline.confirm("inveterate", "", token).startswith("confirmed 1")
+    assert inv.reads == 1 and world.store.redis.get(Keys.confirming("inveterate")) is None
+
+
+def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(
+    world: World,
+) -> None:
+    world.providers[Provider.INVETERATE].lag = 30.0  # several sweeps before it shows
+    world.store.create(CreditGrant.parse(message()))
+    world.pipeline.issue(message())
+    world.pipeline.reconcile()  # nothing overdue yet: no second sweep
+    world.clock.now += 200  # now overdue: the reconcile forces a sweep
+    assert world.pipeline.reconcile() == 1
+    world.run()
+    assert state(world) is JobState.CONFIRMED
+    assert "superseded" in world.outcomes  # the first schedule stood down
+    assert world.providers[Provider.INVETERATE].credits_for(marker_for("g1")) == 1

@@ -236,9 +236,10 @@ def test_a_flag_is_set_by_the_first_move_only(store: JobStore) -> None:
     for key in ("a", "b"):
         store.create(make_grant(key))
         store.transition(key, JobState.SUBMITTING, reason="x")
-    first = store.transition("a", JobState.SUBMITTED, reason="x", flag=("creditq:t:flag", 30))
-    second = store.transition("b", JobState.SUBMITTED, reason="x", flag=("creditq:t:flag", 30))
-    assert first.flagged and not second.flagged
+    flag = "creditq:t:flag"
+    first = store.transition("a", JobState.SUBMITTED, reason="x", flag=(flag, 30, "t1"))
+    second = store.transition("b", JobState.SUBMITTED, reason="x", flag=(flag, 30, "t2"))
+    assert first.flagged and not second.flagged and store.redis.get(flag) == "t1"
     assert 0 < store.redis.pttl("creditq:t:flag") <= 30_000
 
 
