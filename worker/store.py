@@ -412,4 +412,6 @@ def _encode_field(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if type(value) in (float, int):  # what json.dumps writes, without its machinery
+        return repr(value)
     return json.dumps(value, separators=(",", ":"), default=str)
