@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -59,11 +58,6 @@ LISTING_PAGE_MAX = 100  # Chargebee's largest page
 # A sweep reads at most this many listings; the rest are read by the next one, scheduled
 # at once, so one task never holds a worker thread for long.
 MAX_READS_PER_SWEEP = 25
-
-
-def sweep_token() -> str:
-    """Names one scheduled confirmation sweep (``Pipeline.confirm``)."""
-    return os.urandom(6).hex()
 
 
 def listing_scope(provider: str, customer_id: str) -> str | None:
@@ -258,7 +252,7 @@ class Pipeline:
         """A replayed job the provider once accepted (2xx): a second POST could pay twice,
         so it only goes back to waiting for the listing, with a fresh deadline."""
         now = self.clock()
-        token = sweep_token()
+        token = self._sweep_token()
         _, flagged = self._move(
             job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
             fields={"submitted_at": now}, due=now,
@@ -306,7 +300,7 @@ class Pipeline:
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
         first_read = self.lag.delay(grant.provider)
-        token = sweep_token()
+        token = self._sweep_token()
         _, flagged = self._move(
             job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
             fields={"provider_ref": result.provider_ref, "submitted_at": now,
@@ -640,11 +634,16 @@ class Pipeline:
     def _scope(job: Job) -> str | None:
         return listing_scope(job.provider, job.customer_id)
 
+    def _sweep_token(self) -> str:
+        """Names one scheduled confirmation sweep (``confirm``): it only has to differ from
+        the other sweeps scheduled around the same time, so no system entropy is spent."""
+        return f"{self.rng.getrandbits(48):012x}"
+
     def _schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
         """One scheduled sweep serves all the provider's pending jobs: the marker names it,
         and expires a grace after it was due, so a lost message cannot block the next one.
         ``force`` schedules this sweep even if one is scheduled, superseding that one."""
-        token = sweep_token()
+        token = self._sweep_token()
         marker = Keys.confirming(provider)
         if self.store.take_flag(marker, delay + self.policy.grace, token, replace=force):
             self.scheduler.confirm(provider, "", delay, token)
