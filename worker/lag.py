@@ -13,7 +13,7 @@ class LearnedLag:
     """When to read a listing first after a 2xx: the provider's typical lag, learned.
 
     Reading before the credit shows spends a call for nothing; reading long after delays
-    every confirmation. After each scheduled read the delay moves: a read that missed a
+    every confirmation. After each listing read of a sweep the delay moves: a read that missed a
     due job (too early) lengthens it by 30%, a read that found every due job shortens it
     by 5%. It settles just above the lag, with about one early read in six. One value per
     provider, shared by the fleet in Redis (a lost update between workers is harmless),
@@ -40,17 +40,19 @@ class LearnedLag:
         self._cache[provider] = (value, now)
         return value
 
-    def learn(self, provider: Provider, found: int, missed: list[Job]) -> None:
-        if not found and not missed:
-            return
-        current, now = self.delay(provider), self.clock()
-        young = [j for j in missed
-                 if now - (j.number("submitted_at") or j.state_at) < self.ceiling]  # fmt: skip
-        if young:
-            value = min(current * self.GROW, self.ceiling)
-        elif missed:
-            return  # only old, never-visible credits missed: they say nothing of the lag
-        else:
-            value = max(current * self.SHRINK, self.FLOOR)
-        self.store.set_learned_delay(provider.value, value)
-        self._cache[provider] = (value, self.clock())
+    def learn(self, provider: Provider, reads: list[tuple[int, list[Job]]]) -> None:
+        """Move the delay once for each listing read: (jobs found, due jobs missed) per
+        read, as one sweep reads several listings; written back once."""
+        current = value = self.delay(provider)
+        now = self.clock()
+        for found, missed in reads:
+            young = [j for j in missed
+                     if now - (j.number("submitted_at") or j.state_at) < self.ceiling]  # fmt: skip
+            if young:
+                value = min(value * self.GROW, self.ceiling)
+            elif not missed and found:
+                value = max(value * self.SHRINK, self.FLOOR)
+            # only old, never-visible credits missed: they say nothing of the lag
+        if value != current:
+            self.store.set_learned_delay(provider.value, value)
+            self._cache[provider] = (value, self.clock())

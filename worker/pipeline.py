@@ -425,24 +425,27 @@ class Pipeline:
         claimed = self.store.claimed_many(provider, [s for _, s, _ in reads if s is not None])
         confirmed: set[str] = set()
         read: set[str] = set()  # keys whose listing was read
+        learned: list[tuple[int, list[Job]]] = []  # per read: found, due jobs missed
         retry: float | None = None  # when to sweep again for listings left unread
         for n, (_, scope, targets) in enumerate(reads):
             if n == MAX_READS_PER_SWEEP:
                 retry = 0.0
                 break
             try:
-                confirmed |= self._read_listing(provider, scope, groups[scope], targets,
-                                                claimed.get(scope or "", set()))  # fmt: skip
-                read.update(targets)
+                found = self._read_listing(provider, scope, groups[scope], targets,
+                                           claimed.get(scope or "", set()))  # fmt: skip
             except NoSlot as slot:
                 retry = slot.wait
                 break
             except ProviderError as err:
                 wait = self._listing_retry(provider, err)
                 retry = wait if retry is None else min(retry, wait)
+                continue
+            confirmed |= found
+            read.update(targets)
+            learned.append((len(found), [groups[scope][k] for k in targets if k not in found]))
         now = self.clock()
-        self.lag.learn(Provider(provider), found=len(confirmed),
-                       missed=[jobs[k][0] for k in read if k not in confirmed])  # fmt: skip
+        self.lag.learn(Provider(provider), learned)
         next_reads = self._next_reads(
             [job for key, (job, _) in jobs.items() if key not in confirmed], due, read, now
         )
