@@ -274,6 +274,7 @@ def wait_for_end_states(
             jobs = store.get_many(keys)
             done = sum(1 for job in jobs if job is not None and job.state.terminal)
             progress.update(bar, completed=done)
+            _check_interrupt()
             if done == len(keys) or time.monotonic() > deadline or not alive():
                 return jobs
             time.sleep(POLL_SECONDS)
@@ -365,7 +366,9 @@ def run(console: Console | None = None, *, deadline_seconds: float = DEADLINE_SE
     stack = contextlib.ExitStack()
     with _signals_unwind():
         try:
-            return _run(console, stack, run_id, deadline_seconds)
+            code = _run(console, stack, run_id, deadline_seconds)
+            _check_interrupt()
+            return code
         except KeyboardInterrupt:
             console.print("demo: interrupted; stopping everything it started")
             return 130
@@ -443,13 +446,26 @@ def _report(
     return 0
 
 
+# Set by Ctrl-C or SIGTERM. The KeyboardInterrupt the handler raises can land in a finalizer
+# (a connection's __del__), where Python swallows it; the polling loop and the end of the
+# run check this too, so an interrupt is never lost.
+_interrupted = threading.Event()
+
+
+def _check_interrupt() -> None:
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _signals_unwind() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the processes the demo started are stopped too."""
 
     def interrupt(*_: object) -> None:
+        _interrupted.set()
         raise KeyboardInterrupt
 
+    _interrupted.clear()
     with _handlers(interrupt):
         yield
 

@@ -1,0 +1,239 @@
+"""Confirmation: a scheduled sweep reads each provider listing that has grants due and
+confirms every pending grant it shows.
+
+A grant is ``confirmed`` only when the provider's own listing shows it; the sweep pages a
+listing only as far as the grants due need, matches by the marker the note carries (by
+amount and time where the listing does not echo it), and each ledger entry confirms one
+job only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from worker.errors import TransitionRefused
+from worker.job import Job
+from worker.models import Provider, marker_for
+from worker.pipeline_core import NoSlot, PipelineCore
+from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
+from worker.providers.matching import PendingGrant, collect_entries, match_entries
+from worker.states import DlqReason, JobState
+from worker.store import Move
+
+log = logging.getLogger("creditq.pipeline")
+
+LISTING_PAGE_MAX = 100  # Chargebee's largest page
+# A sweep reads at most this many listings; the rest are read by the next one, scheduled
+# at once, so one task never holds a worker thread for long.
+MAX_READS_PER_SWEEP = 25
+
+
+class _BudgetedListing:
+    """A client whose every listing page first takes a slot of the provider's budget."""
+
+    def __init__(self, client: ProviderClient, spend: Callable[[], None]) -> None:
+        self.client = client
+        self.spend = spend
+
+    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+        self.spend()
+        return self.client.list_page(customer_id, cursor, limit)
+
+
+class Confirmation(PipelineCore):
+    """The confirmation sweeps of ``Pipeline``."""
+
+    def confirm(self, provider: str, customer_id: str, token: str = "") -> str:
+        """A scheduled confirmation sweep of one provider (``customer_id`` empty) or of one
+        customer: read every listing that has jobs due (Chargebee's one provider-wide
+        listing, or one per Inveterate member), confirm every pending job a read shows,
+        bury those past the deadline, and schedule one next sweep for the rest.
+
+        One task reads several listings: a read per Celery task would cost a message, a
+        delivery and three events each, for a call that takes one budget slot. ``token``
+        names the sweep: a message whose sweep was superseded by a newer schedule (the
+        provider's marker names another token) does nothing, so sweeps never run twice over.
+        """
+        if customer_id:
+            keys = self.store.confirmation_work(provider, customer_id)
+        else:
+            keys, superseded = self.store.start_sweep(provider, token)
+            if superseded:
+                return "superseded"
+        jobs = self._waiting_jobs(keys)
+        due = {key: due for key, (_, due) in jobs.items()}
+        now = self.clock()
+        groups: dict[str | None, dict[str, Job]] = {}
+        for key, (job, _) in jobs.items():
+            groups.setdefault(self._scope(job), {})[key] = job
+        # The listings with a job due, the longest-waiting first.
+        reads = sorted(
+            ((min(due[k] or 0.0 for k in targets), scope, targets)
+             for scope, group in groups.items() if (targets := self._due(group, due, now))),
+            key=lambda read: read[0],
+        )  # fmt: skip
+        claimed = self.store.claimed_many(provider, [s for _, s, _ in reads if s is not None])
+        confirmed: set[str] = set()
+        read: set[str] = set()  # keys whose listing was read
+        learned: list[tuple[int, list[Job]]] = []  # per read: found, due jobs missed
+        retry: float | None = None  # when to sweep again for listings left unread
+        for n, (_, scope, targets) in enumerate(reads):
+            if n == MAX_READS_PER_SWEEP:
+                retry = 0.0
+                break
+            try:
+                found = self._read_listing(provider, scope, groups[scope], targets,
+                                           claimed.get(scope or "", set()))  # fmt: skip
+            except NoSlot as slot:
+                retry = slot.wait
+                break
+            except ProviderError as err:
+                wait = self._listing_retry(provider, err)
+                retry = wait if retry is None else min(retry, wait)
+                continue
+            confirmed |= found
+            read.update(targets)
+            learned.append((len(found), [groups[scope][k] for k in targets if k not in found]))
+        now = self.clock()
+        self.lag.learn(Provider(provider), learned)
+        next_reads = self._next_reads(
+            [job for key, (job, _) in jobs.items() if key not in confirmed], due, read, now
+        )
+        # Listings left unread are swept again at ``retry``; the rest when their next is due.
+        times = [t for k, t in next_reads.items() if k in read or t > now]
+        delay = min(times) - now + self.policy.batch if times else None
+        if retry is not None:
+            self._schedule_confirm(provider, retry if delay is None else min(delay, retry),
+                                   force=True)  # fmt: skip
+        elif delay is not None:
+            self._schedule_confirm(provider, delay)
+        unread = len(reads) - len({self._scope(jobs[k][0]) for k in read})
+        return f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
+
+    def _waiting_jobs(self, keys: list[str]) -> dict[str, tuple[Job, float | None]]:
+        """The jobs among ``keys`` still waiting for the listing, with when each is due."""
+        found, due = self.store.get_with_due(keys)
+        waiting = (JobState.SUBMITTING, JobState.SUBMITTED)
+        return {j.idempotency_key: (j, due.get(j.idempotency_key)) for j in found
+                if j is not None and j.state in waiting}  # fmt: skip
+
+    @staticmethod
+    def _due(group: Mapping[str, Job], due: Mapping[str, float | None], now: float) -> list[str]:
+        """The jobs a read is for: accepted (``submitted``) and due. A job whose POST may not
+        have applied is the issue path's to resolve; it is confirmed if a read shows it."""
+        return [k for k, j in group.items() if j.state is JobState.SUBMITTED
+                and (due.get(k) or 0.0) <= now + 0.05]  # fmt: skip
+
+    def _next_reads(self, waiting: list[Job], due: Mapping[str, float | None],
+                    read: set[str], now: float) -> dict[str, float]:  # fmt: skip
+        """Bury the jobs past the confirm deadline; return when each other waiting job should
+        be read for next. A job whose listing was not read this sweep keeps its time."""
+        first_read = self.lag.delay(Provider(waiting[0].provider)) if waiting else 0.0
+        next_reads: dict[str, float] = {}
+        for job in waiting:
+            if job.state is not JobState.SUBMITTED:
+                continue  # an unknown outcome is the issue path's to resolve
+            key = job.idempotency_key
+            waited = now - (job.number("submitted_at") or job.state_at)
+            if waited >= self.policy.confirm_deadline:
+                with suppress(TransitionRefused):
+                    self._move(job, JobState.DEAD,
+                               f"not visible in the listing {waited:.0f}s after it was accepted",
+                               dlq=DlqReason.NOT_VISIBLE)  # fmt: skip
+                continue
+            own = due.get(key)
+            if key not in read:
+                next_reads[key] = own if own is not None else now
+                continue
+            # Each read waits about half the time already waited: frequent while the lag
+            # is young, sparse for a late credit, never past the deadline.
+            delay = min(self.policy.poll_max, max(first_read, waited / 2),
+                        self.policy.confirm_deadline - waited + 0.01)  # fmt: skip
+            next_reads[key] = now + delay
+        self.store.set_due_many({k: t for k, t in next_reads.items() if k in read})
+        return next_reads
+
+    def _confirm_focus(self, job: Job) -> bool:
+        """Read the job's listing for it alone (the issue path resolving an unknown
+        outcome); every other pending job the read shows is confirmed too."""
+        scope = self._scope(job)
+        jobs = {k: j for k, (j, _) in self._waiting_jobs(
+            self.store.confirmation_work(job.provider, scope)).items()}  # fmt: skip
+        if job.idempotency_key not in jobs:
+            return False
+        claimed = self.store.claimed_many(job.provider, [scope]) if scope else {}
+        confirmed = self._read_listing(job.provider, scope, jobs, [job.idempotency_key],
+                                       claimed.get(scope or "", set()))  # fmt: skip
+        return job.idempotency_key in confirmed
+
+    def _read_listing(self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
+                      targets: list[str], claimed: set[str]) -> set[str]:  # fmt: skip
+        """Read one listing (a customer's, or with None the provider's) as far as ``targets``
+        need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
+
+        The read pages only until every target is matched, or the entries are older than the
+        oldest of them: jobs submitted a moment ago are most likely not visible yet, and
+        paging back for them would spend the budget for nothing; they are confirmed if the
+        pages read show them anyway. Jobs the provider surely accepted (``submitted``) choose
+        unmarked entries before jobs whose POST may never have applied (``submitting``), so
+        a credit is never spent on a doubtful job while a certain one goes without.
+        """
+        pending = {key: self._pending(job) for key, job in jobs.items()}
+        client = _BudgetedListing(self.clients(Provider(provider)),
+                                  lambda: self._spend(Provider(provider)))  # fmt: skip
+        # A page a little larger than the jobs due: they sit among the newest entries, and a
+        # smaller page is less for the provider to send and for us to parse.
+        page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
+        entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
+                                  claimed=claimed, window=self.window, page_size=page)  # fmt: skip
+        certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
+        doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
+        found = match_entries(certain, entries, claimed, self.window)
+        taken = claimed | {e.ref for e in found.values()}
+        found.update(match_entries(doubtful, entries, taken, self.window))
+        confirmed = self._confirm_found(jobs, found)
+        budget = self.budgets(Provider(provider))
+        if confirmed and budget is not None:
+            budget.record_confirmed(len(confirmed))
+        return confirmed
+
+    def _pending(self, job: Job) -> PendingGrant:
+        since = job.number("first_post_at") or job.state_at
+        return PendingGrant(job.idempotency_key, job.customer_id,
+                            Decimal(str(job.grant_fields["amount"])),
+                            marker_for(job.idempotency_key),
+                            datetime.fromtimestamp(since, UTC))  # fmt: skip
+
+    def _confirm_found(self, jobs: Mapping[str, Job], found: Mapping[str, LedgerEntry]) -> set[str]:
+        """Confirm every job a read found, in one round trip; each move is still its own
+        compare-and-set, and one whose entry another job claimed (or that another worker
+        moved first) simply stays pending."""
+        now = self.clock()
+        moves = []
+        for key, entry in found.items():
+            job = jobs[key]
+            submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
+            created = entry.created_at.isoformat() if entry.created_at else None
+            matched_by = "marker" if entry.marker else "amount and time"
+            entry_json = {"ref": entry.ref, "amount": str(entry.amount), "created_at": created,
+                          "matched_by": matched_by}  # fmt: skip
+            fields = {"provider_ref": job.provider_ref or entry.ref, "provider_entry": entry_json,
+                      "confirmed_at": now, "in_flight_until": None, "outcome_unknown": None,
+                      "visible_after_seconds": round(now - submitted_at, 3)}  # fmt: skip
+            moves.append(Move(key, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
+                              expect=[job.state], version=job.version, claim=entry.ref,
+                              fields=fields))  # fmt: skip
+        confirmed: set[str] = set()
+        for move, outcome in zip(moves, self.store.transition_many(moves), strict=True):
+            job = jobs[move.idempotency_key]
+            if isinstance(outcome, TransitionRefused):
+                log.info("not confirmed: %s", outcome)
+                continue
+            confirmed.add(move.idempotency_key)
+            log.info("key=%s provider=%s %s -> confirmed attempt=%d: %s", job.idempotency_key,
+                     job.provider, job.state.value, job.attempts, move.reason)  # fmt: skip
+        return confirmed

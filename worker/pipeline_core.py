@@ -1,0 +1,196 @@
+"""What the pipeline's parts share: its timings, the budget it spends, and the plumbing
+every path uses (the one compare-and-set move with its log line, taking a budget slot,
+scheduling a confirmation sweep).
+
+``Pipeline`` (worker.pipeline) is built on this in two layers: ``Confirmation``
+(worker.confirmation) reads the listings, and the pipeline issues and reconciles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from worker.backoff import retry_delay
+from worker.errors import InvalidGrant, MissingCredentials
+from worker.job import Job, iso
+from worker.keys import Keys
+from worker.lag import LearnedLag
+from worker.models import Provider
+from worker.providers.base import ProviderClient, ProviderError
+from worker.providers.matching import MatchWindow
+from worker.scheduler import Scheduler
+from worker.settings import Settings
+from worker.states import DlqReason, JobState
+from worker.store import JobStore
+
+log = logging.getLogger("creditq.pipeline")
+
+# Providers whose listing spans every customer, newest first (Chargebee's
+# customer_id[is] filter is optional): one read confirms the whole provider's pending
+# grants. Inveterate lists one member at a time.
+PROVIDER_WIDE_LISTING = frozenset({Provider.CHARGEBEE})
+
+
+def listing_scope(provider: str, customer_id: str) -> str | None:
+    """Whose listing confirms this job: the customer's, or (None) the whole provider's."""
+    return None if Provider(provider) in PROVIDER_WIDE_LISTING else customer_id
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The pipeline's timings and bounds, from ``Settings`` (documented there)."""
+
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    confirm_deadline: float
+    first_poll: float
+    batch: float
+    poll_max: float
+    settle: float
+    lease: float
+    grace: float
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(
+            max_attempts=s.max_attempts, backoff_base=s.backoff_base_seconds,
+            backoff_max=s.backoff_max_seconds, confirm_deadline=s.confirm_deadline_seconds,
+            first_poll=s.confirm_first_poll_seconds, batch=s.confirm_batch_seconds,
+            poll_max=s.confirm_poll_max_seconds,
+            settle=s.settle_seconds, lease=4 * s.http_timeout_seconds + 10,
+            grace=s.reconcile_grace_seconds,
+        )  # fmt: skip
+
+
+class Budget(Protocol):
+    """The fleet-wide request budget of one provider account (``worker.budget``)."""
+
+    def try_acquire(self) -> float: ...
+
+    def pause_after_429(self, retry_after: float | None) -> float: ...
+
+    def record_confirmed(self, n: int = 1) -> None: ...
+
+    def slot_request(self) -> tuple[list[str], list[str | int]]: ...
+
+
+class NoSlot(Exception):
+    """No budget slot now: the work goes back to the broker for ``wait`` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"no request slot for {wait:.2f}s")
+        self.wait = wait
+
+
+Failure = ProviderError | InvalidGrant | MissingCredentials
+
+
+def error_record(err: Failure, now: float) -> dict[str, Any]:
+    """What the job keeps of a failure: class, status and the provider's message, never a key."""
+    if isinstance(err, ProviderError):
+        return {"class": err.outcome.value, "status": err.status, "message": err.message,
+                "code": err.code, "at": iso(now)}  # fmt: skip
+    kind = "validation" if isinstance(err, InvalidGrant) else "configuration"
+    return {"class": kind, "status": None, "message": str(err), "at": iso(now)}
+
+
+class PipelineCore:
+    """The state and plumbing every part of the pipeline uses."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        scheduler: Scheduler,
+        clients: Callable[[Provider], ProviderClient],
+        policy: Policy,
+        budgets: Callable[[Provider], Budget | None] = lambda _: None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        window: MatchWindow | None = None,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.clients = clients
+        self.policy = policy
+        self.budgets = budgets
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.window = window or MatchWindow()
+        self.lag = LearnedLag(store, policy.first_poll, policy.poll_max, clock)
+
+    def _listing_retry(self, provider: str, err: ProviderError) -> float:
+        """A listing read failed: nothing about any job changed; when to read again."""
+        wait = err.retry_after
+        budget = self.budgets(Provider(provider))
+        if err.status == 429 and budget is not None:
+            wait = budget.pause_after_429(err.retry_after)
+        delay = retry_delay(2, self.policy.backoff_base, self.policy.backoff_max, wait,
+                            self.policy.backoff_max, self.rng)  # fmt: skip
+        log.warning("listing read failed provider=%s: %s; again in %.1fs", provider, err, delay)
+        return delay
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _spend(self, provider: Provider) -> None:
+        budget = self.budgets(provider)
+        if budget is not None:
+            wait = budget.try_acquire()
+            if wait > 0:
+                raise NoSlot(wait)
+
+    @staticmethod
+    def _scope(job: Job) -> str | None:
+        return listing_scope(job.provider, job.customer_id)
+
+    def _sweep_token(self) -> str:
+        """Names one scheduled confirmation sweep (``confirm``): it only has to differ from
+        the other sweeps scheduled around the same time, so no system entropy is spent."""
+        return f"{self.rng.getrandbits(48):012x}"
+
+    def _schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
+        """One scheduled sweep serves all the provider's pending jobs: the marker names it,
+        and expires a grace after it was due, so a lost message cannot block the next one.
+        ``force`` schedules this sweep even if one is scheduled, superseding that one."""
+        token = self._sweep_token()
+        marker = Keys.confirming(provider)
+        if self.store.take_flag(marker, delay + self.policy.grace, token, replace=force):
+            self.scheduler.confirm(provider, "", delay, token)
+
+    def _issue_later(self, job: Job, delay: float) -> None:
+        self.store.set_due(job.idempotency_key, self.clock() + delay)
+        self.scheduler.issue(dict(job.grant_fields), delay)
+
+    def _give_up(self, job: Job, reason: str, why: DlqReason) -> str:
+        self._move(job, JobState.DEAD, reason, dlq=why)
+        return "dead"
+
+    def _move(self, job: Job, target: JobState, reason: str, *, attempts: str = "keep",
+              fields: Mapping[str, Any] | None = None, due: float | None = None,
+              claim: str | None = None, dlq: DlqReason | None = None,
+              flag: tuple[str, float, str] | None = None) -> tuple[Job, bool]:  # fmt: skip
+        """One compare-and-set from the job exactly as it was read (its version), and its
+        log line. Returns the job as it now stands and whether ``flag`` was set."""
+        moved = self.store.transition(job.idempotency_key, target, reason=reason,
+                                      expect=[job.state], attempts=attempts, fields=fields,
+                                      due=due, claim=claim, dlq_reason=dlq,
+                                      version=job.version, flag=flag)  # fmt: skip
+        count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
+        log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
+                 job.provider, job.state.value, target.value, count, reason)  # fmt: skip
+        extra = dict(job.extra)  # what the move wrote, so the next move of this call sees it
+        for name, value in (fields or {}).items():
+            if value is None:
+                extra.pop(name, None)
+            else:
+                extra[name] = value if isinstance(value, str) else json.dumps(value, default=str)
+        now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1,
+                         extra=extra)  # fmt: skip
+        return now_as, moved.flagged
