@@ -64,10 +64,11 @@ class Processes:
         self.procs.clear()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far (Linux /proc)."""
+def cpu_seconds(pid: int, *, system_only: bool = False) -> float:
+    """User + system CPU (or system CPU alone) a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) + (0 if system_only else int(fields[11]))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -76,10 +77,14 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.start_sys = cpu_seconds(pids["worker"], system_only=True)
 
     def per_grant_ms(self, grants: int) -> dict[str, float]:
-        return {name: (cpu_seconds(pid) - self.start[name]) * 1000 / grants
+        """CPU ms per grant of each process, and ``worker_sys``: the worker's kernel share."""
+        used = {name: (cpu_seconds(pid) - self.start[name]) * 1000 / grants
                 for name, pid in self.pids.items()}  # fmt: skip
+        kernel = cpu_seconds(self.pids["worker"], system_only=True) - self.start_sys
+        return {**used, "worker_sys": kernel * 1000 / grants}
 
 
 def redis_pid(client: redis.Redis) -> int:
@@ -244,10 +249,10 @@ def main() -> None:
     print(f"creditq, every credit applied (the baseline's finish line; confirmation still "
           f"running) {plain['applied_rate']:7.1f} grants/s  "
           f"ratio {plain['applied_rate'] / baseline['rate']:.2f}")  # fmt: skip
-    print("CPU per grant (ms): worker / sandbox / redis")
+    print("CPU per grant (ms): worker (of which kernel) / sandbox / redis")
     for name, run in (("baseline", baseline), ("creditq", plain), ("creditq lagged", lagged)):
-        print(f"  {name:<15} {run['cpu_ms_worker']:5.2f} / {run['cpu_ms_sandbox']:5.2f} / "
-              f"{run['cpu_ms_redis']:5.2f}")  # fmt: skip
+        print(f"  {name:<15} {run['cpu_ms_worker']:5.2f} ({run['cpu_ms_worker_sys']:4.2f}) / "
+              f"{run['cpu_ms_sandbox']:5.2f} / {run['cpu_ms_redis']:5.2f}")  # fmt: skip
     print(f"creditq, listing {args.lag:.0f} s behind           "
           f"{lagged['rate_without_last_lag']:7.1f} grants/s  {lagged['seconds']:6.1f} s  "
           f"{lagged['calls_per_grant']:.2f} calls/grant  "
