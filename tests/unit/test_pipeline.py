@@ -379,3 +379,18 @@ def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(
     assert state(world) is JobState.CONFIRMED
     assert "superseded" in world.outcomes  # the first schedule stood down
     assert world.providers[Provider.INVETERATE].credits_for(marker_for("g1")) == 1
+
+
+def test_a_sweep_reads_at_most_its_share_of_listings_and_the_next_one_reads_the_rest(
+    world: World,
+) -> None:
+    from worker.confirmation import MAX_READS_PER_SWEEP
+
+    members = MAX_READS_PER_SWEEP + 5
+    start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(members)))
+    inv = world.providers[Provider.INVETERATE]
+    assert all(state(world, f"g{i}") is JobState.CONFIRMED for i in range(members))
+    assert inv.reads == members  # every listing read once: none skipped, none twice
+    sweeps = [o for o in world.outcomes if o.startswith("confirmed")]
+    assert sweeps[0] == f"confirmed {MAX_READS_PER_SWEEP}, waiting 5, listings unread 5"
+    assert sweeps[1] == "confirmed 5, waiting 0, listings unread 0"
