@@ -22,7 +22,7 @@ from worker.pipeline_core import NoSlot, PipelineCore
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
 from worker.providers.matching import PendingGrant, collect_entries, match_entries
 from worker.states import DlqReason, JobState
-from worker.store import Move
+from worker.store import Seen
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -213,7 +213,7 @@ class Confirmation(PipelineCore):
         compare-and-set, and one whose entry another job claimed (or that another worker
         moved first) simply stays pending."""
         now = self.clock()
-        moves = []
+        seen = []
         for key, entry in found.items():
             job = jobs[key]
             submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
@@ -221,19 +221,17 @@ class Confirmation(PipelineCore):
             matched_by = "marker" if entry.marker else "amount and time"
             entry_json = {"ref": entry.ref, "amount": str(entry.amount), "created_at": created,
                           "matched_by": matched_by}  # fmt: skip
-            fields = {"provider_ref": job.provider_ref or entry.ref, "provider_entry": entry_json,
-                      "confirmed_at": now, "in_flight_until": None, "outcome_unknown": None,
-                      "visible_after_seconds": round(now - submitted_at, 3)}  # fmt: skip
-            moves.append(Move(key, JobState.CONFIRMED, f"seen in the listing as {entry.ref}",
-                              expect=[job.state], version=job.version, claim=entry.ref,
-                              fields=fields))  # fmt: skip
+            seen.append(Seen(key, job.state, job.version, entry.ref,
+                             job.provider_ref or entry.ref, entry_json,
+                             round(now - submitted_at, 3)))  # fmt: skip
         confirmed: set[str] = set()
-        for move, outcome in zip(moves, self.store.transition_many(moves), strict=True):
-            job = jobs[move.idempotency_key]
+        for item, outcome in zip(seen, self.store.confirm_seen(seen, now=now), strict=True):
+            job = jobs[item.idempotency_key]
             if isinstance(outcome, TransitionRefused):
                 log.info("not confirmed: %s", outcome)
                 continue
-            confirmed.add(move.idempotency_key)
-            log.info("key=%s provider=%s %s -> confirmed attempt=%d: %s", job.idempotency_key,
-                     job.provider, job.state.value, job.attempts, move.reason)  # fmt: skip
+            confirmed.add(item.idempotency_key)
+            log.info("key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",
+                     job.idempotency_key, job.provider, job.state.value, job.attempts,
+                     item.ref)  # fmt: skip
         return confirmed

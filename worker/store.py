@@ -23,7 +23,7 @@ from worker.keys import HISTORY_LIMIT, Keys
 from worker.models import CreditGrant
 from worker.settings import get_settings
 from worker.states import DlqReason, JobState, sources_of
-from worker.store_scripts import BEGIN_POST, CREATE, START_SWEEP, TRANSITION
+from worker.store_scripts import BEGIN_POST, CONFIRM_SEEN, CREATE, START_SWEEP, TRANSITION
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,22 @@ class Moved:
 
     previous: JobState
     flagged: bool = False
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A pending job a listing read showed as ledger entry ``ref`` (``JobStore.confirm_seen``).
+
+    ``state`` and ``version`` are the job as read: the move to ``confirmed`` expects them.
+    """
+
+    idempotency_key: str
+    state: JobState
+    version: int
+    ref: str
+    provider_ref: str
+    entry: Mapping[str, Any]
+    visible_after: float
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class JobStore:
         self._transition = client.register_script(TRANSITION)
         self._begin_post = client.register_script(BEGIN_POST)
         self._start_sweep = client.register_script(START_SWEEP)
+        self._confirm_seen = client.register_script(CONFIRM_SEEN)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -257,15 +274,31 @@ class JobStore:
             raise outcome
         return outcome
 
-    def transition_many(self, moves: Sequence[Move]) -> list[Moved | TransitionRefused]:
-        """Several independent moves in one round trip (e.g. every job one listing read
-        confirmed); each is still its own compare-and-set, and succeeds or fails alone."""
-        now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for move in moves:
-            keys, args = self._move_args(move, now)
-            self._transition(keys=keys, args=args, client=pipe)
-        return [self._outcome_of(m, r) for m, r in zip(moves, pipe.execute(), strict=True)]
+    def confirm_seen(self, seen: Sequence[Seen], *, now: float) -> list[Moved | TransitionRefused]:
+        """Move every job one read found to ``confirmed``, in one round trip. Each move is the
+        compare-and-set ``transition`` makes (the job as read, the entry claimed for it) with
+        the confirmation's fields, and succeeds or fails alone."""
+        if not seen:
+            return []
+        when = time.time()
+        args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.job(""),
+                           Keys.history("")[len(Keys.job("")):], Keys.INDEX_PREFIX,
+                           HISTORY_LIMIT, Keys.PENDING_PREFIX, Keys.CLAIMED_PREFIX,
+                           Keys.DLQ_PREFIX, repr(now)]  # fmt: skip
+        for s in seen:
+            args += [s.idempotency_key, s.state.value, str(s.version), s.ref,
+                     f"seen in the listing as {s.ref}", s.provider_ref, _encode_field(s.entry),
+                     repr(s.visible_after)]  # fmt: skip
+        reply = self._confirm_seen(keys=[Keys.DUE], args=args)
+        outcomes: list[Moved | TransitionRefused] = []
+        for s, code, state in zip(seen, reply[::2], reply[1::2], strict=True):
+            if int(code) == 1:
+                outcomes.append(Moved(JobState(state)))
+            elif int(code) == 2:
+                outcomes.append(EntryClaimed(s.idempotency_key, s.ref))
+            else:
+                outcomes.append(TransitionRefused(s.idempotency_key, state or None, "confirmed"))
+        return outcomes
 
     def _move_args(self, move: Move, now: float) -> tuple[list[str], list[Any]]:
         if move.attempts not in ("keep", "incr", "decr", "reset"):

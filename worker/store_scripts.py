@@ -205,3 +205,35 @@ local marker = redis.call('GET', KEYS[1])
 if marker == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return {marker or '', redis.call('ZRANGE', KEYS[2], 0, -1)}
 """
+
+# Confirm every job one listing read found, in one call: each is still its own MOVE_FN
+# compare-and-set (expected state and version, the entry claimed), and succeeds or fails
+# alone. A compact argument list per job instead of a whole move's: a read can confirm a
+# hundred jobs, and building and sending a full move for each cost more than the moves.
+# KEYS: due index. ARGV: 1 now, 2 now iso, 3 ttl of terminal jobs, 4 job key prefix,
+# 5 history key suffix, 6 index prefix, 7 history limit, 8 pending prefix, 9 claimed prefix,
+# 10 DLQ prefix, 11 confirmed_at, then 8 per job: key, expected state, version, entry ref,
+# reason, provider_ref, provider_entry json, visible_after_seconds.
+# Returns per job two values: 1 (confirmed), 0 (refused: moved or changed since it was
+# read) or 2 (the entry is another job's); and the state the job was in ('' if none).
+CONFIRM_SEEN = (
+    DLQ_ADD
+    + MOVE_FN
+    + """
+local results = {}
+for i = 12, #ARGV, 8 do
+  local key = ARGV[i]
+  local job = ARGV[4] .. key
+  local a = {key, 'confirmed', ARGV[i + 1], ARGV[1], ARGV[2], ARGV[i + 4], 'keep', ARGV[3],
+    ARGV[6], ARGV[7], ARGV[8], '', ARGV[9], ARGV[i + 3], ARGV[10], '', ARGV[i + 2], '', 0, '',
+    'provider_ref', ARGV[i + 5], 'provider_entry', ARGV[i + 6], 'confirmed_at', ARGV[11],
+    'in_flight_until', '', 'outcome_unknown', '', 'visible_after_seconds', ARGV[i + 7]}
+  local r = move({job, job .. ARGV[5], KEYS[1]}, a)
+  local code = 0
+  if r[1] == 1 then code = 1 elseif r[3] == 'claimed' then code = 2 end
+  results[#results + 1] = code
+  results[#results + 1] = r[2]
+end
+return results
+"""
+)
