@@ -1,6 +1,7 @@
 """Throughput of the full creditq pipeline against the baseline a user writes first.
 
-    .venv/bin/python benchmarks/throughput.py [--grants N] [--concurrency C] [--latency S]
+    .venv/bin/python benchmarks/throughput.py [--grants N] [--repeat R] [--concurrency C]
+        [--latency S]
 
 Both run on one private Redis, the same `-P threads -c C` worker, and one sandbox process
 answering every call after `--latency` (20 ms). creditq issues, reconciles and confirms each
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,27 +222,8 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
         procs.stop_all()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--grants", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--latency", type=float, default=0.02)
-    parser.add_argument("--lag", type=float, default=2.0)
-    parser.add_argument("--profile", help="record the creditq worker with py-spy to this path")
-    parser.add_argument("--only", choices=["baseline", "plain", "lagged"])
-    args = parser.parse_args()
-    with benchmark_redis() as url:
-        if args.only == "plain":
-            print(run_creditq(args, url, 0.0, "plain"))
-            return
-        if args.only == "baseline":
-            print(run_baseline(args, url))
-            return
-        baseline = run_baseline(args, url)
-        plain = run_creditq(args, url, 0.0, "plain")
-        lagged = run_creditq(args, url, args.lag, "lagged")
-    print(f"{args.grants} grants, threads pool -c {args.concurrency}, sandbox latency "
-          f"{args.latency * 1000:.0f} ms, one worker process each")  # fmt: skip
+def report(args: argparse.Namespace, baseline: dict[str, float], plain: dict[str, float],
+           lagged: dict[str, float]) -> None:  # fmt: skip
     print(f"baseline (POST + autoretry, no confirm)  {baseline['rate']:7.1f} grants/s  "
           f"{baseline['seconds']:6.1f} s  1.00 calls/grant")  # fmt: skip
     print(f"creditq (exactly once, confirmed)        {plain['rate']:7.1f} grants/s  "
@@ -258,6 +241,52 @@ def main() -> None:
           f"{lagged['calls_per_grant']:.2f} calls/grant  "
           f"ratio {lagged['rate_without_last_lag'] / plain['rate']:.2f} of no lag "
           "(without the last lag)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--grants", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--lag", type=float, default=2.0)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of baseline, creditq, creditq lagged; medians of the ratios",
+    )
+    parser.add_argument("--profile", help="record the creditq worker with py-spy to this path")
+    parser.add_argument("--only", choices=["baseline", "plain", "lagged"])
+    args = parser.parse_args()
+    rounds = []
+    with benchmark_redis() as url:
+        if args.only == "plain":
+            print(run_creditq(args, url, 0.0, "plain"))
+            return
+        if args.only == "baseline":
+            print(run_baseline(args, url))
+            return
+        print(f"{args.grants} grants, threads pool -c {args.concurrency}, sandbox latency "
+              f"{args.latency * 1000:.0f} ms, one worker process each")  # fmt: skip
+        for n in range(args.repeat):
+            # Each round runs the three side by side: a ratio compares runs minutes apart
+            # at most, whatever else the machine does meanwhile.
+            baseline = run_baseline(args, url)
+            plain = run_creditq(args, url, 0.0, "plain")
+            lagged = run_creditq(args, url, args.lag, "lagged")
+            if args.repeat > 1:
+                print(f"-- round {n + 1} of {args.repeat}")
+            report(args, baseline, plain, lagged)
+            rounds.append((plain["rate"] / baseline["rate"],
+                           plain["applied_rate"] / baseline["rate"],
+                           lagged["rate_without_last_lag"] / plain["rate"]))  # fmt: skip
+    if args.repeat > 1:
+        confirmed, applied, lag = (sorted(r[i] for r in rounds) for i in range(3))
+        median = statistics.median
+        print(f"median of {args.repeat} rounds: creditq/baseline {median(confirmed):.2f} "
+              f"(range {confirmed[0]:.2f}-{confirmed[-1]:.2f}), at the baseline's finish line "
+              f"{median(applied):.2f}, lagged/no lag {median(lag):.2f} "
+              f"(range {lag[0]:.2f}-{lag[-1]:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""Every benchmark runs end to end at a small size and prints its figures.
+
+Not timing tests: nothing here compares a figure with a threshold. They keep the scripts
+from rotting, and the chaos run still has to show its guarantee (no duplicate, nothing lost).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL = {
+    "throughput": (["--grants", "40", "--lag", "0.5"],
+                   ["ratio", "calls/grant", "of no lag"]),
+    "latency": (["--rate", "20", "--seconds", "2"], ["p50", "0.2 s"]),
+    "cost": (["--grants", "40", "--idle-seconds", "0.5"],
+             ["Redis commands per grant", "HTTP calls per grant", "1,000,000 terminal records"]),
+    "enqueue": (["--single", "100", "--batch", "200"], ["enqueue_many"]),
+    "dlq_list": (["--jobs", "500", "--runs", "3"], ["dlq list"]),
+    "budget": (["--grants", "20", "--lag", "0.5"],
+               ["confirmed grants per call", "0 429s"]),
+    "chaos": (["--grants", "30", "--chaos-seconds", "6", "--kill-every", "1", "2"],
+              ["duplicates (more than one credit): 0", "never issued (no credit, not confirmed): 0",
+               "not confirmed: 0"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_the_benchmark_runs_at_a_small_size_and_prints_its_figures(name: str) -> None:
+    args, expected = SMALL[name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=240)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for text in expected:
+        assert text in done.stdout, done.stdout[-2000:]
