@@ -10,7 +10,7 @@ job only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +27,8 @@ from worker.store import Seen
 log = logging.getLogger("creditq.pipeline")
 
 LISTING_PAGE_MAX = 100  # Chargebee's largest page
+# A job due within this much is read for now rather than by the next sweep.
+DUE_SLACK = 0.05
 # A sweep reads at most this many listings; the rest are read by the next one, scheduled
 # at once, so one task never holds a worker thread for long.
 MAX_READS_PER_SWEEP = 25
@@ -57,18 +59,23 @@ class Confirmation(PipelineCore):
         delivery and three events each, for a call that takes one budget slot. ``token``
         names the sweep: a message whose sweep was superseded by a newer schedule (the
         provider's marker names another token) does nothing, so sweeps never run twice over.
+        A sweep loads the jobs due, and for each Inveterate member it reads, that member's
+        other waiting jobs (one read confirms them all); every other waiting job is loaded
+        only if a listing shows an entry without a marker, which only matching by amount and
+        time can place.
         """
+        now = self.clock()
+        later: float | None = None  # when the earliest job not loaded is due
         if customer_id:
             keys = self.store.confirmation_work(provider, customer_id)
         else:
-            keys, superseded = self.store.start_sweep(provider, token)
-            if superseded:
+            sweep = self.store.start_sweep(provider, token, now + DUE_SLACK)
+            if sweep.superseded:
                 return "superseded"
-        jobs = self._waiting_jobs(keys)
-        due = {key: due for key, (_, due) in jobs.items()}
-        now = self.clock()
+            keys, later = sweep.due, sweep.next_due
+        jobs, due = self._waiting_jobs(keys)
         groups: dict[str | None, dict[str, Job]] = {}
-        for key, (job, _) in jobs.items():
+        for key, job in jobs.items():
             groups.setdefault(self._scope(job), {})[key] = job
         # The listings with a job due, the longest-waiting first.
         reads = sorted(
@@ -76,7 +83,9 @@ class Confirmation(PipelineCore):
              for scope, group in groups.items() if (targets := self._due(group, due, now))),
             key=lambda read: read[0],
         )  # fmt: skip
-        claimed = self.store.claimed_many(provider, [s for _, s, _ in reads if s is not None])
+        members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
+        self._load_more(provider, members, jobs, due, groups)
+        claimed = self.store.claimed_many(provider, members)
         confirmed: set[str] = set()
         read: set[str] = set()  # keys whose listing was read
         learned: list[tuple[int, list[Job]]] = []  # per read: found, due jobs missed
@@ -85,9 +94,14 @@ class Confirmation(PipelineCore):
             if n == MAX_READS_PER_SWEEP:
                 retry = 0.0
                 break
+
+            def everyone(scope: str | None = scope) -> Mapping[str, Job]:
+                self._load_more(provider, [scope], jobs, due, groups)
+                return groups[scope]
+
             try:
                 found = self._read_listing(provider, scope, groups[scope], targets,
-                                           claimed.get(scope or "", set()))  # fmt: skip
+                                           claimed.get(scope or "", set()), everyone)  # fmt: skip
             except NoSlot as slot:
                 retry = slot.wait
                 break
@@ -101,32 +115,47 @@ class Confirmation(PipelineCore):
         now = self.clock()
         self.lag.learn(Provider(provider), learned)
         next_reads = self._next_reads(
-            [job for key, (job, _) in jobs.items() if key not in confirmed], due, read, now
+            [job for key, job in jobs.items() if key not in confirmed], due, read, now
         )
         # Listings left unread are swept again at ``retry``; the rest when their next is due.
         times = [t for k, t in next_reads.items() if k in read or t > now]
+        times += [later] if later is not None else []
         delay = min(times) - now + self.policy.batch if times else None
         if retry is not None:
             self._schedule_confirm(provider, retry if delay is None else min(delay, retry),
                                    force=True)  # fmt: skip
         elif delay is not None:
-            self._schedule_confirm(provider, delay)
-        unread = len(reads) - len({self._scope(jobs[k][0]) for k in read})
+            self._schedule_confirm(provider, max(delay, 0.0))
+        unread = len(reads) - len({self._scope(jobs[k]) for k in read})
         return f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
 
-    def _waiting_jobs(self, keys: list[str]) -> dict[str, tuple[Job, float | None]]:
-        """The jobs among ``keys`` still waiting for the listing, with when each is due."""
+    def _waiting_jobs(self, keys: list[str]) -> tuple[dict[str, Job], dict[str, float | None]]:
+        """The jobs among ``keys`` still waiting for the listing, and when each is due."""
         found, due = self.store.get_with_due(keys)
         waiting = (JobState.SUBMITTING, JobState.SUBMITTED)
-        return {j.idempotency_key: (j, due.get(j.idempotency_key)) for j in found
-                if j is not None and j.state in waiting}  # fmt: skip
+        jobs = {j.idempotency_key: j for j in found if j is not None and j.state in waiting}
+        return jobs, {key: due.get(key) for key in jobs}
+
+    def _load_more(self, provider: str, scopes: Sequence[str | None], jobs: dict[str, Job],
+                   due: dict[str, float | None],
+                   groups: dict[str | None, dict[str, Job]]) -> None:  # fmt: skip
+        """Add the waiting jobs of these listings (a member's, or with None the provider's)
+        that are not loaded yet."""
+        if not scopes:
+            return
+        keys = self.store.confirmation_work_many(provider, scopes)
+        more, more_due = self._waiting_jobs([k for k in keys if k not in jobs])
+        jobs.update(more)
+        due.update(more_due)
+        for key, job in more.items():
+            groups.setdefault(self._scope(job), {})[key] = job
 
     @staticmethod
     def _due(group: Mapping[str, Job], due: Mapping[str, float | None], now: float) -> list[str]:
         """The jobs a read is for: accepted (``submitted``) and due. A job whose POST may not
         have applied is the issue path's to resolve; it is confirmed if a read shows it."""
         return [k for k, j in group.items() if j.state is JobState.SUBMITTED
-                and (due.get(k) or 0.0) <= now + 0.05]  # fmt: skip
+                and (due.get(k) or 0.0) <= now + DUE_SLACK]  # fmt: skip
 
     def _next_reads(self, waiting: list[Job], due: Mapping[str, float | None],
                     read: set[str], now: float) -> dict[str, float]:  # fmt: skip
@@ -161,8 +190,7 @@ class Confirmation(PipelineCore):
         """Read the job's listing for it alone (the issue path resolving an unknown
         outcome); every other pending job the read shows is confirmed too."""
         scope = self._scope(job)
-        jobs = {k: j for k, (j, _) in self._waiting_jobs(
-            self.store.confirmation_work(job.provider, scope)).items()}  # fmt: skip
+        jobs, _ = self._waiting_jobs(self.store.confirmation_work(job.provider, scope))
         if job.idempotency_key not in jobs:
             return False
         claimed = self.store.claimed_many(job.provider, [scope]) if scope else {}
@@ -170,8 +198,11 @@ class Confirmation(PipelineCore):
                                        claimed.get(scope or "", set()))  # fmt: skip
         return job.idempotency_key in confirmed
 
-    def _read_listing(self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
-                      targets: list[str], claimed: set[str]) -> set[str]:  # fmt: skip
+    def _read_listing(
+        self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
+        targets: list[str], claimed: set[str],
+        everyone: Callable[[], Mapping[str, Job]] | None = None,
+    ) -> set[str]:  # fmt: skip
         """Read one listing (a customer's, or with None the provider's) as far as ``targets``
         need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
 
@@ -181,6 +212,8 @@ class Confirmation(PipelineCore):
         pages read show them anyway. Jobs the provider surely accepted (``submitted``) choose
         unmarked entries before jobs whose POST may never have applied (``submitting``), so
         a credit is never spent on a doubtful job while a certain one goes without.
+        ``everyone`` loads every waiting job of the listing: called when an entry without a
+        marker must be matched by amount and time, which needs them all.
         """
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
@@ -190,6 +223,9 @@ class Confirmation(PipelineCore):
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
         entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
                                   claimed=claimed, window=self.window, page_size=page)  # fmt: skip
+        if everyone is not None and any(e.marker is None for e in entries):
+            jobs = everyone()
+            pending = {key: self._pending(job) for key, job in jobs.items()}
         certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
         doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
         found = match_entries(certain, entries, claimed, self.window)

@@ -52,6 +52,17 @@ class Moved:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """What ``JobStore.start_sweep`` found: the pending jobs due, when the earliest of the
+    others is due, and whether a newer schedule superseded this sweep (the marker names
+    another token: that sweep covers everything, this one does nothing)."""
+
+    due: list[str]
+    next_due: float | None
+    superseded: bool
+
+
+@dataclass(frozen=True)
 class Seen:
     """A pending job a listing read showed as ledger entry ``ref`` (``JobStore.confirm_seen``).
 
@@ -400,15 +411,28 @@ class JobStore:
         oldest first."""
         return cast(list[str], self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
 
-    def start_sweep(self, provider: str, token: str) -> tuple[list[str], bool]:
-        """The provider's pending job keys, and whether this sweep is superseded: another
-        sweep is scheduled (the marker names another token). A sweep the marker names
-        clears it; with no marker at all (it expired, or a message came twice) the sweep
-        runs and nothing is cleared."""
-        marker, keys = self._start_sweep(
-            keys=[Keys.confirming(provider), Keys.pending(provider, None)], args=[token]
+    def confirmation_work_many(self, provider: str, scopes: Sequence[str | None]) -> list[str]:
+        """``confirmation_work`` of several customers (None: the whole provider), in one
+        round trip, without repeats."""
+        if not scopes:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.zrange(Keys.pending(provider, scope), 0, -1)
+        return list(dict.fromkeys(k for keys in pipe.execute() for k in keys))
+
+    def start_sweep(self, provider: str, token: str, due_by: float) -> Sweep:
+        """The start of a confirmation sweep of the provider, in one round trip.
+
+        A sweep the marker names clears it; with no marker at all (it expired, or a
+        message came twice) the sweep runs and nothing is cleared.
+        """
+        marker, due, later = self._start_sweep(
+            keys=[Keys.confirming(provider), Keys.pending(provider, None), Keys.DUE],
+            args=[token, repr(due_by)],
         )
-        return list(keys), bool(marker) and marker != token
+        return Sweep(list(due), float(later) if later else None,
+                     bool(marker) and marker != token)  # fmt: skip
 
     def claimed_many(self, provider: str, customers: Sequence[str]) -> dict[str, set[str]]:
         """The ledger entries already claimed by a job, per customer, in one round trip."""

@@ -198,12 +198,25 @@ return {'started', redis.call('HGETALL', KEYS[1])}
 # The start of a provider's confirmation sweep. The sweep marker names the one scheduled
 # sweep (a token its message carries); the sweep it names deletes it, so that a job
 # submitted from then on schedules the next one.
-# KEYS: the sweep marker, the provider's pending set. ARGV: 1 the sweep's token.
-# Returns {the marker's value before ('' when none), the pending keys, oldest first}.
+# Only the jobs due are returned: a sweep loads what it reads for, not every job waiting.
+# KEYS: the sweep marker, the provider's pending set, the due index. ARGV: 1 the sweep's
+# token, 2 due up to (epoch seconds).
+# Returns {the marker's value before ('' when none), the pending keys due by ARGV[2] (oldest
+# pending first), when the earliest of the others is due ('' when none)}.
 START_SWEEP = """
 local marker = redis.call('GET', KEYS[1])
 if marker == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return {marker or '', redis.call('ZRANGE', KEYS[2], 0, -1)}
+local limit = tonumber(ARGV[2])
+local due, later = {}, nil
+for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local at = tonumber(redis.call('ZSCORE', KEYS[3], key) or '0')
+  if at <= limit then
+    due[#due + 1] = key
+  elseif later == nil or at < later then
+    later = at
+  end
+end
+return {marker or '', due, later and string.format('%.6f', later) or ''}
 """
 
 # Confirm every job one listing read found, in one call: each is still its own MOVE_FN

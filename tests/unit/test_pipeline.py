@@ -394,3 +394,44 @@ def test_a_sweep_reads_at_most_its_share_of_listings_and_the_next_one_reads_the_
     sweeps = [o for o in world.outcomes if o.startswith("confirmed")]
     assert sweeps[0] == f"confirmed {MAX_READS_PER_SWEEP}, waiting 5, listings unread 5"
     assert sweeps[1] == "confirmed 5, waiting 0, listings unread 0"
+
+
+def test_a_sweep_loads_the_jobs_due_not_every_job_waiting(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.lag = 10.0  # nothing shows before the second grant is due too
+    loaded: list[list[str]] = []
+    original = world.store.get_with_due
+
+    def recording(keys: Any) -> Any:
+        loaded.append(list(keys))
+        return original(keys)
+
+    monkeypatch.setattr(world.store, "get_with_due", recording)
+    world.store.create(CreditGrant.parse(message("early", "chargebee")))
+    world.pipeline.issue(message("early", "chargebee"))
+    world.clock.now += 3.0  # "early" is due, "late" (submitted now) is not
+    world.store.create(CreditGrant.parse(message("late", "chargebee")))
+    world.pipeline.issue(message("late", "chargebee"))
+    token = world.store.redis.get("creditq:confirming:chargebee")
+    assert world.pipeline.confirm("chargebee", "", token).startswith("confirmed 0")
+    assert loaded == [["early"]]
+    world.run()
+    assert state(world, "early") is JobState.CONFIRMED
+    assert state(world, "late") is JobState.CONFIRMED
+
+
+def test_an_entry_without_a_marker_loads_every_waiting_job_before_matching(world: World) -> None:
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.echo_markers = False
+    world.store.create(CreditGrant.parse(message("first", "chargebee")))
+    world.pipeline.issue(message("first", "chargebee"))
+    world.clock.now += 3.0
+    world.store.create(CreditGrant.parse(message("second", "chargebee")))
+    world.pipeline.issue(message("second", "chargebee"))  # same customer and amount, not due
+    world.run()
+    jobs = [world.store.get(k) for k in ("first", "second")]
+    assert all(j is not None and j.state is JobState.CONFIRMED for j in jobs)
+    assert len({j.provider_ref for j in jobs if j is not None}) == 2  # one entry each
+    assert cb.reads == 1  # the one read placed both
