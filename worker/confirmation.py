@@ -212,8 +212,7 @@ class Confirmation(PipelineCore):
         pages read show them anyway. Jobs the provider surely accepted (``submitted``) choose
         unmarked entries before jobs whose POST may never have applied (``submitting``), so
         a credit is never spent on a doubtful job while a certain one goes without.
-        ``everyone`` loads every waiting job of the listing: called when an entry without a
-        marker must be matched by amount and time, which needs them all.
+        ``everyone`` loads every waiting job of the listing, when ``_needs_everyone`` says so.
         """
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
@@ -223,7 +222,7 @@ class Confirmation(PipelineCore):
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
         entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
                                   claimed=claimed, window=self.window, page_size=page)  # fmt: skip
-        if everyone is not None and any(e.marker is None for e in entries):
+        if everyone is not None and self._needs_everyone(entries, pending, targets):
             jobs = everyone()
             pending = {key: self._pending(job) for key, job in jobs.items()}
         certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
@@ -236,6 +235,20 @@ class Confirmation(PipelineCore):
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
         return confirmed
+
+    @staticmethod
+    def _needs_everyone(entries: list[LedgerEntry], pending: Mapping[str, PendingGrant],
+                        targets: list[str]) -> bool:  # fmt: skip
+        """Whether the jobs not loaded (not due yet) must be loaded before matching: an entry
+        without a marker can only be placed by amount and time, which needs every candidate;
+        and an entry with a marker no loaded job holds, newer than the oldest job read for,
+        is most likely a job not due yet that already shows: confirming it now saves it a
+        read. Older entries with other markers are jobs confirmed before."""
+        known = {p.marker for p in pending.values()}
+        oldest = min(pending[k].submitted_at for k in targets)
+        return any(e.marker is None or (e.marker not in known and
+                                        (e.created_at is None or e.created_at >= oldest))
+                   for e in entries)  # fmt: skip
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at

@@ -435,3 +435,17 @@ def test_an_entry_without_a_marker_loads_every_waiting_job_before_matching(world
     assert all(j is not None and j.state is JobState.CONFIRMED for j in jobs)
     assert len({j.provider_ref for j in jobs if j is not None}) == 2  # one entry each
     assert cb.reads == 1  # the one read placed both
+
+
+def test_a_job_not_due_yet_that_already_shows_is_confirmed_by_the_same_read(
+    world: World,
+) -> None:
+    cb = world.providers[Provider.CHARGEBEE]
+    world.store.create(CreditGrant.parse(message("early", "chargebee")))
+    world.pipeline.issue(message("early", "chargebee"))
+    world.clock.now += 3.0  # "early" is due, "late" (submitted now) is not, but shows at once
+    world.store.create(CreditGrant.parse(message("late", "chargebee")))
+    world.pipeline.issue(message("late", "chargebee"))
+    token = world.store.redis.get("creditq:confirming:chargebee")
+    assert world.pipeline.confirm("chargebee", "", token).startswith("confirmed 2")
+    assert cb.reads == 1
