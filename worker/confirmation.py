@@ -67,7 +67,7 @@ class Confirmation(PipelineCore):
         now = self.clock()
         later: float | None = None  # when the earliest job not loaded is due
         if customer_id:
-            keys = self.store.confirmation_work(provider, customer_id)
+            keys = self.store.pending(provider, customer_id)
         else:
             sweep = self.store.start_sweep(provider, token, now + DUE_SLACK)
             if sweep.superseded:
@@ -84,7 +84,8 @@ class Confirmation(PipelineCore):
             key=lambda read: read[0],
         )  # fmt: skip
         members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
-        self._load_more(provider, members, jobs, due, groups)
+        if not customer_id:  # a one-customer confirm loaded that customer's whole set
+            self._load_more(provider, members, jobs, due, groups)
         claimed = self.store.claimed_many(provider, members)
         confirmed: set[str] = set()
         read: set[str] = set()  # keys whose listing was read
@@ -143,7 +144,7 @@ class Confirmation(PipelineCore):
         that are not loaded yet."""
         if not scopes:
             return
-        keys = self.store.confirmation_work_many(provider, scopes)
+        keys = self.store.pending_many(provider, scopes)
         more, more_due = self._waiting_jobs([k for k in keys if k not in jobs])
         jobs.update(more)
         due.update(more_due)
@@ -190,7 +191,7 @@ class Confirmation(PipelineCore):
         """Read the job's listing for it alone (the issue path resolving an unknown
         outcome); every other pending job the read shows is confirmed too."""
         scope = self._scope(job)
-        jobs, _ = self._waiting_jobs(self.store.confirmation_work(job.provider, scope))
+        jobs, _ = self._waiting_jobs(self.store.pending(job.provider, scope))
         if job.idempotency_key not in jobs:
             return False
         claimed = self.store.claimed_many(job.provider, [scope]) if scope else {}

@@ -17,7 +17,9 @@ class Keys:
 
     @staticmethod
     def history(idempotency_key: str) -> str:
-        return f"{PREFIX}:job:{idempotency_key}:history"
+        return f"{Keys.job(idempotency_key)}{Keys.HISTORY_SUFFIX}"
+
+    HISTORY_SUFFIX = ":history"
 
     INDEX_PREFIX = f"{PREFIX}:state:"
     # Jobs waiting in submitting/submitted, per provider and customer: one listing read

@@ -293,7 +293,7 @@ class JobStore:
             return []
         when = time.time()
         args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.job(""),
-                           Keys.history("")[len(Keys.job("")):], Keys.INDEX_PREFIX,
+                           Keys.HISTORY_SUFFIX, Keys.INDEX_PREFIX,
                            HISTORY_LIMIT, Keys.PENDING_PREFIX, Keys.CLAIMED_PREFIX,
                            Keys.DLQ_PREFIX, repr(now)]  # fmt: skip
         for s in seen:
@@ -406,14 +406,9 @@ class JobStore:
         ``replace`` in any case; True if set now."""
         return bool(self.redis.set(key, value, nx=not replace, px=max(int(seconds * 1000), 1)))
 
-    def confirmation_work(self, provider: str, customer_id: str | None = None) -> list[str]:
-        """Keys of the pending jobs of a customer (or, with ``None``, of the whole provider),
-        oldest first."""
-        return cast(list[str], self.redis.zrange(Keys.pending(provider, customer_id), 0, -1))
-
-    def confirmation_work_many(self, provider: str, scopes: Sequence[str | None]) -> list[str]:
-        """``confirmation_work`` of several customers (None: the whole provider), in one
-        round trip, without repeats."""
+    def pending_many(self, provider: str, scopes: Sequence[str | None]) -> list[str]:
+        """``pending`` of several customers (None: the whole provider), in one round trip,
+        without repeats."""
         if not scopes:
             return []
         pipe = self.redis.pipeline(transaction=False)
