@@ -223,6 +223,8 @@ return {marker or '', due, later and string.format('%.6f', later) or ''}
 # compare-and-set (expected state and version, the entry claimed), and succeeds or fails
 # alone. A compact argument list per job instead of a whole move's: a read can confirm a
 # hundred jobs, and building and sending a full move for each cost more than the moves.
+# The script builds MOVE_FN's A itself, in the layout documented above MOVE_FN (and built by
+# JobStore._move_args): a change to that layout changes this script too.
 # KEYS: due index. ARGV: 1 now, 2 now iso, 3 ttl of terminal jobs, 4 job key prefix,
 # 5 history key suffix, 6 index prefix, 7 history limit, 8 pending prefix, 9 claimed prefix,
 # 10 DLQ prefix, 11 confirmed_at, then 8 per job: key, expected state, version, entry ref,
