@@ -21,6 +21,10 @@ app = Celery("baseline", broker=os.environ["BASELINE_BROKER_URL"])
 app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
                 task_acks_late=True, worker_prefetch_multiplier=1,
                 worker_send_task_events=True)  # fmt: skip
+# Only for throughput.py --tuned-baseline: the baseline given creditq's worker transport
+# (worker/broker.py), to show how much of creditq's rate that transport alone buys.
+if os.environ.get("BASELINE_BROKER_TRANSPORT"):
+    app.conf.broker_transport = os.environ["BASELINE_BROKER_TRANSPORT"]
 
 _client = httpx.Client(base_url=os.environ["BASELINE_SANDBOX_URL"], timeout=10.0)
 _KEYS = {"inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),

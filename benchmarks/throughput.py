@@ -1,7 +1,7 @@
 """Throughput of the full creditq pipeline against the baseline a user writes first.
 
     .venv/bin/python benchmarks/throughput.py [--grants N] [--repeat R] [--concurrency C]
-        [--latency S]
+        [--latency S] [--tuned-baseline] [--profile PREFIX]
 
 Both run on one private Redis, the same `-P threads -c C` worker, and one sandbox process
 answering every call after `--latency` (20 ms). creditq issues, reconciles and confirms each
@@ -10,6 +10,11 @@ again with the listing `--lag` seconds behind, its rate counted without the last
 wait no pipeline can avoid for the final grant). Prints grants per second and the ratios:
 creditq's both when every grant is confirmed and when every credit is applied at the
 provider (the baseline's own finish line, which leaves out the final confirmation wait).
+
+creditq's workers use worker/broker.py's transport (kombu's, one Redis client per channel);
+the baseline, as a user writes it first, kombu's own. `--tuned-baseline` also runs the
+baseline with creditq's transport, so the report shows what that transport alone buys.
+`--profile PREFIX` attaches py-spy to each worker for the timed part: PREFIX.<run>.txt.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import benchmark_redis, grant_batch  # noqa: E402
+from worker.broker import Transport  # noqa: E402
 from worker.embedded_redis import free_port  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import (  # noqa: E402
@@ -40,6 +46,8 @@ from worker.sandbox.options import (  # noqa: E402
     creditq_env,
 )
 from worker.store import JobStore  # noqa: E402
+
+TRANSPORT = f"{Transport.__module__}:{Transport.__name__}"
 
 
 class Processes:
@@ -87,6 +95,26 @@ class CpuMeter:
                 for name, pid in self.pids.items()}  # fmt: skip
         kernel = cpu_seconds(self.pids["worker"], system_only=True) - self.start_sys
         return {**used, "worker_sys": kernel * 1000 / grants}
+
+
+def start_profiler(args: argparse.Namespace, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy attached to a running worker once the clock has started (so the profile holds
+    the work, not the imports): collapsed stacks of the samples holding the GIL, written to
+    ``<--profile>.<name>.txt`` for a flame graph or a per-function tally."""
+    if not args.profile:
+        return None
+    return subprocess.Popen(
+        ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw", "-p", str(pid),
+         "-o", f"{args.profile}.{name}.txt"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    """Stop at the finish line: py-spy writes its file on SIGINT."""
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 def redis_pid(client: redis.Redis) -> int:
@@ -151,9 +179,6 @@ def run_creditq(
         command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P",
                    "threads", "-c", str(args.concurrency), "--without-gossip",
                    "--without-mingle", "-l", "WARNING"]  # fmt: skip
-        if args.profile:  # py-spy's collapsed stacks of the worker, for flame graphs
-            command = ["py-spy", "record", "--gil", "--nonblocking", "-d", "12", "-r", "200", "-f",
-                       "raw", "-o", f"{args.profile}.{prefix}.txt", "--", *command]  # fmt: skip
         worker = procs.start(command, env, "worker")
         store = JobStore(client)
         from worker.app import create_app
@@ -165,11 +190,13 @@ def run_creditq(
         cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
                         "redis": redis_pid(client)})  # fmt: skip
         start = time.monotonic()
+        profiler = start_profiler(args, worker.pid, prefix)
         enqueue_many(batch, store=store, app=app)
         # When every credit is applied at the provider: the baseline's finish line.
         applied = wait(lambda: applied_count(sandbox) >= args.grants, 600, "creditq POSTs", 0.1)
         end = wait(lambda: store.count_by_state()["confirmed"] == args.grants, 600, "creditq")
         cpu_ms = cpu.per_grant_ms(args.grants)
+        stop_profiler(profiler)
         stats = sandbox_stats(sandbox)
         calls = sum(sum(p["calls"].values()) for p in stats.values())
         seconds = end - start
@@ -185,7 +212,9 @@ def run_creditq(
         procs.stop_all()
 
 
-def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
+def run_baseline(
+    args: argparse.Namespace, redis_url: str, transport: str | None = None
+) -> dict[str, float]:
     procs = Processes()
     try:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -196,6 +225,8 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
                     "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
                     "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
                     "PYTHONPATH": str(ROOT)})  # fmt: skip
+        if transport:
+            env["BASELINE_BROKER_TRANSPORT"] = transport
         worker = procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app",
                               "worker", "-P", "threads", "-c", str(args.concurrency),
                               "--without-gossip", "--without-mingle", "-l", "WARNING"],
@@ -209,12 +240,14 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
         cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
                         "redis": redis_pid(client)})  # fmt: skip
         start = time.monotonic()
+        profiler = start_profiler(args, worker.pid, "tuned" if transport else "baseline")
         with app.producer_or_acquire() as producer:
             for message in batch:
                 post_credit.apply_async(kwargs=message, producer=producer)
 
         end = wait(lambda: applied_count(sandbox) >= args.grants, 600, "baseline", 0.1)
         cpu_ms = cpu.per_grant_ms(args.grants)
+        stop_profiler(profiler)
         seconds = end - start
         return {"seconds": seconds, "rate": args.grants / seconds, "calls_per_grant": 1.0,
                 **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()}}  # fmt: skip
@@ -223,7 +256,7 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, float]:
 
 
 def report(args: argparse.Namespace, baseline: dict[str, float], plain: dict[str, float],
-           lagged: dict[str, float]) -> None:  # fmt: skip
+           lagged: dict[str, float], tuned: dict[str, float] | None) -> None:  # fmt: skip
     print(f"baseline (POST + autoretry, no confirm)  {baseline['rate']:7.1f} grants/s  "
           f"{baseline['seconds']:6.1f} s  1.00 calls/grant")  # fmt: skip
     print(f"creditq (exactly once, confirmed)        {plain['rate']:7.1f} grants/s  "
@@ -232,8 +265,14 @@ def report(args: argparse.Namespace, baseline: dict[str, float], plain: dict[str
     print(f"creditq, every credit applied (the baseline's finish line; confirmation still "
           f"running) {plain['applied_rate']:7.1f} grants/s  "
           f"ratio {plain['applied_rate'] / baseline['rate']:.2f}")  # fmt: skip
+    if tuned is not None:
+        print(
+            f"baseline given creditq's worker transport {tuned['rate']:7.1f} grants/s  "
+            f"{tuned['seconds']:6.1f} s  creditq/this {plain['rate'] / tuned['rate']:.2f}"
+        )
     print("CPU per grant (ms): worker (of which kernel) / sandbox / redis")
-    for name, run in (("baseline", baseline), ("creditq", plain), ("creditq lagged", lagged)):
+    runs = [("baseline", baseline), ("creditq", plain), ("creditq lagged", lagged)]
+    for name, run in runs + ([("tuned baseline", tuned)] if tuned else []):
         print(f"  {name:<15} {run['cpu_ms_worker']:5.2f} ({run['cpu_ms_worker_sys']:4.2f}) / "
               f"{run['cpu_ms_sandbox']:5.2f} / {run['cpu_ms_redis']:5.2f}")  # fmt: skip
     print(f"creditq, listing {args.lag:.0f} s behind           "
@@ -255,8 +294,13 @@ def main() -> None:
         default=1,
         help="rounds of baseline, creditq, creditq lagged; medians of the ratios",
     )
-    parser.add_argument("--profile", help="record the creditq worker with py-spy to this path")
+    parser.add_argument("--profile", help="py-spy each worker (py-spy on PATH) to this prefix")
     parser.add_argument("--only", choices=["baseline", "plain", "lagged"])
+    parser.add_argument(
+        "--tuned-baseline",
+        action="store_true",
+        help="also run the baseline with creditq's worker transport (worker/broker.py)",
+    )
     args = parser.parse_args()
     rounds = []
     with benchmark_redis() as url:
@@ -274,19 +318,25 @@ def main() -> None:
             baseline = run_baseline(args, url)
             plain = run_creditq(args, url, 0.0, "plain")
             lagged = run_creditq(args, url, args.lag, "lagged")
+            tuned = run_baseline(args, url, TRANSPORT) if args.tuned_baseline else None
             if args.repeat > 1:
                 print(f"-- round {n + 1} of {args.repeat}")
-            report(args, baseline, plain, lagged)
+            report(args, baseline, plain, lagged, tuned)
             rounds.append((plain["rate"] / baseline["rate"],
                            plain["applied_rate"] / baseline["rate"],
-                           lagged["rate_without_last_lag"] / plain["rate"]))  # fmt: skip
+                           lagged["rate_without_last_lag"] / plain["rate"],
+                           plain["rate"] / tuned["rate"] if tuned else 0.0))  # fmt: skip
     if args.repeat > 1:
-        confirmed, applied, lag = (sorted(r[i] for r in rounds) for i in range(3))
+        confirmed, applied, lag, against_tuned = (sorted(r[i] for r in rounds) for i in range(4))
         median = statistics.median
         print(f"median of {args.repeat} rounds: creditq/baseline {median(confirmed):.2f} "
               f"(range {confirmed[0]:.2f}-{confirmed[-1]:.2f}), at the baseline's finish line "
               f"{median(applied):.2f}, lagged/no lag {median(lag):.2f} "
               f"(range {lag[0]:.2f}-{lag[-1]:.2f})")  # fmt: skip
+        if args.tuned_baseline:
+            print(f"median creditq/baseline given creditq's worker transport "
+                  f"{median(against_tuned):.2f} "
+                  f"(range {against_tuned[0]:.2f}-{against_tuned[-1]:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

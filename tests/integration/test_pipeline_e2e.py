@@ -80,6 +80,7 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
     done = wait_until(lambda: confirmed_count(real_store) == 200, timeout=150)
     assert done, (real_store.count_by_state(), fleet.log_text()[-3000:])
     assert_exactly_once(real_store, sandbox, keys)
+    assert "transport:   worker.broker:Transport" in fleet.log_text()  # the workers' banner
     faults = sandbox.stats()
     assert sum(sum(p["faults"].values()) for p in faults.values()) > 20, faults
 

@@ -1,0 +1,46 @@
+"""The Redis broker transport of creditq's app: kombu's own, with one client per channel.
+
+kombu's Redis channel builds a new redis-py client for every publish, acknowledgement and
+task event it sends (``Channel._create_client``), and building one (its table of a few
+hundred response callbacks) is the largest single cost of a task's delivery: 0.5 ms of
+worker CPU per grant, measured with ``benchmarks/throughput.py --profile``, as much as
+the provider's POST. A client holds no connection of its own (each command borrows one
+from the channel's pool) and redis-py clients are safe to share between threads, so the
+channel keeps one and builds it again only when kombu replaces the pool (after a lost
+connection). Everything else, the consuming side included, is kombu's code unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from kombu.transport import redis as kombu_redis
+
+# Only plain redis:// takes this transport: rediss:// (TLS), sentinel://, redis+socket://
+# and other brokers keep kombu's own, which reads their URLs itself.
+SCHEMES = frozenset({"redis"})
+
+
+class Channel(kombu_redis.Channel):
+    _shared_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:  # the consumer's BRPOP client: kombu keeps one already
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        pool = self.pool
+        client = self._shared_client
+        if client is None or client.connection_pool is not pool:
+            client = super()._create_client()  # type: ignore[no-untyped-call]
+            self._shared_client = client
+        return client
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def transport_for(broker_url: str) -> str | None:
+    """The ``broker_transport`` setting for this URL: this module's for Redis, else None
+    (the URL's scheme picks kombu's own)."""
+    return f"{__name__}:Transport" if urlsplit(broker_url).scheme in SCHEMES else None
