@@ -1,0 +1,69 @@
+"""The learned first-read delay: one bounded step per sweep, however many listings it read."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from worker.job import Job
+from worker.lag import LearnedLag
+from worker.models import Provider
+from worker.states import JobState
+from worker.store import JobStore
+
+NOW = 1_800_000_000.0
+INV = Provider.INVETERATE
+
+
+def waiting(submitted_ago: float) -> Job:
+    at = NOW - submitted_ago
+    return Job("k", JobState.SUBMITTED, {"provider": "inveterate"}, "f", 1, 3, at, at, at,
+               extra={"submitted_at": repr(at)})  # fmt: skip
+
+
+@pytest.fixture
+def lag(store: JobStore) -> LearnedLag:
+    return LearnedLag(store, initial=2.0, ceiling=60.0, clock=lambda: NOW)
+
+
+def test_a_sweep_of_early_reads_grows_the_delay_one_step_not_one_per_read(
+    lag: LearnedLag,
+) -> None:
+    lag.learn(INV, [(0, [waiting(2.0)])] * 25)
+    assert lag.delay(INV) == pytest.approx(2.0 * LearnedLag.GROW)
+
+
+def test_a_sweep_that_found_everything_shrinks_the_delay_one_step(lag: LearnedLag) -> None:
+    lag.learn(INV, [(3, [])] * 25)
+    assert lag.delay(INV) == pytest.approx(2.0 * LearnedLag.SHRINK)
+
+
+def test_one_early_read_among_many_found_weighs_as_much_as_they_do(lag: LearnedLag) -> None:
+    early = (0, [waiting(2.0)])
+    lag.learn(INV, [early] + [(2, [])] * 4)  # 1 in 5 early: above the 1-in-6 balance
+    grown = lag.delay(INV)
+    assert grown == pytest.approx(2.0 * LearnedLag.GROW * LearnedLag.SHRINK**4)
+    assert grown > 2.0
+    lag.learn(INV, [early] + [(2, [])] * 7)  # 1 in 8: below it
+    assert lag.delay(INV) < grown
+
+
+def test_jobs_missed_long_after_their_post_say_nothing_of_the_lag(lag: LearnedLag) -> None:
+    lag.learn(INV, [(0, [waiting(120.0)])] * 3)
+    assert lag.delay(INV) == 2.0
+
+
+def test_the_delay_stays_between_the_floor_and_the_ceiling(store: JobStore) -> None:
+    lag = LearnedLag(store, initial=0.21, ceiling=2.5, clock=lambda: NOW)
+    lag.learn(INV, [(1, [])])
+    assert lag.delay(INV) == LearnedLag.FLOOR
+    for _ in range(int(math.log(2.5 / 0.2) / math.log(LearnedLag.GROW)) + 2):
+        lag.learn(INV, [(0, [waiting(0.5)])])
+    assert lag.delay(INV) == 2.5
+
+
+def test_the_learned_delay_is_shared_through_the_store(store: JobStore) -> None:
+    LearnedLag(store, initial=2.0, ceiling=60.0, clock=lambda: NOW).learn(INV, [(0, [waiting(1)])])
+    fresh = LearnedLag(store, initial=2.0, ceiling=60.0, clock=lambda: NOW)
+    assert fresh.delay(INV) == pytest.approx(2.6)
