@@ -88,6 +88,13 @@ def wait_terminal(store: JobStore, keys: list[str], timeout: float) -> list[str]
         time.sleep(1.0)
 
 
+def crashed_on_their_own(procs: Processes) -> int:
+    """Workers Celery gave up on (not our SIGKILLs): the harness restarts them like any dead
+    worker, so only their logs tell."""
+    return sum("Unrecoverable error" in log.read_text(errors="replace")
+               for log in Path(procs.dir).glob("w*.log"))  # fmt: skip
+
+
 def story(store: JobStore, key: str, ledger: dict[str | None, list[dict[str, Any]]],
           procs: Processes) -> str:  # fmt: skip
     """Everything about one bad key: its job with history, its credits, its log lines."""
@@ -209,6 +216,8 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
               f"{redis_down[1]:.2f} s later (AOF reloaded)")  # fmt: skip
     print(f"worker kills (SIGKILL + restart): {kills} in {chaos_end - start:.0f} s; "
           f"beat alive after the chaos: {beat_alive}")  # fmt: skip
+    print(f"worker processes that died on their own (\"Unrecoverable error\" in their log): "
+          f"{crashed_on_their_own(procs)}")  # fmt: skip
     print(f"grants enqueued {len(keys)}, confirmed {len(confirmed)}")
     print(f"unfinished before replay {len(stuck)}, after {len(stuck_after)}")
     print(f"in DLQ before replay {dlq_before}, replayed {sum(r.result.ok for r in replayed)}, "

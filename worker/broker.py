@@ -26,9 +26,12 @@ class Channel(kombu_redis.Channel):
     _shared_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
-        if asynchronous:  # the consumer's BRPOP client: kombu keeps one already
-            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
-        pool = self.pool
+        pool = self._pool
+        if asynchronous or pool is None:
+            # The consumer's BRPOP client (kombu keeps one already), or a channel whose
+            # pool kombu tore down (closing, or after a lost connection): kombu's own path.
+            self._shared_client = None
+            return super()._create_client(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
         client = self._shared_client
         if client is None or client.connection_pool is not pool:
             client = super()._create_client()  # type: ignore[no-untyped-call]
