@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 # Only plain redis:// takes this transport: rediss:// (TLS), sentinel://, redis+socket://
@@ -27,6 +28,14 @@ class Channel(kombu_redis.Channel):
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         pool = self._pool
+        if pool is None and not asynchronous and getattr(self.connection, "client", None) is None:
+            # The connection is closed and its pool torn down, yet kombu closes the channel
+            # once more and restores unacked messages through a new pool, which it cannot
+            # build without the connection (an AttributeError, fatal to the worker; seen in
+            # benchmarks/chaos.py after a Redis restart). Say so as the connection error it
+            # is: kombu's close ignores those, and the messages wait in Redis's unacked set
+            # to be restored later, as when Redis is down during the restore.
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
         if asynchronous or pool is None:
             # The consumer's BRPOP client (kombu keeps one already), or a channel whose
             # pool kombu tore down (closing, or after a lost connection): kombu's own path.

@@ -67,6 +67,21 @@ def test_a_channel_reuses_one_client_while_its_pool_lives(redis_url: str) -> Non
         assert channel._create_client() is again
 
 
+def test_a_channel_closed_after_its_connection_raises_a_connection_error(redis_url: str) -> None:
+    """kombu's own path raises AttributeError here, which kills a Celery worker; a connection
+    error is what kombu's close paths ignore."""
+    with Connection(redis_url, transport=Transport) as connection:
+        channel = connection.default_channel
+        transport_client = channel.connection.client
+        channel._disconnect_pools()
+        channel.connection.client = None  # what kombu's Connection.collect() leaves behind
+        try:
+            with pytest.raises(connection.connection_errors):
+                channel._create_client()
+        finally:
+            channel.connection.client = transport_client
+
+
 def test_messages_published_and_consumed_through_the_transport_arrive_once(
     redis_url: str, real_redis: redis.Redis
 ) -> None:
