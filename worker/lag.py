@@ -16,12 +16,13 @@ class LearnedLag:
     Reading before the credit shows spends a call for nothing; reading long after delays
     every confirmation. Each listing read votes: one that missed a young due job (too
     early) for 30% longer, one that found every due job for 5% shorter. That settles just
-    above the lag, with about one early read in six. The votes of one sweep (which reads up
-    to 25 listings) are summed and the delay moves at most one step either way per sweep:
-    a sweep of 25 early reads would otherwise multiply it by 1.3**25 and push every first
-    read to the ceiling (measured: a 2 s lag learned as 60 s, the confirmations of a
-    6,000-grant run trailing by a minute). One value per provider, shared by the fleet in
-    Redis (a lost update between workers is harmless), cached here for a few seconds.
+    above the lag, with about one early read in six. A sweep (up to 25 reads) sums its
+    votes, and grows the delay by one step at most: 25 early reads would otherwise
+    multiply it by 1.3**25 and push every first read to the ceiling (measured: a 2 s lag
+    learned as 60 s, the confirmations of a 6,000-grant run trailing by a minute). Reads
+    that found everything still each shorten it, so a delay set too long comes down fast.
+    One value per provider, shared by the fleet in Redis (a lost update between workers is
+    harmless), cached here for a few seconds.
     """
 
     GROW, SHRINK, FLOOR, CACHE_SECONDS = 1.3, 0.95, 0.2, 5.0
@@ -58,7 +59,7 @@ class LearnedLag:
             elif not missed and found:
                 votes += math.log(self.SHRINK)
             # only old, never-visible credits missed: they say nothing of the lag
-        factor = math.exp(min(max(votes, math.log(self.SHRINK)), math.log(self.GROW)))
+        factor = math.exp(min(votes, math.log(self.GROW)))
         value = min(max(current * factor, self.FLOOR), self.ceiling)
         if value != current:
             self.store.set_learned_delay(provider.value, value)
