@@ -6,8 +6,12 @@ hundred response callbacks) is the largest single cost of a task's delivery: 0.5
 worker CPU per grant, measured with ``benchmarks/throughput.py --profile``, as much as
 the provider's POST. A client holds no connection of its own (each command borrows one
 from the channel's pool) and redis-py clients are safe to share between threads, so the
-channel keeps one and builds it again only when kombu replaces the pool (after a lost
-connection). Everything else, the consuming side included, is kombu's code unchanged.
+channel keeps one for as long as its pool lives. While kombu has the pool torn down
+(closing the channel, or after a lost connection) it takes kombu's own path, and where
+that path would fail with an AttributeError it raises a connection error instead (see
+``Channel._create_client``). Everything else, the consuming side included, is kombu's
+code unchanged. ``_pool`` is kombu's private attribute: were it renamed, every call would
+simply take kombu's own path.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ class Channel(kombu_redis.Channel):
     _shared_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
-        pool = self._pool
+        pool = getattr(self, "_pool", None)
         if pool is None and not asynchronous and getattr(self.connection, "client", None) is None:
             # The connection is closed and its pool torn down, yet kombu closes the channel
             # once more and restores unacked messages through a new pool, which it cannot
