@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import benchmark_redis, grant_batch  # noqa: E402
-from worker.broker import Transport  # noqa: E402
+from worker.broker import TRANSPORT  # noqa: E402
 from worker.embedded_redis import free_port  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import (  # noqa: E402
@@ -46,8 +46,6 @@ from worker.sandbox.options import (  # noqa: E402
     creditq_env,
 )
 from worker.store import JobStore  # noqa: E402
-
-TRANSPORT = f"{Transport.__module__}:{Transport.__name__}"
 
 
 class Processes:

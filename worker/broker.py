@@ -56,7 +56,11 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+# The ``broker_transport`` setting naming this module's transport.
+TRANSPORT = f"{__name__}:{Transport.__name__}"
+
+
 def transport_for(broker_url: str) -> str | None:
-    """The ``broker_transport`` setting for this URL: this module's for Redis, else None
+    """The ``broker_transport`` setting for this URL: ``TRANSPORT`` for Redis, else None
     (the URL's scheme picks kombu's own)."""
-    return f"{__name__}:Transport" if urlsplit(broker_url).scheme in SCHEMES else None
+    return TRANSPORT if urlsplit(broker_url).scheme in SCHEMES else None
