@@ -13,13 +13,18 @@ class Keys:
 
     @staticmethod
     def job(idempotency_key: str) -> str:
-        return f"{PREFIX}:job:{idempotency_key}"
+        return f"{Keys.JOB_PREFIX}{idempotency_key}"
+
+    # Job hashes and history lists live under different prefixes, each followed by the
+    # producer's key and nothing else: a key that looks like one of creditq's own names
+    # (``order-9:history``) can never address another job's record. The key is the tail of
+    # every name that holds it, so two distinct keys never share a name.
+    JOB_PREFIX = f"{PREFIX}:job:"
+    HISTORY_PREFIX = f"{PREFIX}:history:"
 
     @staticmethod
     def history(idempotency_key: str) -> str:
-        return f"{Keys.job(idempotency_key)}{Keys.HISTORY_SUFFIX}"
-
-    HISTORY_SUFFIX = ":history"
+        return f"{Keys.HISTORY_PREFIX}{idempotency_key}"
 
     INDEX_PREFIX = f"{PREFIX}:state:"
     # Jobs waiting in submitting/submitted, per provider and customer: one listing read

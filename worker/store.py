@@ -292,8 +292,8 @@ class JobStore:
         if not seen:
             return []
         when = time.time()
-        args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.job(""),
-                           Keys.HISTORY_SUFFIX, Keys.INDEX_PREFIX,
+        args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.JOB_PREFIX,
+                           Keys.HISTORY_PREFIX, Keys.INDEX_PREFIX,
                            HISTORY_LIMIT, Keys.PENDING_PREFIX, Keys.CLAIMED_PREFIX,
                            Keys.DLQ_PREFIX, repr(now)]  # fmt: skip
         for s in seen:

@@ -226,7 +226,7 @@ return {marker or '', due, later and string.format('%.6f', later) or ''}
 # The script builds MOVE_FN's A itself, in the layout documented above MOVE_FN (and built by
 # JobStore._move_args): a change to that layout changes this script too.
 # KEYS: due index. ARGV: 1 now, 2 now iso, 3 ttl of terminal jobs, 4 job key prefix,
-# 5 history key suffix, 6 index prefix, 7 history limit, 8 pending prefix, 9 claimed prefix,
+# 5 history key prefix, 6 index prefix, 7 history limit, 8 pending prefix, 9 claimed prefix,
 # 10 DLQ prefix, 11 confirmed_at, then 8 per job: key, expected state, version, entry ref,
 # reason, provider_ref, provider_entry json, visible_after_seconds.
 # Returns per job two values: 1 (confirmed), 0 (refused: moved or changed since it was
@@ -243,7 +243,7 @@ for i = 12, #ARGV, 8 do
     ARGV[6], ARGV[7], ARGV[8], '', ARGV[9], ARGV[i + 3], ARGV[10], '', ARGV[i + 2], '', 0, '',
     'provider_ref', ARGV[i + 5], 'provider_entry', ARGV[i + 6], 'confirmed_at', ARGV[11],
     'in_flight_until', '', 'outcome_unknown', '', 'visible_after_seconds', ARGV[i + 7]}
-  local r = move({job, job .. ARGV[5], KEYS[1]}, a)
+  local r = move({job, ARGV[5] .. key, KEYS[1]}, a)
   local code = 0
   if r[1] == 1 then code = 1 elseif r[3] == 'claimed' then code = 2 end
   results[#results + 1] = code

@@ -272,3 +272,17 @@ def test_a_move_into_the_dlq_must_say_why(store: JobStore) -> None:
     store.create(make_grant())
     with pytest.raises(ValueError, match="dlq_reason"):
         store.transition("k1", JobState.DEAD, reason="x")
+
+
+def test_a_key_spelled_like_another_jobs_history_is_a_job_of_its_own(store: JobStore) -> None:
+    """``order-9:history`` once addressed job ``order-9``'s history list: the second create
+    failed half-way (WRONGTYPE) and left ``order-9`` in no index."""
+    assert store.create(make_grant("order-9")).created
+    assert store.create(make_grant("order-9:history")).created
+    store.transition("order-9", JobState.SUBMITTING, reason="POST")
+    first, second = store.get("order-9"), store.get("order-9:history")
+    assert first is not None and [h["to"] for h in first.history] == ["queued", "submitting"]
+    assert second is not None and [h["to"] for h in second.history] == ["queued"]
+    assert store.count_by_state() == {**dict.fromkeys([s.value for s in JobState], 0),
+                                      "queued": 1, "submitting": 1}  # fmt: skip
+    assert Keys.history("order-9") != Keys.job("order-9:history")
