@@ -198,3 +198,49 @@ def test_listing_lags_behind_the_add(make_sandbox: Callable[..., Sandbox]) -> No
         assert _add(client, amount="1").status_code == 200
         assert client.get(LIST).json()["list"] == []
         assert sandbox.wait_for(lambda: bool(client.get(LIST).json()["list"]), timeout=3)
+
+
+def test_created_at_filters_are_strict_bounds_on_whole_seconds(
+    sandbox: Sandbox, sandbox_chargebee_http: httpx.Client
+) -> None:
+    _add(sandbox_chargebee_http, amount="100", customer_id="a")
+    _add(sandbox_chargebee_http, amount="200", customer_id="b")
+    created = {int(entry.created_at) for entry in sandbox.entries()}
+    low, high = min(created), max(created)
+
+    def amounts(**params: str) -> list[object]:
+        credits, _ = _walk(sandbox_chargebee_http, limit="1", **params)
+        return [credit["amount"] for credit in credits]
+
+    assert amounts(**{"created_at[after]": str(low - 1)}) == [200, 100]
+    assert amounts(**{"created_at[after]": str(high)}) == []  # strictly after
+    assert amounts(**{"created_at[before]": str(low)}) == []  # strictly before
+    both = {"created_at[after]": str(low - 1), "created_at[before]": str(high + 1)}
+    assert amounts(**both, **{"customer_id[is]": "a"}) == [100]
+
+
+@pytest.mark.parametrize("param", ["created_at[after]", "created_at[before]"])
+def test_created_at_filter_must_be_epoch_seconds(
+    sandbox_chargebee_http: httpx.Client, param: str
+) -> None:
+    response = sandbox_chargebee_http.get(LIST, params={param: "yesterday"})
+    assert response.status_code == 400
+    assert response.json()["api_error_code"] == "invalid_request"
+    assert response.json()["param"] == param
+
+
+def test_expired_idempotency_records_let_the_same_key_apply_again(
+    sandbox: Sandbox, sandbox_chargebee_http: httpx.Client
+) -> None:
+    _add(sandbox_chargebee_http, key="k1", amount="100")
+    replay = _add(sandbox_chargebee_http, key="k1", amount="100")
+    assert replay.headers["chargebee-idempotency-replayed"] == "true"
+    assert sandbox.expire_idempotency() == 1
+    again = _add(sandbox_chargebee_http, key="k1", amount="100")
+    assert "chargebee-idempotency-replayed" not in again.headers
+    with sandbox.client() as control:
+        assert control.post("/_sandbox/idempotency/expire").json() == {"expired": 1}
+        assert control.post("/_sandbox/idempotency/expire").json() == {"expired": 0}
+    third = _add(sandbox_chargebee_http, key="k1", amount="100")
+    assert "chargebee-idempotency-replayed" not in third.headers
+    assert len(sandbox.entries()) == 3  # one key, three credits: the window passed twice

@@ -68,6 +68,10 @@ def test_faults_customers_and_config_are_steerable_over_http(
         ("POST", "/faults", {"kind": "explode"}),
         ("POST", "/faults", {"kind": "error_after", "times": 1, "probability": 0.5}),
         ("POST", "/faults", {"kind": "error_after", "operation": "nope"}),
+        ("POST", "/faults", {"kind": "lagged"}),
+        ("POST", "/faults", {"kind": "lagged", "lag": 1, "then": "explode"}),
+        ("POST", "/faults", {"kind": "error_after", "lag": 1}),
+        ("POST", "/faults", {"kind": "error_after", "customer_id": ""}),
         ("POST", "/customers", {"customer_id": "c", "status": 418}),
         ("POST", "/customers", {"status": 400}),
         ("POST", "/config", {"lag": -1}),
@@ -121,6 +125,7 @@ def test_cli_serves_until_sigterm() -> None:
             "--rate-limit",
             "100",
             "--no-echo-notes",
+            "--oldest-first",
         ],
         cwd=ROOT,
         env=env,
@@ -138,6 +143,7 @@ def test_cli_serves_until_sigterm() -> None:
             assert response.status_code == 200
             config = client.get("/_sandbox/config").json()
         assert config["echo_notes"] is False and config["rate_limit"] == 100
+        assert config["oldest_first"] is True
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
     finally:
@@ -151,3 +157,89 @@ def test_cli_refuses_a_bad_probability(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--fail-after", "2"])
     assert exit_info.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+def test_admin_credits_fill_a_deep_listing_above_ours(sandbox: Sandbox) -> None:
+    with sandbox.client("chargebee") as api, sandbox.client() as control:
+        form = {"customer_id": "ours", "description": "d", "amount": "500"}
+        assert api.post("/api/v2/promotional_credits/add", data=form).status_code == 200
+        response = control.post(
+            "/_sandbox/credits",
+            json={"provider": "chargebee", "customer_id": "others", "amount": "1.00", "count": 130},
+        )
+        assert response.status_code == 200, response.text
+        created = response.json()["entries"]
+        assert len(created) == 130 and created[0]["description"] == "Manual credit"
+        assert {entry["origin"] for entry in created} == {"admin"}
+        offset, pages, customers = None, 0, []
+        while True:
+            params = {"limit": "100"} | ({"offset": offset} if offset else {})
+            body = api.get("/api/v2/promotional_credits", params=params).json()
+            customers += [item["promotional_credit"]["customer_id"] for item in body["list"]]
+            pages += 1
+            offset = body.get("next_offset")
+            if offset is None:
+                break
+    assert pages == 2 and customers[-1] == "ours" and customers.count("others") == 130
+    assert sandbox.stats()["chargebee"]["calls"] == {"submit": 1, "list": 2}  # admin: no calls
+
+
+def test_ledger_tells_our_credits_from_the_admins(sandbox: Sandbox) -> None:
+    marker_note = "[cq-0011223344556677]"
+    with sandbox.client("inveterate") as api, sandbox.client() as control:
+        api.post("/v2.0/admin/members/m/credits", json={"amount": 5, "note": marker_note})
+        credit = {"provider": "inveterate", "customer_id": "m", "amount": "5", "note": marker_note}
+        [admin] = control.post("/_sandbox/credits", json=credit).json()["entries"]
+        assert admin["marker"] == "cq-0011223344556677" and admin["amount"] == "5"
+        listed = api.get("/v2.0/admin/members/m/credits").json()["data"]["credits"]
+        assert [entry["note"] for entry in listed] == [marker_note] * 2  # alike in listings
+        ledger = control.get("/_sandbox/ledger").json()["entries"]
+        assert [entry["origin"] for entry in ledger] == ["api", "admin"]
+        ours = control.get("/_sandbox/ledger", params={"origin": "api"}).json()["entries"]
+    assert len(ours) == 1 and ours[0]["marker"] == "cq-0011223344556677"
+    assert [entry.origin for entry in sandbox.entries(origin="admin")] == ["admin"]
+
+
+def test_admin_credit_with_lag_shows_late(sandbox: Sandbox) -> None:
+    [entry] = sandbox.add_credit("chargebee", "c", "2.00", description="refund", lag=0.3)
+    assert entry.origin == "admin" and entry.description == "refund"
+    with sandbox.client("chargebee") as api:
+        listing = "/api/v2/promotional_credits"
+        assert api.get(listing).json()["list"] == []
+        assert sandbox.wait_for(lambda: bool(api.get(listing).json()["list"]), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"customer_id": "c", "amount": "1"},  # no provider
+        {"provider": "inveterate", "amount": "1"},  # no customer
+        {"provider": "inveterate", "customer_id": "c"},  # no amount
+        {"provider": "inveterate", "customer_id": "c", "amount": "zero"},
+        {"provider": "inveterate", "customer_id": "c", "amount": True},
+        {"provider": "inveterate", "customer_id": "c", "amount": "1", "count": 0},
+        {"provider": "inveterate", "customer_id": "c", "amount": "1", "count": "2"},
+        {"provider": "inveterate", "customer_id": "c", "amount": "1", "lag": "soon"},
+        {"provider": "inveterate", "customer_id": "c", "amount": "1", "note": 5},
+        {"provider": "inveterate", "customer_id": "c", "amount": "1", "colour": "red"},
+        {"provider": "chargebee", "customer_id": "c", "amount": "0.001"},
+    ],
+)
+def test_bad_admin_credits_are_400_and_write_nothing(
+    sandbox: Sandbox, body: dict[str, object]
+) -> None:
+    with sandbox.client() as control:
+        response = control.post("/_sandbox/credits", json=body)
+    assert response.status_code == 400 and response.json()["error"]
+    assert sandbox.entries() == []
+
+
+def test_a_lagged_fault_is_scriptable_over_http(sandbox: Sandbox) -> None:
+    fault = {"kind": "lagged", "lag": 6.5, "then": "timeout_after", "hold": 0.05, "late": True}
+    with sandbox.client() as control:
+        [queued] = control.post("/_sandbox/faults", json=fault).json()["queued"]
+    assert (queued["operation"], queued["lag"], queued["then"]) == ("submit", 6.5, "timeout_after")
+    with sandbox.client("inveterate") as api:
+        assert api.post("/v2.0/admin/members/c/credits", json={"amount": 1}).status_code == 201
+    [entry] = sandbox.entries()
+    assert entry.visible_at - entry.created_at == pytest.approx(6.5)

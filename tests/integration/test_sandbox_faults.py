@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -167,3 +168,110 @@ def test_concurrent_replays_apply_once(sandbox: Sandbox) -> None:
     assert len(sandbox.entries()) == 1
     replayed = [r for r in responses if r.headers.get("chargebee-idempotency-replayed")]
     assert len(replayed) == 31
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_trickle_applies_and_answers_in_full_while_each_read_stays_quick(
+    sandbox: Sandbox, provider: str
+) -> None:
+    sandbox.fail_next("trickle", provider=provider, operation="submit", hold=1.0)
+    timeout = httpx.Timeout(5.0, read=0.5)  # each read waits at most 0.5 s
+    with _client(sandbox, provider, timeout=timeout) as client:
+        started = time.monotonic()
+        response = client.send(_submit_request(client, provider), stream=True)
+        try:
+            assert time.monotonic() - started < 0.5  # status and headers at once
+            assert response.status_code in (200, 201)
+            length = int(response.headers["Content-Length"])
+            body = response.read()
+        finally:
+            response.close()
+        assert time.monotonic() - started >= 1.0  # the call outlived twice the read timeout
+        assert len(body) == length and response.json()
+        assert _submit(client, provider).status_code in (200, 201)  # the connection is reusable
+    assert len(sandbox.entries()) == 2
+    assert sandbox.stats()[provider]["faults"] == {"trickle": 1}
+
+
+def _submit_request(client: httpx.Client, provider: str) -> httpx.Request:
+    if provider == "inveterate":
+        return client.build_request("POST", "/v2.0/admin/members/c/credits", json={"amount": 1})
+    form = {"customer_id": "c", "description": "d", "amount_in_decimal": "1"}
+    return client.build_request("POST", "/api/v2/promotional_credits/add", data=form)
+
+
+def test_stop_cuts_a_trickle_short() -> None:
+    sandbox = Sandbox().start()
+    sandbox.fail_next("trickle", hold=30)
+    headers_seen = threading.Event()
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        with sandbox.client("inveterate", timeout=httpx.Timeout(5, read=2)) as client:
+            try:
+                with client.stream(
+                    "POST", "/v2.0/admin/members/c/credits", json={"amount": 1}
+                ) as response:
+                    headers_seen.set()
+                    response.read()
+            except httpx.HTTPError as exc:
+                failures.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert headers_seen.wait(5)
+        started = time.monotonic()
+        sandbox.stop()
+        caller.join(5)
+        assert not caller.is_alive() and time.monotonic() - started < 5
+    finally:
+        sandbox.stop()
+        caller.join()
+    assert len(failures) == 1  # a truncated body, never a complete answer
+    assert len(sandbox.entries()) == 1
+
+
+def test_a_fault_aimed_at_one_customer_leaves_the_others_alone(sandbox: Sandbox) -> None:
+    with sandbox.client() as control:
+        fault = {"kind": "error_after", "customer_id": "target", "provider": "chargebee"}
+        queued = control.post("/_sandbox/faults", json=fault).json()["queued"]
+        assert queued[0]["customer_id"] == "target"
+    sandbox.fail_next("unavailable", operation="list", customer_id="target")
+    with _client(sandbox, "chargebee") as client:
+        for customer, status in (("a", 200), ("target", 500), ("target", 200)):
+            form = {"customer_id": customer, "description": "d", "amount": "100"}
+            response = client.post("/api/v2/promotional_credits/add", data=form)
+            assert response.status_code == status
+        assert client.get("/api/v2/promotional_credits").status_code == 200  # names nobody
+        filtered = client.get("/api/v2/promotional_credits", params={"customer_id[is]": "target"})
+        assert filtered.status_code == 503
+    assert [entry.customer_id for entry in sandbox.entries()] == ["a", "target", "target"]
+    assert sandbox.pending_faults() == 0
+
+
+def test_inveterate_fault_aimed_at_one_member_matches_the_decoded_path(sandbox: Sandbox) -> None:
+    sandbox.fail_next("error_before", customer_id="a b")
+    with _client(sandbox, "inveterate") as client:
+        assert (
+            client.post("/v2.0/admin/members/other/credits", json={"amount": 1}).status_code == 201
+        )
+        assert (
+            client.post("/v2.0/admin/members/a%20b/credits", json={"amount": 1}).status_code == 500
+        )
+    assert [entry.customer_id for entry in sandbox.entries()] == ["other"]
+
+
+def test_lagged_then_500_is_applied_answered_500_and_listed_late(sandbox: Sandbox) -> None:
+    sandbox.fail_next("lagged", provider="inveterate", lag=0.4, then="error_after")
+    with _client(sandbox, "inveterate") as client:
+        started = time.monotonic()
+        assert _submit(client, "inveterate").status_code == 500
+        assert len(sandbox.entries()) == 1
+        assert _list(client, "inveterate").json()["data"]["credits"] == []
+        assert sandbox.wait_for(
+            lambda: bool(_list(client, "inveterate").json()["data"]["credits"]), timeout=5
+        )
+        assert time.monotonic() - started >= 0.4
+        assert _submit(client, "inveterate").status_code == 201  # the next one: usual lag (0)
+        assert len(_list(client, "inveterate").json()["data"]["credits"]) == 2

@@ -184,3 +184,61 @@ def test_listing_without_notes_forces_fallback_matching(
         [entry] = _credits(client, "c")["credits"]  # type: ignore[misc]
     assert "note" not in entry and entry["reason"] == "Admin credit"
     assert sandbox.entries()[0].note == "[cq-0011223344556677]"  # kept, just not shown
+
+
+def _walk(client: httpx.Client, customer: str, between: Callable[[int], None]) -> list[str]:
+    """Every note of ``customer``'s listing, page by page; ``between(n)`` runs after page n."""
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": 2} | ({"lastCreditEntry": cursor} if cursor else {})
+        data = _credits(client, customer, **params)
+        credits = data["credits"]
+        assert isinstance(credits, list)
+        seen += [credit["note"] for credit in credits]
+        pages += 1
+        between(pages)
+        cursor = data["lastCreditEntry"]  # type: ignore[assignment]
+        if cursor is None:
+            return seen
+
+
+def test_oldest_first_walk_sees_every_credit_once_including_late_and_new_ones(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(oldest_first=True)
+    sandbox.add_credit("inveterate", "walker", 1, note="n1")
+    [slow] = sandbox.add_credit("inveterate", "walker", 2, note="slow", lag=0.3)  # shows late
+    for n in range(3, 6):
+        sandbox.add_credit("inveterate", "walker", n, note=f"n{n}")
+    with sandbox.client("inveterate") as client:
+
+        def between(page: int) -> None:
+            if page == 1:
+                _submit(client, "walker", '{"amount": 6, "note": "new"}')  # written mid-walk
+                assert sandbox.wait_for(lambda: sandbox.ledger.now() >= slow.visible_at)
+
+        seen = _walk(client, "walker", between)
+    assert seen[:2] == ["n1", "n3"]  # oldest first; "slow" sorts where it became visible
+    assert sorted(seen) == sorted(["n1", "slow", "n3", "n4", "n5", "new"])
+    assert len(seen) == 6  # nothing skipped, nothing repeated
+
+
+def _notes(client: httpx.Client, customer: str) -> list[str]:
+    credits = _credits(client, customer)["credits"]
+    assert isinstance(credits, list)
+    return [credit["note"] for credit in credits]
+
+
+def test_the_listing_order_can_be_switched_while_running(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox()
+    for n in (1, 2, 3):
+        sandbox.add_credit("inveterate", "c", n, note=f"n{n}")
+    with sandbox.client("inveterate") as client, sandbox.client() as control:
+        newest = _notes(client, "c")
+        assert control.post("/_sandbox/config", json={"oldest_first": True}).status_code == 200
+        oldest = _notes(client, "c")
+    assert newest == ["n3", "n2", "n1"] and oldest == ["n1", "n2", "n3"]

@@ -77,7 +77,67 @@ def test_only_after_faults_apply_the_write() -> None:
     assert {kind for kind in FaultKind if kind.applies} == {
         FaultKind.ERROR_AFTER,
         FaultKind.TIMEOUT_AFTER,
+        FaultKind.TRICKLE,
+        FaultKind.LAGGED,
     }
+
+
+def test_customer_fault_skips_other_customers_and_calls_naming_none() -> None:
+    plan = FaultPlan()
+    plan.queue(Fault(FaultKind.ERROR_AFTER, customer_id="target"))
+    assert plan.draw("chargebee", "submit", "someone-else") is None
+    assert plan.draw("chargebee", "list") is None  # an unfiltered listing names nobody
+    assert plan.draw("chargebee", "submit") is None  # the two-argument form still works
+    assert plan.pending() == 1
+    fault = plan.draw("inveterate", "submit", "target")
+    assert fault is not None and fault.kind is FaultKind.ERROR_AFTER
+
+
+def test_customer_probability_draws_only_for_that_customer() -> None:
+    plan = FaultPlan(seed=2)
+    plan.chance(Fault(FaultKind.UNAVAILABLE, customer_id="target"), 1.0)
+    assert [plan.draw("inveterate", "submit", c) is not None for c in ("a", "target", "b")] == [
+        False,
+        True,
+        False,
+    ]
+
+
+def test_untargeted_fault_still_matches_any_customer() -> None:
+    plan = FaultPlan()
+    plan.queue(Fault(FaultKind.ERROR_BEFORE), times=2)
+    assert plan.draw("inveterate", "submit", "a") is not None
+    assert plan.draw("inveterate", "list") is not None
+
+
+def test_lagged_fault_targets_submits_and_answers_as_its_then_says() -> None:
+    plain = Fault(FaultKind.LAGGED, lag=6)
+    assert plain.operation == "submit" and plain.answer is None
+    late_500 = Fault(FaultKind.LAGGED, lag=6, then="error_after")  # type: ignore[arg-type]
+    assert late_500.then is FaultKind.ERROR_AFTER and late_500.answer is FaultKind.ERROR_AFTER
+    assert Fault(FaultKind.TRICKLE).answer is FaultKind.TRICKLE
+    plan = FaultPlan()
+    plan.queue(plain)
+    assert plan.draw("inveterate", "list", "c") is None  # a listing cannot use it up
+    assert plan.draw("inveterate", "submit", "c") == plain
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "lagged"},  # no lag
+        {"kind": "lagged", "lag": -1},
+        {"kind": "lagged", "lag": 1, "operation": "list"},
+        {"kind": "lagged", "lag": 1, "then": "error_before"},
+        {"kind": "lagged", "lag": 1, "then": "lagged"},
+        {"kind": "error_after", "lag": 1},
+        {"kind": "error_after", "then": "timeout_after"},
+        {"kind": "error_after", "customer_id": ""},
+    ],
+)
+def test_nonsense_lag_then_and_customer_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Fault(**fields)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -103,3 +163,10 @@ def test_fault_json_names_the_kind() -> None:
     assert shown["seed"] == 5
     assert shown["queued"][0]["kind"] == "rate_limited" and shown["queued"][0]["times"] == 2
     assert shown["probabilities"][0]["probability"] == 0.25
+
+
+def test_fault_json_shows_customer_lag_and_then() -> None:
+    fault = Fault(FaultKind.LAGGED, customer_id="c", lag=6, then=FaultKind.TIMEOUT_AFTER)
+    shown = fault.to_json()
+    assert (shown["customer_id"], shown["lag"], shown["then"]) == ("c", 6, "timeout_after")
+    assert shown["operation"] == "submit"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -46,6 +47,86 @@ def test_pages_run_newest_first_without_gaps_or_repeats() -> None:
             break
         before = page.entries[-1].seq
     assert seen == [Decimal(n) for n in range(7, 0, -1)]
+
+
+def _walk_oldest_first(
+    ledger: Ledger, limit: int, between: list[Callable[[], object]]
+) -> list[Decimal]:
+    """Every page of customer c1's oldest-first listing; ``between`` runs one callable after
+    each page (to change the ledger while the walk is under way)."""
+    seen: list[Decimal] = []
+    after: int | None = None
+    while True:
+        page = ledger.page_oldest_first("inveterate", "c1", after_seq=after, limit=limit)
+        seen += [entry.amount for entry in page.entries]
+        if between:
+            between.pop(0)()
+        if not page.has_more:
+            return seen
+        after = page.entries[-1].seq
+
+
+def test_oldest_first_pages_run_forward_without_gaps_or_repeats() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    for n in range(1, 8):
+        clock.now += 1
+        ledger.apply("inveterate", "c1", Decimal(n))
+        ledger.apply("inveterate", "c2", Decimal(100))
+    assert _walk_oldest_first(ledger, 3, []) == [Decimal(n) for n in range(1, 8)]
+
+
+def test_oldest_first_walk_meets_a_credit_written_during_it_on_a_later_page() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    for n in range(1, 5):
+        ledger.apply("inveterate", "c1", Decimal(n))
+    seen = _walk_oldest_first(ledger, 2, [lambda: ledger.apply("inveterate", "c1", Decimal(5))])
+    assert seen == [Decimal(n) for n in range(1, 6)]
+
+
+def test_oldest_first_walk_meets_a_lagged_credit_once_it_shows_instead_of_skipping_it() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    ledger.apply("inveterate", "c1", Decimal(1))
+    ledger.apply("inveterate", "c1", Decimal(2), lag=5)  # written early, shows late
+    for n in range(3, 6):
+        ledger.apply("inveterate", "c1", Decimal(n))
+
+    def later() -> None:
+        clock.now += 5
+
+    seen = _walk_oldest_first(ledger, 2, [later])
+    assert sorted(seen) == [Decimal(n) for n in range(1, 6)] and len(seen) == 5
+    assert seen[-1] == Decimal(2)  # listed where it became visible: at the end
+
+
+def test_oldest_first_cursor_naming_no_entry_is_refused() -> None:
+    ledger = Ledger(Clock())
+    with pytest.raises(LookupError):
+        ledger.page_oldest_first("inveterate", "c1", after_seq=3, limit=5)
+
+
+def test_where_narrows_before_the_limit_counts() -> None:
+    ledger = Ledger(Clock())
+    for n in range(1, 7):
+        ledger.apply("chargebee", "c1", Decimal(n))
+    odd = ledger.page(
+        "chargebee", "c1", before_seq=None, limit=2, where=lambda e: e.amount % 2 == 1
+    )
+    assert [entry.amount for entry in odd.entries] == [Decimal(5), Decimal(3)] and odd.has_more
+
+
+def test_origin_is_recorded_shown_and_filterable() -> None:
+    ledger = Ledger(Clock())
+    ours = ledger.apply("chargebee", "c", Decimal(1))
+    theirs = ledger.apply("chargebee", "c", Decimal(1), origin="admin")
+    assert (ours.origin, theirs.origin) == ("api", "admin")
+    assert theirs.to_json(0)["origin"] == "admin"
+    assert ledger.entries(origin="api") == [ours]
+    assert ledger.entries("chargebee", "c", "admin") == [theirs]
+    with pytest.raises(ValueError):
+        ledger.apply("chargebee", "c", Decimal(1), origin="robot")
 
 
 def test_unfiltered_listing_spans_customers_of_one_provider() -> None:
@@ -119,6 +200,17 @@ def test_calls_that_took_no_effect_leave_the_key_free() -> None:
     store, _ = _store()
     store.run_once("k", "fp", 1800, lambda: (Reply(400), False))
     assert store.run_once("k", "fp2", 1800, lambda: (Reply(200), True)).verdict is Verdict.FRESH
+
+
+def test_expire_all_frees_every_key_at_once() -> None:
+    store, clock = _store()
+    for key in ("a", "b"):
+        store.run_once(key, "fp", 1800, lambda: (Reply(200), True))
+    store.run_once("old", "fp", 10, lambda: (Reply(200), True))
+    clock.now += 10  # "old" is dead already: not counted
+    assert store.expire_all() == 2
+    assert store.run_once("a", "fp", 1800, lambda: (Reply(200), True)).verdict is Verdict.FRESH
+    assert store.expire_all() == 1
 
 
 def test_zero_lifetime_records_nothing() -> None:

@@ -4,13 +4,16 @@ End-to-end tests and ``creditq sandbox`` run it instead of the real providers. I
 keeps a ledger with exact amounts, shows credits in the listings after a lag,
 paginates with awkward cursors, enforces rate limits on demand, honours
 Chargebee idempotency keys, and injects faults (500 before/after applying,
-timeouts, 429, 503). The wire formats are the ones in docs/wire.md.
+timeouts, trickled bodies, per-credit listing lag, 429, 503; for every customer or
+one), and takes credits written by others (an admin) beside creditq's own. The wire
+formats are the ones in docs/wire.md.
 
 Layout: ``ledger`` (credits), ``faults`` (fault plan), ``ratelimit`` (budget),
 ``idempotency`` (Chargebee's key record), ``cursors``, ``money``, ``stats``,
 ``state`` (all of it together), ``inveterate`` / ``chargebee`` (the APIs),
-``pipeline`` (auth, budget, fault, handler), ``control`` (``/_sandbox/...``),
-``server`` (HTTP), ``harness`` (``Sandbox``), ``cli`` (``serve``).
+``pipeline`` (auth, budget, fault, handler), ``trickle`` (slow bodies), ``admin``
+(credits by others), ``control`` (``/_sandbox/...``), ``server`` (HTTP),
+``harness`` (``Sandbox``), ``cli`` (``serve``).
 """
 
 from worker.sandbox.cli import serve

@@ -3,7 +3,9 @@
 Routes: ``POST /api/v2/promotional_credits/add`` (form-encoded, Basic auth with
 the key as user name) and ``GET /api/v2/promotional_credits``. Errors use
 Chargebee's JSON error object. ``chargebee-idempotency-key`` is honoured as
-documented: a replay within the record's lifetime gets the recorded answer.
+documented: a replay within the record's lifetime gets the recorded answer. The
+listing takes Chargebee's filters ``customer_id[is]``, ``created_at[after]`` and
+``created_at[before]`` (epoch seconds, strict bounds), with ``limit`` and ``offset``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import binascii
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,6 +41,8 @@ _LIST = "/api/v2/promotional_credits"
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _UNITS = re.compile(r"^[0-9]+$")
 _CREDIT_TYPES = tuple(credit_type.value for credit_type in CreditType)
+_CREATED_AFTER, _CREATED_BEFORE = "created_at[after]", "created_at[before]"
+_EPOCH = re.compile(r"^-?[0-9]+$")
 
 
 def error(status: int, api_error_code: str, message: str, *, param: str | None = None) -> Reply:
@@ -94,6 +99,11 @@ class ChargebeeApi:
             return "list"
         return None
 
+    def customer(self, operation: str, request: ApiRequest) -> str | None:
+        if operation == "list":
+            return request.param("customer_id[is]")
+        return _form(request).get("customer_id") or None
+
     def authorized(self, request: ApiRequest, options: SandboxOptions) -> bool:
         header = request.header("Authorization") or ""
         scheme, _, encoded = header.partition(" ")
@@ -127,15 +137,15 @@ class ChargebeeApi:
         )
         return reply.with_header("Retry-After", str(max(1, math.ceil(retry_after))))
 
-    def handle(self, operation: str, request: ApiRequest) -> Reply:
+    def handle(self, operation: str, request: ApiRequest, lag: float) -> Reply:
         if operation == "submit":
-            return self._submit(request)
+            return self._submit(request, lag)
         return self._list(request)
 
-    def _submit(self, request: ApiRequest) -> Reply:
+    def _submit(self, request: ApiRequest, lag: float) -> Reply:
         key = request.header(IDEMPOTENCY_HEADER)
         if key is None:
-            reply, _ = self._add(request)
+            reply, _ = self._add(request, lag)
             return reply
         if not key or len(key) > IDEMPOTENCY_KEY_MAX:
             return _invalid(IDEMPOTENCY_HEADER, f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
@@ -144,7 +154,7 @@ class ChargebeeApi:
             request.method.encode() + b" " + request.path.encode() + b"\n" + request.body
         ).hexdigest()
         outcome = self._state.idempotency.run_once(
-            key, fingerprint, self._state.options.idempotency_ttl, lambda: self._add(request)
+            key, fingerprint, self._state.options.idempotency_ttl, lambda: self._add(request, lag)
         )
         if outcome.verdict is Verdict.CONFLICT:
             self._state.stats.bump(NAME, "conflicts")
@@ -160,13 +170,12 @@ class ChargebeeApi:
             return outcome.reply.with_header(REPLAYED_HEADER, "true")
         return outcome.reply
 
-    def _add(self, request: ApiRequest) -> tuple[Reply, bool]:
+    def _add(self, request: ApiRequest, lag: float) -> tuple[Reply, bool]:
         """Validate and apply; the flag says whether a credit was written."""
         try:
-            form = parse_qs(request.body.decode(), keep_blank_values=True, strict_parsing=False)
+            fields = _fields(request)
         except UnicodeDecodeError:
             return _invalid("body", "The body must be UTF-8 form data"), False
-        fields = {name: values[0] for name, values in form.items()}
         checked = _check_add(fields)
         if isinstance(checked, Reply):
             return checked, False
@@ -181,7 +190,7 @@ class ChargebeeApi:
             customer_id,
             amount,
             currency=currency,
-            lag=self._state.options.lag,
+            lag=lag,
             description=fields["description"],
             reference=fields.get("reference") or None,
             credit_type=fields.get("credit_type") or CreditType.GENERAL.value,
@@ -214,8 +223,13 @@ class ChargebeeApi:
                 before = decode_chargebee(offset)
             except BadCursor as exc:
                 return _invalid("offset", str(exc))
+        window = _created_window(request)
+        if isinstance(window, Reply):
+            return window
         customer_id = request.param("customer_id[is]")
-        page = self._state.ledger.page(NAME, customer_id, before_seq=before, limit=limit)
+        page = self._state.ledger.page(
+            NAME, customer_id, before_seq=before, limit=limit, where=window
+        )
         body: dict[str, Any] = {
             "list": [{"promotional_credit": promotional_credit(e)} for e in page.entries]
         }
@@ -223,6 +237,43 @@ class ChargebeeApi:
             last = page.entries[-1]
             body["next_offset"] = encode_chargebee(last.seq, last.created_at)
         return Reply.json(200, body)
+
+
+def _fields(request: ApiRequest) -> dict[str, str]:
+    """The add call's form fields, first value of each (raises UnicodeDecodeError)."""
+    form = parse_qs(request.body.decode(), keep_blank_values=True, strict_parsing=False)
+    return {name: values[0] for name, values in form.items()}
+
+
+def _form(request: ApiRequest) -> dict[str, str]:
+    """The form fields, or none when the body is not UTF-8 (``_add`` answers that 400)."""
+    try:
+        return _fields(request)
+    except UnicodeDecodeError:
+        return {}
+
+
+def _created_window(request: ApiRequest) -> Reply | Callable[[LedgerEntry], bool] | None:
+    """``created_at[after]`` / ``created_at[before]`` as a filter on the entry's integer
+    ``created_at`` (strict on both ends, as Chargebee's filters are), or a 400 naming the
+    parameter that is not a whole number of epoch seconds; None when neither is given."""
+    bounds: dict[str, int] = {}
+    for param in (_CREATED_AFTER, _CREATED_BEFORE):
+        raw = request.param(param)
+        if raw is None:
+            continue
+        if not _EPOCH.match(raw):
+            return _invalid(param, f"{param} : must be a timestamp in epoch seconds")
+        bounds[param] = int(raw)
+    if not bounds:
+        return None
+    after, before = bounds.get(_CREATED_AFTER), bounds.get(_CREATED_BEFORE)
+
+    def inside(entry: LedgerEntry) -> bool:
+        created = int(entry.created_at)
+        return (after is None or created > after) and (before is None or created < before)
+
+    return inside
 
 
 def _check_add(fields: dict[str, str]) -> Reply | tuple[str, Decimal, str]:

@@ -35,6 +35,7 @@ def serve(
     fail_before: float = 0.0,
     timeout_after: float = 0.0,
     hold: float = 2.0,
+    oldest_first: bool = False,
     seed: int = 0,
     access_log: bool = False,
     ready: threading.Event | None = None,
@@ -58,6 +59,7 @@ def serve(
         chargebee_key=chargebee_key,
         echo_notes=echo_notes,
         hold=hold,
+        oldest_first=oldest_first,
     )
     stop = stop or threading.Event()
     previous: dict[signal.Signals, Any] = {}
@@ -110,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-window", type=float, default=60.0, help="window in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     p.add_argument("--no-echo-notes", dest="echo_notes", action="store_false")
+    p.add_argument(
+        "--oldest-first",
+        action="store_true",
+        help="Inveterate listings run oldest first (its docs do not say which end)",
+    )
     p.add_argument(
         "--inveterate-key", default=env.get("CREDITQ_INVETERATE_API_KEY") or DEFAULT_INVETERATE_KEY
     )

@@ -4,13 +4,21 @@ It never counts as a provider call, needs no key (the sandbox listens on
 loopback) and ignores latency, faults and budgets, so inspecting a scenario
 cannot disturb it.
 
-    GET    /_sandbox/ledger[?provider=&customer_id=]   every entry, visible or not
+    GET    /_sandbox/ledger[?provider=&customer_id=&origin=api|admin]
+                                                         every entry, visible or not
     GET    /_sandbox/stats                               counters per provider
     POST   /_sandbox/reset                               empty ledger, faults, stats, marks
     GET    /_sandbox/faults                              the fault plan
-    POST   /_sandbox/faults  {"kind", "provider"?, "operation"?, "times"? | "probability"?,
-                              "retry_after"?, "hold"?, "late"?}
+    POST   /_sandbox/faults  {"kind", "provider"?, "operation"?, "customer_id"?,
+                              "times"? | "probability"?, "retry_after"?, "hold"?, "late"?,
+                              "lag"?, "then"?}       (lag and then: kind "lagged" only)
     DELETE /_sandbox/faults                              forget every fault
+    POST   /_sandbox/credits {"provider", "customer_id", "amount" (string), "note"?,
+                              "description"?, "reference"?, "currency"?, "count"?, "lag"?}
+                             credits written as a person in the provider's admin would:
+                             no key, no budget, no fault; answers {"entries": [...]}
+    POST   /_sandbox/idempotency/expire                  forget every Chargebee idempotency
+                                                         record, as if 30 minutes had passed
     GET    /_sandbox/customers                           marked customers
     POST   /_sandbox/customers {"customer_id", "status": 400|404|null, "provider"?}
     GET    /_sandbox/config                              the options in force
@@ -24,6 +32,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from worker.sandbox import admin
 from worker.sandbox.faults import Fault
 from worker.sandbox.state import SandboxState
 from worker.sandbox.wire import ApiRequest, Reply, loads
@@ -55,7 +64,9 @@ def _body(request: ApiRequest) -> dict[str, Any]:
 
 def _ledger(state: SandboxState, request: ApiRequest) -> Any:
     now = state.ledger.now()
-    entries = state.ledger.entries(request.param("provider"), request.param("customer_id"))
+    entries = state.ledger.entries(
+        request.param("provider"), request.param("customer_id"), request.param("origin")
+    )
     return {"entries": [entry.to_json(now) for entry in entries]}
 
 
@@ -78,6 +89,52 @@ def _add_fault(state: SandboxState, request: ApiRequest) -> Any:
     except (TypeError, ValueError) as exc:
         raise ControlError(str(exc)) from None
     return state.faults.to_json()
+
+
+def _add_credits(state: SandboxState, request: ApiRequest) -> Any:
+    body = _body(request)
+    unknown = set(body) - _CREDIT_FIELDS
+    if unknown:
+        raise ControlError(f"unknown fields: {', '.join(sorted(unknown))}")
+    texts = {name: _text(body, name) for name in ("note", "description", "reference")}
+    amount = body.get("amount")
+    if not isinstance(amount, str | int | Decimal) or isinstance(amount, bool):
+        raise ControlError('amount is required, as a string such as "10.50"')
+    lag = body.get("lag")
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int | Decimal)):
+        raise ControlError("lag must be a number of seconds")
+    try:
+        entries = admin.add_credits(
+            state,
+            _text(body, "provider") or "",
+            _text(body, "customer_id") or "",
+            amount,
+            currency=_text(body, "currency") or "USD",
+            count=body.get("count", 1),
+            lag=None if lag is None else float(lag),
+            **texts,
+        )
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    now = state.ledger.now()
+    return {"entries": [entry.to_json(now) for entry in entries]}
+
+
+_CREDIT_FIELDS = frozenset({
+    "provider", "customer_id", "amount", "note", "description", "reference", "currency",
+    "count", "lag",
+})  # fmt: skip
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ControlError(f"{name} must be a string")
+    return value
+
+
+def _expire_idempotency(state: SandboxState, request: ApiRequest) -> Any:
+    return {"expired": state.idempotency.expire_all()}
 
 
 def _clear_faults(state: SandboxState, request: ApiRequest) -> Any:
@@ -120,6 +177,8 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("GET", "/faults"): lambda state, request: state.faults.to_json(),
     ("POST", "/faults"): _add_fault,
     ("DELETE", "/faults"): _clear_faults,
+    ("POST", "/credits"): _add_credits,
+    ("POST", "/idempotency/expire"): _expire_idempotency,
     ("GET", "/customers"): lambda state, request: {"customers": state.marks.to_json()},
     ("POST", "/customers"): _mark,
     ("GET", "/config"): lambda state, request: options_json(state),

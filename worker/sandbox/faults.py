@@ -7,6 +7,10 @@ A fault is chosen per call, before the handler runs, from two sources:
 * standing probabilities ("30% of submits are applied and then answered 500"),
   drawn from a seeded RNG so a run can be repeated exactly.
 
+A fault can aim at one customer (``customer_id``), so one grant among many misbehaves
+while the rest of the traffic flows: a test of "a single slow or ambiguous grant among
+thousands" needs exactly that.
+
 The plan only decides; the pipeline (``pipeline.py``) carries the fault out.
 """
 
@@ -25,25 +29,43 @@ class FaultKind(StrEnum):
     TIMEOUT_AFTER = "timeout_after"  # applied, then no answer within the client's timeout
     RATE_LIMITED = "rate_limited"  # 429 with Retry-After, nothing applied
     UNAVAILABLE = "unavailable"  # 503, nothing applied
+    TRICKLE = "trickle"  # applied, then the real reply dribbles out over ``hold`` seconds
+    LAGGED = "lagged"  # applied, listed only after ``lag`` seconds; answered per ``then``
 
     @property
     def applies(self) -> bool:
         """Whether the call still takes effect: the cases a client must reconcile."""
-        return self in (FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER)
+        return self in _APPLYING
 
 
+_APPLYING = frozenset({
+    FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE, FaultKind.LAGGED,
+})  # fmt: skip
+# What a ``lagged`` fault may do to the answer once the credit is written (None: answer as usual).
+THEN_KINDS = (FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE)
 OPERATIONS = ("submit", "list", "health")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One kind of failure and whom it targets (``None``: any provider / any operation).
+    """One kind of failure and whom it targets (``None``: any provider / operation / customer).
 
     retry_after: seconds put in ``Retry-After`` for ``rate_limited``.
-    hold:        seconds a ``timeout_after`` keeps the client waiting (None: the sandbox's
-                 ``hold`` option).
+    hold:        seconds a ``timeout_after`` keeps the client waiting, or a ``trickle`` spreads
+                 its body over (None: the sandbox's ``hold`` option).
     late:        ``timeout_after`` answers the real reply after the hold instead of
                  closing the connection unanswered.
+    customer_id: only calls for this customer match (Inveterate: the member id in the path;
+                 Chargebee: ``customer_id`` of an add, ``customer_id[is]`` of a listing). A call
+                 that names no customer (an unfiltered listing, the health check) never matches.
+    lag:         ``lagged`` only: seconds before this one credit shows in listings, whatever
+                 the sandbox's ``lag`` option says.
+    then:        ``lagged`` only: what the answer does after the write, one of ``THEN_KINDS``
+                 (None: the usual 2xx). ``lagged`` + ``lag=6`` + ``then="error_after"`` is
+                 "applied, listed 6 s later, answered 500".
+
+    A ``lagged`` fault targets submits (the only call that writes): its operation defaults
+    to ``submit`` so a listing in between cannot use it up.
     """
 
     kind: FaultKind
@@ -52,6 +74,9 @@ class Fault:
     retry_after: float = 1.0
     hold: float | None = None
     late: bool = False
+    customer_id: str | None = None
+    lag: float | None = None
+    then: FaultKind | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", FaultKind(self.kind))
@@ -59,14 +84,44 @@ class Fault:
             raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
         if self.retry_after < 0 or (self.hold is not None and self.hold < 0):
             raise ValueError("retry_after and hold must not be negative")
+        if self.customer_id is not None and (
+            not isinstance(self.customer_id, str) or not self.customer_id
+        ):
+            raise ValueError("customer_id must be a non-empty string (or None for any)")
+        if self.kind is FaultKind.LAGGED:
+            self._check_lagged()
+        elif self.lag is not None or self.then is not None:
+            raise ValueError("lag and then are only for kind lagged")
 
-    def matches(self, provider: str, operation: str) -> bool:
-        return (self.provider is None or self.provider == provider) and (
-            self.operation is None or self.operation == operation
+    def _check_lagged(self) -> None:
+        if self.operation is None:
+            object.__setattr__(self, "operation", "submit")
+        if self.operation != "submit":
+            raise ValueError("a lagged fault targets submits only")
+        if self.lag is None or self.lag < 0:
+            raise ValueError("a lagged fault needs lag, in seconds, not negative")
+        if self.then is not None:
+            then = FaultKind(self.then)
+            if then not in THEN_KINDS:
+                raise ValueError(f"then must be one of {', '.join(THEN_KINDS)} (or None)")
+            object.__setattr__(self, "then", then)
+
+    @property
+    def answer(self) -> FaultKind | None:
+        """What happens to the answer of a call this fault let through: the kind itself, or
+        for ``lagged`` its ``then`` (None: the usual answer)."""
+        return self.then if self.kind is FaultKind.LAGGED else self.kind
+
+    def matches(self, provider: str, operation: str, customer_id: str | None = None) -> bool:
+        return (
+            (self.provider is None or self.provider == provider)
+            and (self.operation is None or self.operation == operation)
+            and (self.customer_id is None or self.customer_id == customer_id)
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value}
+        then = None if self.then is None else self.then.value
+        return {**asdict(self), "kind": self.kind.value, "then": then}
 
 
 @dataclass
@@ -105,11 +160,15 @@ class FaultPlan:
         with self._lock:
             self._chances.append(_Chance(fault, probability))
 
-    def draw(self, provider: str, operation: str) -> Fault | None:
-        """The fault for this call, if any; a queued fault wins over a probability."""
+    def draw(self, provider: str, operation: str, customer_id: str | None = None) -> Fault | None:
+        """The fault for this call, if any; a queued fault wins over a probability.
+
+        ``customer_id`` is the customer the call names (None when it names none); faults
+        aimed at another customer let the call pass and stay queued.
+        """
         with self._lock:
             for queued in self._queue:
-                if queued.fault.matches(provider, operation):
+                if queued.fault.matches(provider, operation, customer_id):
                     queued.remaining -= 1
                     if queued.remaining == 0:
                         self._queue.remove(queued)
@@ -117,7 +176,7 @@ class FaultPlan:
             for chance in self._chances:
                 # Draw only for matching rules, so unrelated traffic does not shift the sequence.
                 if (
-                    chance.fault.matches(provider, operation)
+                    chance.fault.matches(provider, operation, customer_id)
                     and self._rng.random() < chance.probability
                 ):
                     return chance.fault

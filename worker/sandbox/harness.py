@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from worker.sandbox import admin
 from worker.sandbox.faults import Fault, FaultKind
 from worker.sandbox.ledger import Ledger, LedgerEntry
 from worker.sandbox.options import SandboxOptions
@@ -110,10 +112,15 @@ class Sandbox:
         return httpx.Client(**{**options, **kwargs})
 
     def entries(
-        self, provider: str | None = None, customer_id: str | None = None
+        self,
+        provider: str | None = None,
+        customer_id: str | None = None,
+        origin: str | None = None,
     ) -> list[LedgerEntry]:
-        """Every applied credit, oldest first, including those listings do not show yet."""
-        return self.state.ledger.entries(provider, customer_id)
+        """Every applied credit, oldest first, including those listings do not show yet;
+        ``origin="api"`` keeps only credits written through the APIs (creditq's own),
+        ``"admin"`` only those ``add_credit`` wrote."""
+        return self.state.ledger.entries(provider, customer_id, origin)
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats.snapshot()
@@ -134,9 +141,13 @@ class Sandbox:
         retry_after: float = 1.0,
         hold: float | None = None,
         late: bool = False,
+        customer_id: str | None = None,
+        lag: float | None = None,
+        then: FaultKind | str | None = None,
     ) -> None:
-        """Make the next ``times`` matching calls fail with ``kind``."""
-        fault = Fault(FaultKind(kind), provider, operation, retry_after, hold, late)
+        """Make the next ``times`` matching calls fail with ``kind`` (``Fault`` says what each
+        argument means), e.g. ``fail_next("lagged", lag=6, then="error_after")``."""
+        fault = _fault(kind, provider, operation, retry_after, hold, late, customer_id, lag, then)
         self.state.faults.queue(fault, times)
 
     def fail_randomly(
@@ -149,9 +160,12 @@ class Sandbox:
         retry_after: float = 1.0,
         hold: float | None = None,
         late: bool = False,
+        customer_id: str | None = None,
+        lag: float | None = None,
+        then: FaultKind | str | None = None,
     ) -> None:
         """Make each matching call fail with ``kind`` at ``probability`` (seeded RNG)."""
-        fault = Fault(FaultKind(kind), provider, operation, retry_after, hold, late)
+        fault = _fault(kind, provider, operation, retry_after, hold, late, customer_id, lag, then)
         self.state.faults.chance(fault, probability)
 
     def clear_faults(self) -> None:
@@ -165,6 +179,41 @@ class Sandbox:
     ) -> None:
         """Make submits for ``customer_id`` answer 400 or 404 (None clears the mark)."""
         self.state.marks.mark(customer_id, status, provider)
+
+    def add_credit(
+        self,
+        provider: str,
+        customer_id: str,
+        amount: Decimal | str | int,
+        *,
+        note: str | None = None,
+        description: str | None = None,
+        reference: str | None = None,
+        currency: str = "USD",
+        count: int = 1,
+        lag: float | None = None,
+    ) -> list[LedgerEntry]:
+        """Write ``count`` credits as a person in the provider's admin would (no API call,
+        no budget, no fault; ``origin="admin"``), e.g. 130 other customers' credits above
+        creditq's, or one for the same customer and amount quoting its marker. ``lag``
+        None: the sandbox's lag option. See ``worker.sandbox.admin.add_credits``."""
+        return admin.add_credits(
+            self.state,
+            provider,
+            customer_id,
+            amount,
+            note=note,
+            description=description,
+            reference=reference,
+            currency=currency,
+            count=count,
+            lag=lag,
+        )
+
+    def expire_idempotency(self) -> int:
+        """Forget every Chargebee idempotency record, as if 30 minutes had passed: the next
+        retry with a used key applies again. Returns how many live records were dropped."""
+        return self.state.idempotency.expire_all()
 
     def reset(self) -> None:
         """Empty ledger, faults, stats, idempotency records, budgets and marks; keep options."""
@@ -181,3 +230,27 @@ class Sandbox:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(interval)
+
+
+def _fault(
+    kind: FaultKind | str,
+    provider: str | None,
+    operation: str | None,
+    retry_after: float,
+    hold: float | None,
+    late: bool,
+    customer_id: str | None,
+    lag: float | None,
+    then: FaultKind | str | None,
+) -> Fault:
+    return Fault(
+        FaultKind(kind),
+        provider,
+        operation,
+        retry_after,
+        hold,
+        late,
+        customer_id=customer_id,
+        lag=lag,
+        then=None if then is None else FaultKind(then),
+    )

@@ -2,7 +2,8 @@
 
 Routes: ``POST|GET /v2.0/admin/members/{id}/credits`` and ``GET /v2.0/merchant``.
 Replies use the documented envelope ``{"message", "data"}``, except 429, which the
-real API answers with an HTML page and no envelope.
+real API answers with an HTML page and no envelope. Listings run newest first, or
+oldest first with the ``oldest_first`` option (the docs never say which).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class InveterateApi:
             return {"POST": "submit", "GET": "list"}.get(request.method)
         return None
 
+    def customer(self, operation: str, request: ApiRequest) -> str | None:
+        match = _CREDITS.match(request.path)
+        return unquote(match.group(1)) if match else None
+
     def authorized(self, request: ApiRequest, options: SandboxOptions) -> bool:
         return request.header(KEY_HEADER) == options.inveterate_key
 
@@ -89,17 +94,17 @@ class InveterateApi:
         seconds = str(max(1, math.ceil(retry_after)))
         return Reply(429, _RATE_LIMIT_PAGE, "text/html", (("Retry-After", seconds),))
 
-    def handle(self, operation: str, request: ApiRequest) -> Reply:
+    def handle(self, operation: str, request: ApiRequest, lag: float) -> Reply:
         if operation == "health":
             return _envelope(200, "Merchant found", {"id": "sandbox", "name": "creditq sandbox"})
         match = _CREDITS.match(request.path)
         assert match is not None  # operation() routed it
         customer_id = unquote(match.group(1))
         if operation == "submit":
-            return self._submit(customer_id, request)
+            return self._submit(customer_id, request, lag)
         return self._list(customer_id, request)
 
-    def _submit(self, customer_id: str, request: ApiRequest) -> Reply:
+    def _submit(self, customer_id: str, request: ApiRequest, lag: float) -> Reply:
         marked = self._state.marks.status(NAME, customer_id)
         if marked == 404:
             return _envelope(404, f"Member {customer_id} not found")
@@ -123,9 +128,7 @@ class InveterateApi:
         force = body.get("force", False)
         if not isinstance(force, bool):
             return _envelope(400, "force must be a boolean")
-        entry = self._state.ledger.apply(
-            NAME, customer_id, amount, lag=self._state.options.lag, note=note, force=force
-        )
+        entry = self._state.ledger.apply(NAME, customer_id, amount, lag=lag, note=note, force=force)
         self._state.stats.bump(NAME, "applied")
         data: dict[str, Any] = {"memberId": customer_id, "amount": entry.amount}
         if note is not None:
@@ -139,14 +142,21 @@ class InveterateApi:
             return _envelope(400, "limit must be a positive whole number")
         if options.page_size is not None:
             limit = min(limit, options.page_size)
-        before: int | None = None
+        seq: int | None = None
         cursor = request.param("lastCreditEntry")
         if cursor is not None:
             try:
-                before = decode_inveterate(cursor)
+                seq = decode_inveterate(cursor)
             except BadCursor as exc:
                 return _envelope(400, str(exc))
-        page = self._state.ledger.page(NAME, customer_id, before_seq=before, limit=limit)
+        ledger = self._state.ledger
+        if options.oldest_first:
+            try:
+                page = ledger.page_oldest_first(NAME, customer_id, after_seq=seq, limit=limit)
+            except LookupError:
+                return _envelope(400, "lastCreditEntry names no credit (was the sandbox reset?)")
+        else:
+            page = ledger.page(NAME, customer_id, before_seq=seq, limit=limit)
         credits = [listing_entry(entry, options.echo_notes) for entry in page.entries]
         next_cursor = encode_inveterate(page.entries[-1].seq) if page.has_more else None
         return _envelope(200, "Credits found", {"credits": credits, "lastCreditEntry": next_cursor})

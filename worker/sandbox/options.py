@@ -53,6 +53,9 @@ class SandboxOptions:
                      a test client's read timeout).
     idempotency_ttl: seconds Chargebee remembers an idempotency key (30 minutes, as documented;
                      0 turns the record off to exercise a client's own reconciliation).
+    oldest_first:    Inveterate listings run oldest first (in the order credits became
+                     visible) instead of newest first: its docs never say which end a listing
+                     starts from, so a client must cope with both. Chargebee keeps newest first.
     """
 
     lag: float = 0.0
@@ -65,6 +68,7 @@ class SandboxOptions:
     echo_notes: bool = True
     hold: float = 2.0
     idempotency_ttl: float = 1800.0
+    oldest_first: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lag", "latency", "hold", "idempotency_ttl"):

@@ -3,6 +3,9 @@
 The order mirrors a real API gateway: a wrong key is refused before it spends the
 budget, the budget is checked before the backend is touched, and a fault decides
 whether the write happens and what the client gets to see of it.
+
+Faults are drawn per call with the customer the call names, so a fault aimed at one
+customer leaves every other customer's traffic alone.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.sandbox.faults import FaultKind
+from worker.sandbox.faults import Fault, FaultKind
 from worker.sandbox.options import SandboxOptions
 from worker.sandbox.state import SandboxState
 from worker.sandbox.wire import ApiRequest, Reply
@@ -24,6 +27,9 @@ class ProviderApi(Protocol):
     def operation(self, request: ApiRequest) -> str | None:
         """``submit``, ``list`` or ``health``; None when the path is not this API's."""
 
+    def customer(self, operation: str, request: ApiRequest) -> str | None:
+        """The customer the call names, for faults aimed at one (None: it names none)."""
+
     def authorized(self, request: ApiRequest, options: SandboxOptions) -> bool: ...
 
     def unauthorized(self) -> Reply: ...
@@ -35,17 +41,22 @@ class ProviderApi(Protocol):
 
     def rate_limited(self, retry_after: float) -> Reply: ...
 
-    def handle(self, operation: str, request: ApiRequest) -> Reply:
-        """Do the work (this is where a credit is applied)."""
+    def handle(self, operation: str, request: ApiRequest, lag: float) -> Reply:
+        """Do the work (this is where a credit is applied, listed ``lag`` seconds later)."""
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What the HTTP layer must do: wait ``hold`` seconds, then write ``reply``, or close the
-    connection unanswered when ``reply`` is None (the client sees a timeout or a reset)."""
+    connection unanswered when ``reply`` is None (the client sees a timeout or a reset).
+
+    With ``trickle`` it does not wait first: it sends the status line and headers at once
+    and spreads the body over ``hold`` seconds, a few bytes at a time.
+    """
 
     reply: Reply | None
     hold: float = 0.0
+    trickle: bool = False
 
 
 def run(api: ProviderApi, request: ApiRequest, state: SandboxState) -> Outcome:
@@ -71,7 +82,7 @@ def _run(api: ProviderApi, operation: str, request: ApiRequest, state: SandboxSt
             state.stats.bump(api.name, "rate_limited")
             return Outcome(api.rate_limited(wait))
 
-    fault = state.faults.draw(api.name, operation)
+    fault = state.faults.draw(api.name, operation, api.customer(operation, request))
     if fault is not None:
         state.stats.bump(api.name, f"faults:{fault.kind.value}")
         if fault.kind is FaultKind.RATE_LIMITED:
@@ -82,10 +93,21 @@ def _run(api: ProviderApi, operation: str, request: ApiRequest, state: SandboxSt
         if fault.kind is FaultKind.ERROR_BEFORE:
             return Outcome(api.failure(500))
 
-    reply = api.handle(operation, request)
+    lag = fault.lag if fault is not None and fault.lag is not None else options.lag
+    reply = api.handle(operation, request, lag)
     if fault is None:
         return Outcome(reply)
-    if fault.kind is FaultKind.ERROR_AFTER:
+    return _answer(api, fault, reply, options)
+
+
+def _answer(api: ProviderApi, fault: Fault, reply: Reply, options: SandboxOptions) -> Outcome:
+    """What the client sees of a call that was applied despite ``fault``."""
+    answer = fault.answer
+    if answer is None:
+        return Outcome(reply)
+    if answer is FaultKind.ERROR_AFTER:
         return Outcome(api.failure(500))
     hold = options.hold if fault.hold is None else fault.hold
+    if answer is FaultKind.TRICKLE:
+        return Outcome(reply, hold=hold, trickle=True)
     return Outcome(reply if fault.late else None, hold=hold)

@@ -1,8 +1,9 @@
 """HTTP plumbing: a threaded loopback server that hands each request to the right API.
 
 Everything about the providers lives in the handlers; this module only reads
-requests, writes replies, and can be stopped cleanly even while clients hold
-keep-alive connections open or a ``timeout_after`` fault is holding a reply.
+requests, writes replies (all at once, or trickled for a ``trickle`` fault), and can be
+stopped cleanly even while clients hold keep-alive connections open or a
+``timeout_after`` or ``trickle`` fault is holding a reply.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from worker.sandbox import control, pipeline
+from worker.sandbox import control, pipeline, trickle
 from worker.sandbox.chargebee import ChargebeeApi
 from worker.sandbox.inveterate import InveterateApi
 from worker.sandbox.state import SandboxState
@@ -130,6 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write(Reply.json(404, {"message": f"no such path {request.path}"}))
                 return
             outcome = pipeline.run(api, request, state)
+            if outcome.trickle and outcome.reply is not None:
+                self._write_slowly(outcome.reply, outcome.hold)
+                return
             state.pause(outcome.hold)
             if outcome.reply is None or state.stopping.is_set():
                 self.close_connection = True  # hang up unanswered: the client cannot know
@@ -143,16 +147,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, reply: Reply) -> None:
         try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.end_headers()
+            self._write_head(reply, len(reply.body))
             self.wfile.write(reply.body)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (its read timeout) first
+
+    def _write_slowly(self, reply: Reply, seconds: float) -> None:
+        """Status line and headers now, then the body in small pieces over ``seconds``.
+
+        Content-Length announces the whole body, so the client keeps reading to the end;
+        a stop cuts the trickle short and hangs up (the client sees a truncated body).
+        """
+        stopping = self.server.state.stopping
+        pieces = trickle.pieces(reply.body, reply.content_type, seconds)
+        gap = trickle.gap(seconds, len(pieces))
+        try:
+            self._write_head(reply, sum(len(piece) for piece in pieces))
+            for piece in pieces:
+                if stopping.wait(gap):
+                    self.close_connection = True
+                    return
+                self.wfile.write(piece)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _write_head(self, reply: Reply, length: int) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(length))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
 
 
 class SandboxServer:
