@@ -19,7 +19,8 @@ import httpx
 from celery import Celery
 
 from benchmarks.throughput import Processes, wait
-from worker.models import CreditGrant, marker_for
+from worker.job import Job
+from worker.models import CreditGrant
 from worker.producer import enqueue
 from worker.states import JobState
 from worker.store import JobStore
@@ -64,8 +65,11 @@ def ledger_by_marker(sandbox_url: str) -> dict[str | None, list[dict[str, Any]]]
     return grouped
 
 
-def credits_for(grouped: dict[str | None, list[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
-    return grouped.get(marker_for(key), [])
+def credits_for(
+    grouped: dict[str | None, list[dict[str, Any]]], job: Job | None
+) -> list[dict[str, Any]]:
+    """The credits carrying the job's marker (none for a job that no longer exists)."""
+    return grouped.get(job.marker, []) if job is not None else []
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -138,9 +138,10 @@ def stats(as_json: JsonFlag = False) -> None:
     from worker.budget import Budgets
 
     budgets = Budgets(store.redis).snapshots()
+    alarms = store.alarms()
     if as_json:
         emit_json({"states": counts, "dlq_depth": dlq_depth, "oldest_age_seconds": oldest,
-                   "providers": budgets})  # fmt: skip
+                   "alarms": alarms, "providers": budgets})  # fmt: skip
         return
     table = Table("state", "jobs", "oldest waiting (s)")
     for state, count in counts.items():
@@ -148,6 +149,11 @@ def stats(as_json: JsonFlag = False) -> None:
         table.add_row(state, str(count), "" if age is None else f"{age:.1f}")
     out.print(table)
     out.print(f"dead-letter queue: {dlq_depth}")
+    if alarms:  # a duplicate credit or a copied marker: `creditq status KEY` shows which
+        out.print(f"[bold red]ALARMS: {alarms} job(s) with a duplicate credit or a copied "
+                  "marker; their job JSON has the field 'alarm'[/]")  # fmt: skip
+    else:
+        out.print("alarms: 0")
     calls = Table("provider", "calls last minute / budget", "429s (last hour / total)",
                   "calls per confirmed grant (last hour)", "fleet pause (s)")  # fmt: skip
     for b in budgets:

@@ -12,15 +12,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from worker.errors import TransitionRefused
-from worker.job import Job
-from worker.models import Provider, marker_for
+from worker.job import Job, iso
+from worker.models import Provider
 from worker.pipeline_core import NoSlot, PipelineCore
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
-from worker.providers.matching import PendingGrant, collect_entries, match_entries
+from worker.providers.matching import (
+    ListingRead,
+    Matches,
+    PendingGrant,
+    could_be_its,
+    match,
+    read_back,
+)
 from worker.states import DlqReason, JobState
 from worker.store import Seen
 
@@ -41,9 +50,29 @@ class _BudgetedListing:
         self.client = client
         self.spend = spend
 
-    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+    def list_page(
+        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        since: datetime | None = None,
+    ) -> ListingPage:  # fmt: skip
         self.spend()
-        return self.client.list_page(customer_id, cursor, limit)
+        return self.client.list_page(customer_id, cursor, limit, since=since)
+
+
+class Verdict(StrEnum):
+    """What one listing read says of one job whose POST may not have applied."""
+
+    FOUND = "found"  # its own entry: confirmed
+    ABSENT = "absent"  # a complete read, and nothing there could be its credit
+    UNPROVEN = "unproven"  # a read cut short, or an entry that might be its credit unmarked
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What ``Confirmation._read_listing`` did: the jobs it confirmed, and what it read."""
+
+    confirmed: set[str]
+    read: ListingRead
+    matches: Matches
 
 
 class Confirmation(PipelineCore):
@@ -102,7 +131,8 @@ class Confirmation(PipelineCore):
 
             try:
                 found = self._read_listing(provider, scope, groups[scope], targets,
-                                           claimed.get(scope or "", set()), everyone)  # fmt: skip
+                                           claimed.get(scope or "", set()),
+                                           everyone).confirmed  # fmt: skip
             except NoSlot as slot:
                 retry = slot.wait
                 break
@@ -187,33 +217,45 @@ class Confirmation(PipelineCore):
         self.store.set_due_many({k: t for k, t in next_reads.items() if k in read})
         return next_reads
 
-    def _confirm_focus(self, job: Job) -> bool:
-        """Read the job's listing for it alone (the issue path resolving an unknown
-        outcome); every other pending job the read shows is confirmed too."""
-        scope = self._scope(job)
-        jobs, _ = self._waiting_jobs(self.store.pending(job.provider, scope))
+    def _confirm_focus(self, job: Job) -> Verdict:
+        """Read the job's customer's listing for it alone (the issue path resolving an
+        unknown outcome); every other pending job of the customer the read shows is
+        confirmed too. A customer's listing even on Chargebee: a filtered read stays short
+        however many credits other customers were given since."""
+        jobs, _ = self._waiting_jobs(self.store.pending(job.provider, job.customer_id))
         if job.idempotency_key not in jobs:
-            return False
-        claimed = self.store.claimed_many(job.provider, [scope]) if scope else {}
-        confirmed = self._read_listing(job.provider, scope, jobs, [job.idempotency_key],
-                                       claimed.get(scope or "", set()))  # fmt: skip
-        return job.idempotency_key in confirmed
+            return Verdict.UNPROVEN  # moved meanwhile: the caller reloads it
+        claimed = self.store.claimed_many(job.provider, [job.customer_id])
+        result = self._read_listing(job.provider, job.customer_id, jobs,
+                                    [job.idempotency_key],
+                                    claimed.get(job.customer_id, set()))  # fmt: skip
+        if job.idempotency_key in result.confirmed:
+            return Verdict.FOUND
+        key = job.idempotency_key
+        mine = self._pending(jobs[key])
+        if not result.read.complete or key in result.matches.found:
+            return Verdict.UNPROVEN  # cut short, or its entry is another job's claim
+        if key in result.matches.suspicious:
+            return Verdict.UNPROVEN  # its marker on another credit: a person must look
+        if any(could_be_its(mine, entry, self.window) for entry in result.read.entries):
+            return Verdict.UNPROVEN  # an unmarked credit of its amount: maybe its own
+        return Verdict.ABSENT
 
     def _read_listing(
         self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
         targets: list[str], claimed: set[str],
         everyone: Callable[[], Mapping[str, Job]] | None = None,
-    ) -> set[str]:  # fmt: skip
+    ) -> ReadResult:  # fmt: skip
         """Read one listing (a customer's, or with None the provider's) as far as ``targets``
         need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
 
-        The read pages only until every target is matched, or the entries are older than the
-        oldest of them: jobs submitted a moment ago are most likely not visible yet, and
-        paging back for them would spend the budget for nothing; they are confirmed if the
-        pages read show them anyway. Jobs the provider surely accepted (``submitted``) choose
-        unmarked entries before jobs whose POST may never have applied (``submitting``), so
-        a credit is never spent on a doubtful job while a certain one goes without.
-        ``everyone`` loads every waiting job of the listing, when ``_needs_everyone`` says so.
+        The read pages only until every target is matched, or it is complete back to the
+        oldest of them (``matching.read_back``): jobs submitted a moment ago are most likely
+        not visible yet, and paging back for them would spend the budget for nothing; they
+        are confirmed if the pages read show them anyway. A job whose POST may never have
+        applied (``submitting``) is confirmed only by its own marker, never by amount and
+        time. ``everyone`` loads every waiting job of the listing, when ``_needs_everyone``
+        says so. Duplicates and copied markers the read shows raise alarms.
         """
         pending = {key: self._pending(job) for key, job in jobs.items()}
         client = _BudgetedListing(self.clients(Provider(provider)),
@@ -221,42 +263,59 @@ class Confirmation(PipelineCore):
         # A page a little larger than the jobs due: they sit among the newest entries, and a
         # smaller page is less for the provider to send and for us to parse.
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
-        entries = collect_entries(client, customer_id, [pending[k] for k in targets],  # type: ignore[arg-type]
-                                  claimed=claimed, window=self.window, page_size=page)  # fmt: skip
-        if everyone is not None and self._needs_everyone(entries, pending, targets):
+        read = read_back(client, customer_id, [pending[k] for k in targets], claimed=claimed,
+                         window=self.window, page_size=page)  # fmt: skip
+        if everyone is not None and self._needs_everyone(read.entries, pending, targets):
             jobs = everyone()
             pending = {key: self._pending(job) for key, job in jobs.items()}
-        certain = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTED]
-        doubtful = [p for k, p in pending.items() if jobs[k].state is JobState.SUBMITTING]
-        found = match_entries(certain, entries, claimed, self.window)
-        taken = claimed | {e.ref for e in found.values()}
-        found.update(match_entries(doubtful, entries, taken, self.window))
-        confirmed = self._confirm_found(jobs, found)
+        matches = match(pending.values(), read.entries, claimed, self.window)
+        self._raise_alarms(jobs, matches)
+        confirmed = self._confirm_found(jobs, matches.found)
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
-        return confirmed
+        return ReadResult(confirmed, read, matches)
+
+    def _raise_alarms(self, jobs: Mapping[str, Job], matches: Matches) -> None:
+        """A marker shown twice is a second payment; a marker on another amount or customer
+        is a copy. Neither is hidden: the job carries the alarm, stats count it, and the log
+        says it at ERROR."""
+        now = self.clock()
+        kinds = (("duplicate", matches.duplicates), ("copied_marker", matches.suspicious))
+        for kind, found in kinds:
+            for key, entries in found.items():
+                job = jobs[key]
+                refs = [e.ref for e in entries]
+                own = matches.found.get(key)
+                log.error("ALARM %s key=%s provider=%s customer=%s: entries %s carry its marker%s",
+                          kind, key, job.provider, job.customer_id, ", ".join(refs),
+                          f" (its own: {own.ref})" if own else "")  # fmt: skip
+                self.store.raise_alarm(key, {"kind": kind, "refs": refs,
+                                             "own": own.ref if own else None,
+                                             "at": iso(now)}, now)  # fmt: skip
 
     @staticmethod
     def _needs_everyone(entries: list[LedgerEntry], pending: Mapping[str, PendingGrant],
                         targets: list[str]) -> bool:  # fmt: skip
         """Whether the jobs not loaded (not due yet) must be loaded before matching: an entry
-        without a marker can only be placed by amount and time, which needs every candidate;
-        and an entry with a marker no loaded job holds, newer than the oldest job read for,
-        is most likely a job not due yet that already shows: confirming it now saves it a
-        read. Older entries with other markers are jobs confirmed before."""
+        that says nothing of its author can only be placed by amount and time, which needs
+        every candidate; and an entry with a marker no loaded job holds, newer than the
+        oldest job read for, is most likely a job not due yet that already shows: confirming
+        it now saves it a read. Older entries with other markers are jobs confirmed before;
+        entries whose text is someone else's are nobody's here."""
         known = {p.marker for p in pending.values()}
         oldest = min(pending[k].submitted_at for k in targets)
-        return any(e.marker is None or (e.marker not in known and
-                                        (e.created_at is None or e.created_at >= oldest))
+        return any((e.marker is None and not e.foreign)
+                   or (e.marker is not None and e.marker not in known
+                       and (e.created_at is None or e.created_at >= oldest))
                    for e in entries)  # fmt: skip
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at
         return PendingGrant(job.idempotency_key, job.customer_id,
-                            Decimal(str(job.grant_fields["amount"])),
-                            marker_for(job.idempotency_key),
-                            datetime.fromtimestamp(since, UTC))  # fmt: skip
+                            Decimal(str(job.grant_fields["amount"])), job.marker,
+                            datetime.fromtimestamp(since, UTC),
+                            accepted=job.state is JobState.SUBMITTED)  # fmt: skip
 
     def _confirm_found(self, jobs: Mapping[str, Job], found: Mapping[str, LedgerEntry]) -> set[str]:
         """Confirm every job a read found, in one round trip; each move is still its own
@@ -275,13 +334,20 @@ class Confirmation(PipelineCore):
                              job.provider_ref or entry.ref, entry_json,
                              round(now - submitted_at, 3)))  # fmt: skip
         confirmed: set[str] = set()
+        accepted: list[tuple[float, float]] = []  # (accepted at, took to show) per confirmation
         for item, outcome in zip(seen, self.store.confirm_seen(seen, now=now), strict=True):
             job = jobs[item.idempotency_key]
             if isinstance(outcome, TransitionRefused):
                 log.info("not confirmed: %s", outcome)
                 continue
             confirmed.add(item.idempotency_key)
+            if job.state is JobState.SUBMITTED and (at := job.number("submitted_at")):
+                accepted.append((at, item.visible_after))
             log.info("key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",
                      job.idempotency_key, job.provider, job.state.value, job.attempts,
                      item.ref)  # fmt: skip
+        if accepted:  # what the listing has shown: the witness and the lag (worker.outcome)
+            self.store.record_visibility(jobs[next(iter(confirmed))].provider,
+                                         max(a for a, _ in accepted),
+                                         max(t for _, t in accepted), now)  # fmt: skip
         return confirmed

@@ -48,7 +48,7 @@ from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app
 from worker.embedded_redis import EmbeddedRedis, reachable
 from worker.errors import InvalidGrant
 from worker.job import Job
-from worker.models import CreditGrant, marker_for
+from worker.models import CreditGrant
 from worker.producer import enqueue, enqueue_many
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
@@ -294,9 +294,13 @@ def what_happened(job: Job) -> str:
     return "; ".join(notes)
 
 
-def credits_per_key(sandbox: Sandbox, keys: list[str]) -> dict[str, int]:
-    by_marker = collections.Counter(entry.marker for entry in sandbox.entries())
-    return {key: by_marker[marker_for(key)] for key in keys}
+def credits_per_key(sandbox: Sandbox, store: JobStore, keys: list[str]) -> dict[str, int]:
+    """How many credits the sandbox's ledger holds for each key's job (by its marker, which
+    belongs to the job's incarnation); a key with no job counts 0. Credits a person wrote
+    in the admin (``origin="admin"``) are not creditq's, whatever their note says."""
+    by_marker = collections.Counter(entry.marker for entry in sandbox.entries(origin="api"))
+    jobs = store.get_many(keys, history=False)
+    return {key: by_marker[job.marker] if job else 0 for key, job in zip(keys, jobs, strict=True)}
 
 
 def verdict(rows: list[Row], credits: dict[str, int]) -> list[str]:
@@ -406,7 +410,7 @@ def _run(console: Console, stack: contextlib.ExitStack, run_id: str, deadline: f
     for row in rows:
         if row.sample.expect not in (Expect.REFUSED, Expect.DUPLICATE):
             row.job = by_key.get(row.key)
-    credits = credits_per_key(sandbox, [row.key for row in rows])
+    credits = credits_per_key(sandbox, store, [row.key for row in rows])
     console.print(outcome_table(rows, credits, run_id))
     return _report(console, rows, jobs, credits, worker, logs, deadline)
 

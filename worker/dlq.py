@@ -234,10 +234,11 @@ def replay(
 ) -> list[ReplayOutcome]:
     """Move each DLQ job back to ``queued`` (attempts reset) and publish its issue message.
 
-    A job that was ever POSTed comes back with ``reconcile_first``: the worker reads the
-    listing before any new POST, so replaying a credit that did apply confirms it instead
-    of paying again. Only a job still in the DLQ moves (the store's compare-and-set), and
-    only a job that moved is published: replaying twice sends one message.
+    A job whose credit may exist (a 2xx, or an outcome still unknown) comes back with
+    ``reconcile_first``: the worker reads the listing before any new POST, so replaying a
+    credit that did apply confirms it instead of paying again. Only a job still in the DLQ
+    moves (the store's compare-and-set), and only a job that moved is published: replaying
+    twice sends one message.
     """
     from worker.producer import publish  # the producer imports Celery's app; keep reads light
 
@@ -276,7 +277,9 @@ def _replay_one(
     store: JobStore, job: Job, app: Celery | None, dry_run: bool, publish: Any
 ) -> ReplayOutcome:
     key = job.idempotency_key
-    reconcile = "first_post_at" in job.extra
+    # A credit may exist only if a POST was accepted (2xx) or its outcome is still unknown;
+    # a job whose every try surely did not apply (a 4xx, a 503) is simply POSTed again.
+    reconcile = bool(job.extra.get("outcome_unknown")) or "submitted_at" in job.extra
     how = "the listing is read before any POST" if reconcile else "never POSTed before"
     if dry_run:
         return ReplayOutcome(key, ReplayResult.WOULD_REPLAY, job.state.value,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.models import CreditGrant
+from worker.models import CreditGrant, marker_for
 from worker.states import JobState
 
 
@@ -32,6 +32,7 @@ class Job:
     updated_at: float
     state_at: float
     provider_ref: str | None = None
+    incarnation: str = ""
     last_error: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -49,6 +50,11 @@ class Job:
         value = self.extra.get(name)
         return float(value) if value else None
 
+    @property
+    def marker(self) -> str:
+        """The tag this job's credit carries at the provider (see ``marker_for``)."""
+        return marker_for(self.idempotency_key, self.incarnation)
+
     def grant(self) -> CreditGrant:
         """The stored payload, validated again: a record can be older than today's rules."""
         return CreditGrant.parse(self.grant_fields)
@@ -57,7 +63,7 @@ class Job:
     def from_redis(cls, fields: dict[str, str], history: list[str]) -> Job:
         known = {
             "grant", "fingerprint", "state", "attempts", "version", "created_at", "updated_at",
-            "state_at", "provider_ref", "last_error", "provider", "customer_id",
+            "state_at", "provider_ref", "last_error", "provider", "customer_id", "incarnation",
         }  # fmt: skip
         last_error = fields.get("last_error")
         grant_fields = json.loads(fields["grant"])
@@ -72,6 +78,7 @@ class Job:
             updated_at=float(fields["updated_at"]),
             state_at=float(fields.get("state_at", fields["updated_at"])),
             provider_ref=fields.get("provider_ref") or None,
+            incarnation=fields.get("incarnation", ""),
             last_error=json.loads(last_error) if last_error else None,
             extra={k: v for k, v in fields.items() if k not in known},
             history=[json.loads(entry) for entry in history],
@@ -91,6 +98,7 @@ class Job:
             "credit_type": self.grant_fields.get("credit_type"),
             "attempts": self.attempts,
             "provider_ref": self.provider_ref,
+            "marker": self.marker,
             "last_error": self.last_error,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),

@@ -74,3 +74,12 @@ class Keys:
         """Set while a confirmation sweep of the provider is scheduled: one sweep serves
         every pending job of the provider."""
         return f"{PREFIX}:confirming:{provider}"
+
+    @staticmethod
+    def visibility(provider: str) -> str:
+        """What the provider's listing has shown lately: the newest credit it showed (when
+        it was accepted) and the longest any took to show (see ``JobStore.visibility``)."""
+        return f"{PREFIX}:visibility:{provider}"
+
+    # Jobs with an alarm raised (a duplicate credit, a copied marker), by when it was raised.
+    ALARMS = f"{PREFIX}:alarms"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -27,6 +28,11 @@ CHARGEBEE_CUSTOMER_ID_MAX = 50
 # Chargebee's description is at most 250 characters; the note leaves room for the
 # marker that lets creditq recognise its own credit in the listing.
 NOTE_MAX = 200
+
+MARKER_PREFIX = "cq-"
+# creditq's marker anywhere in a text: what a note may not contain, so that a note can never
+# quote (or forge) another grant's marker.
+MARKER_PATTERN = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{16}")
 
 _CURRENCY_SHAPE = re.compile(r"^[A-Z]{3}$")
 _WHITESPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
@@ -205,6 +211,8 @@ def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidGrant("note", f"must be at most {NOTE_MAX} characters")
         if _has_control(note):
             raise InvalidGrant("note", "must not contain control characters")
+        if MARKER_PATTERN.search(note):
+            raise InvalidGrant("note", "must not contain a creditq marker (cq- and 16 hex digits)")
 
     force = raw.get("force", False)
     if force is None:
@@ -296,12 +304,6 @@ class CreditGrant(BaseModel):
             "credit_type": self.credit_type.value if self.credit_type else None,
         }
 
-    @property
-    def marker(self) -> str:
-        """A short tag derived from the key, carried in the note (Inveterate) and the
-        reference (Chargebee) so the credit can be recognised in the provider's listing."""
-        return marker_for(self.idempotency_key)
-
     def fingerprint(self) -> str:
         """A digest of the payload: equal for the same grant, whatever the amount's spelling.
 
@@ -313,12 +315,23 @@ class CreditGrant(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-MARKER_PREFIX = "cq-"
+def marker_for(idempotency_key: str, incarnation: str = "") -> str:
+    """``cq-`` and 16 hex digits of SHA-256 over the key and the job's incarnation: short,
+    URL- and form-safe, and different for every life of the key.
+
+    A key can live twice: re-sent after Redis lost its jobs, or reused after the retention
+    TTL. A marker of the key alone would let the old life's credit confirm the new one (a
+    grant never paid reported ``confirmed``), so each job carries a random ``incarnation``
+    from its creation and its marker is of both. The empty incarnation is the form of jobs
+    created before incarnations existed.
+    """
+    basis = idempotency_key if not incarnation else f"{idempotency_key}\x00{incarnation}"
+    return MARKER_PREFIX + hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
-def marker_for(idempotency_key: str) -> str:
-    """``cq-`` and 16 hex digits of the key's SHA-256: short, stable, URL- and form-safe."""
-    return MARKER_PREFIX + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+def new_incarnation() -> str:
+    """A fresh job's incarnation: 48 random bits, unguessable from the key."""
+    return secrets.token_hex(6)
 
 
 def _one_line(exc: ValidationError) -> InvalidGrant:

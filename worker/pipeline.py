@@ -23,11 +23,12 @@ from contextlib import suppress
 from typing import Any
 
 from worker.backoff import retry_delay
-from worker.confirmation import Confirmation
+from worker.confirmation import Confirmation, Verdict
 from worker.errors import IdempotencyConflict, InvalidGrant, MissingCredentials, TransitionRefused
 from worker.job import Job, iso
 from worker.keys import Keys
 from worker.models import CreditGrant, Provider, check_idempotency_key
+from worker.outcome import absence_proves, poll_delay
 from worker.pipeline_core import NoSlot, Policy, error_record
 from worker.providers.base import Outcome, ProviderError
 from worker.states import DlqReason, JobState
@@ -125,8 +126,10 @@ class Pipeline(Confirmation):
         if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
             # Replayed from the DLQ after a POST that may have applied (a credit that
             # showed up late, an outcome never learned): the listing speaks first.
+            now = self.clock()  # the replay starts a fresh wait for the listing to tell
             job, _ = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
-                                fields={"reconcile_first": None}, due=self.clock())  # fmt: skip
+                                fields={"reconcile_first": None, "unknown_since": now},
+                                due=now)  # fmt: skip
             if job.number("submitted_at") is not None:
                 return self._await_again(job)
         if job.state is JobState.QUEUED:
@@ -147,7 +150,7 @@ class Pipeline(Confirmation):
             self.scheduler.confirm(job.provider, "", 0.0, token)
         return "awaiting confirmation"
 
-    def _submit(self, job: Job, grant: CreditGrant, *, unknown_resolved: bool = False) -> str:
+    def _submit(self, job: Job, grant: CreditGrant) -> str:
         """POST once: from ``queued``, or from ``submitting`` known not to have applied.
 
         The move into ``submitting`` is the job's lease: it succeeds for one delivery only
@@ -171,15 +174,14 @@ class Pipeline(Confirmation):
         job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
                             fields={"first_post_at": job.number("first_post_at") or now,
                                     "last_post_at": now,
-                                    "in_flight_until": now + self.policy.lease,
-                                    **({"outcome_unknown": None} if unknown_resolved else {})},
+                                    "in_flight_until": now + self.policy.lease},
                             due=now + self.policy.lease)  # fmt: skip
         return self._post(job, grant)
 
     def _post(self, job: Job, grant: CreditGrant) -> str:
         """The POST of a job just moved into ``submitting`` (its lease), and what follows."""
         try:
-            result = self.clients(grant.provider).submit(grant)
+            result = self.clients(grant.provider).submit(grant, job.marker)
         except ProviderError as err:
             return self._after_error(job, grant, err, job.attempts)
         now = self.clock()
@@ -202,6 +204,17 @@ class Pipeline(Confirmation):
         now = self.clock()
         record = error_record(err, now)
         done = {"last_error": record, "in_flight_until": None}
+        unknown = bool(job.extra.get("outcome_unknown"))
+        if err.outcome is Outcome.PERMANENT and unknown:
+            # An earlier try may have applied (a 409 on a Chargebee retry after a change, a
+            # 400 after a 500): the refusal of this one says nothing of that one, and only
+            # the listing can. Until it does, the outcome stays unknown.
+            job, _ = self._move(job, JobState.SUBMITTING,
+                                f"refused, but an earlier try still unknown: {err}",
+                                fields={**done, "listing_first": "1"},
+                                due=now + self.policy.settle)  # fmt: skip
+            self.scheduler.issue(dict(job.grant_fields), self.policy.settle)
+            return "outcome unknown"
         if err.outcome is Outcome.PERMANENT:
             self._move(job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED,
                        fields=done)  # fmt: skip
@@ -212,7 +225,7 @@ class Pipeline(Confirmation):
             budget = self.budgets(grant.provider)
             if rate_limited and budget is not None:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
-            if not rate_limited and attempt >= self.policy.max_attempts:
+            if not rate_limited and not unknown and attempt >= self.policy.max_attempts:
                 self._move(job, JobState.DEAD, f"attempts exhausted; last: {err}",
                            dlq=DlqReason.EXHAUSTED, fields=done)  # fmt: skip
                 return "dead"
@@ -220,7 +233,6 @@ class Pipeline(Confirmation):
                                 wait, self.policy.backoff_max, self.rng)  # fmt: skip
             # This try surely did not apply, but if an earlier one may have, the job stays
             # "outcome unknown" (queued would claim nothing applied) and is resolved first.
-            unknown = bool(job.extra.get("outcome_unknown"))
             target = JobState.SUBMITTING if unknown else JobState.QUEUED
             why = "an earlier try still unknown" if unknown else f"retry in {delay:.1f}s"
             # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
@@ -232,7 +244,9 @@ class Pipeline(Confirmation):
         wait = self._unknown_wait(grant, attempt)
         job, _ = self._move(job, JobState.SUBMITTING,
                             f"outcome unknown, reconcile in {wait:.1f}s: {err}",
-                            fields={**done, "outcome_unknown": "1"}, due=now + wait)  # fmt: skip
+                            fields={**done, "outcome_unknown": "1", "unknown_at": now,
+                                    "unknown_since": job.number("unknown_since") or now},
+                            due=now + wait)  # fmt: skip
         self.scheduler.issue(dict(job.grant_fields), wait)
         return "outcome unknown"
 
@@ -243,38 +257,83 @@ class Pipeline(Confirmation):
         return self.policy.settle
 
     def _resolve_unknown(self, job: Job, grant: CreditGrant) -> str:
-        """A ``submitting`` job: learn whether its last POST applied before any new one."""
+        """A ``submitting`` job: learn whether its last POST applied before any new one.
+
+        Chargebee answers a same-key retry from its idempotency record, so inside its window
+        the retry is the answer. Otherwise the listing decides, and its absence counts only
+        as ``worker.outcome`` allows: a complete read, a later credit already shown, and the
+        measured lag given time. Short of that the outcome stays unknown: the listing is read
+        again later, and past the confirm deadline the job goes to the DLQ as
+        ``outcome_unknown``. A proven absence is written down at once (back to ``queued``),
+        so the POST that follows, whenever its budget slot comes, never re-reads the listing:
+        a read and a POST needing two slots can no longer chase each other for ever.
+        """
         now = self.clock()
         in_flight_until = job.number("in_flight_until")
         if in_flight_until is not None and now < in_flight_until:
             self._issue_later(job, in_flight_until - now)  # another delivery's POST is in flight
             return "post in flight"
         first_post = job.number("first_post_at")
-        last_post = job.number("last_post_at") or job.state_at
         if first_post is None:
             return self._submit(job, grant)
-        if (grant.provider is Provider.CHARGEBEE and job.attempts < self.policy.max_attempts
+        if (grant.provider is Provider.CHARGEBEE and not job.extra.get("listing_first")
+                and job.attempts < self.policy.max_attempts
                 and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
             return self._submit(job, grant)  # answered from Chargebee's record if it applied
-        ready_at = last_post + self.policy.settle
+        # When the last attempt ended: its answer, or (a worker killed mid-POST) its lease,
+        # which outlasts any call (http.call_deadline_seconds is shorter).
+        attempt_end = (job.number("unknown_at") or in_flight_until
+                       or job.number("last_post_at") or job.state_at)  # fmt: skip
+        ready_at = attempt_end + self.policy.settle
         if now < ready_at:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
-            confirmed = self._confirm_focus(job)
+            verdict = self._confirm_focus(job)
         except NoSlot as slot:
             self._issue_later(job, slot.wait)
             return "waiting for a request slot"
         except ProviderError as err:
             self._issue_later(job, self._listing_retry(job.provider, err))
             return "listing unavailable"
-        if confirmed:
+        if verdict is Verdict.FOUND:
             return "confirmed"
+        now = self.clock()
+        why = "a listing read could not tell (cut short, or an unmarked credit of its amount)"
+        if verdict is Verdict.ABSENT:
+            absence = absence_proves(attempt_end, now, self.policy.settle,
+                                     self.store.visibility(job.provider, now))  # fmt: skip
+            if absence.proven:
+                return self._did_not_apply(job, absence.why)
+            why = absence.why
+        unknown_for = now - (job.number("unknown_since") or attempt_end)
+        if unknown_for >= self.policy.confirm_deadline:
+            reason = f"outcome unknown {unknown_for:.0f}s after the attempt: {why}"
+            return self._give_up(job, reason, DlqReason.UNKNOWN)
+        delay = poll_delay(now - attempt_end, self.policy.first_poll, self.policy.poll_max)
+        log.info("key=%s provider=%s outcome still unknown, reading again in %.1fs: %s",
+                 job.idempotency_key, job.provider, delay, why)  # fmt: skip
+        self._issue_later(job, delay)
+        return "outcome unknown"
+
+    def _did_not_apply(self, job: Job, why: str) -> str:
+        """The listing proved that no earlier try applied: record it, then POST (or, if the
+        last answer was a refusal, let the refusal stand)."""
+        cleared = {"outcome_unknown": None, "unknown_at": None, "unknown_since": None,
+                   "listing_first": None}  # fmt: skip
+        error = job.last_error or {}
+        if job.extra.get("listing_first") and error.get("class") == Outcome.PERMANENT.value:
+            self._move(job, JobState.REJECTED, f"refused: {error.get('message')}; {why}",
+                       dlq=DlqReason.REFUSED, fields=cleared)  # fmt: skip
+            return "rejected"
         if job.attempts >= self.policy.max_attempts:
-            reason = "attempts exhausted; last outcome unknown and not in the listing"
-            return self._give_up(job, reason, DlqReason.EXHAUSTED)
-        # Absent after the lag settled: no earlier try applied.
-        return self._submit(job, grant, unknown_resolved=True)
+            reason = f"attempts exhausted ({job.attempts}), none applied: {why}"
+            self._move(job, JobState.DEAD, reason, dlq=DlqReason.EXHAUSTED, fields=cleared)
+            return "dead"
+        job, _ = self._move(job, JobState.QUEUED, f"did not apply: {why}", fields=cleared,
+                            due=self.clock())  # fmt: skip
+        self.scheduler.issue(dict(job.grant_fields), 0.0)
+        return "retry"
 
     # -- reconcile ------------------------------------------------------------------
 

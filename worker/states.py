@@ -35,6 +35,10 @@ class DlqReason(StrEnum):
     EXHAUSTED = "exhausted"  # CREDITQ_MAX_ATTEMPTS tries, none known to have applied
     NOT_VISIBLE = "not_visible"  # accepted, but never seen in the listing by the deadline
     CONFIGURATION = "configuration"  # e.g. the provider's key is not set
+    # A POST may have applied, and no listing could tell by the deadline (a note the listing
+    # does not echo, a same-amount credit of unknown origin, a listing that never showed a
+    # later credit): creditq will not guess, a person checks the provider's ledger.
+    UNKNOWN = "outcome_unknown"
 
 
 TERMINAL = frozenset({JobState.CONFIRMED, JobState.REJECTED, JobState.DEAD})

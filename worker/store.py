@@ -20,10 +20,18 @@ import redis
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.job import Job, iso
 from worker.keys import HISTORY_LIMIT, Keys
-from worker.models import CreditGrant
+from worker.models import CreditGrant, new_incarnation
 from worker.settings import get_settings
 from worker.states import DlqReason, JobState, sources_of
-from worker.store_scripts import BEGIN_POST, CONFIRM_SEEN, CREATE, START_SWEEP, TRANSITION
+from worker.store_scripts import (
+    BEGIN_POST,
+    CONFIRM_SEEN,
+    CREATE,
+    RAISE_ALARM,
+    RECORD_VISIBILITY,
+    START_SWEEP,
+    TRANSITION,
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,14 @@ class Seen:
 
 
 @dataclass(frozen=True)
+class Visibility:
+    """What a provider's listing has shown lately (``JobStore.visibility``)."""
+
+    witness_at: float | None
+    lag: float | None
+
+
+@dataclass(frozen=True)
 class PostStart:
     """What ``JobStore.begin_post`` did.
 
@@ -115,6 +131,8 @@ class JobStore:
         self._begin_post = client.register_script(BEGIN_POST)
         self._start_sweep = client.register_script(START_SWEEP)
         self._confirm_seen = client.register_script(CONFIRM_SEEN)
+        self._record_visibility = client.register_script(RECORD_VISIBILITY)
+        self._raise_alarm = client.register_script(RAISE_ALARM)
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -128,7 +146,7 @@ class JobStore:
         keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
         args = [grant.fingerprint(), payload_of(grant), repr(now), iso(now), grant.provider.value,
                 grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, "",
-                Keys.DLQ_PREFIX, ""]  # fmt: skip
+                Keys.DLQ_PREFIX, "", new_incarnation()]  # fmt: skip
         return keys, args
 
     def create_rejected(
@@ -149,7 +167,7 @@ class JobStore:
                 str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
                 idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
                 self.ttl_seconds, json.dumps(error), Keys.DLQ_PREFIX,
-                DlqReason.INVALID.value]  # fmt: skip
+                DlqReason.INVALID.value, new_incarnation()]  # fmt: skip
         return int(self._create(keys=keys, args=args)) == 1
 
     def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
@@ -448,6 +466,34 @@ class JobStore:
     def set_due_many(self, due: Mapping[str, float]) -> None:
         if due:
             self.redis.zadd(Keys.DUE, dict(due), xx=True)
+
+    # -- what listings have shown, and alarms ---------------------------------------
+
+    def record_visibility(self, provider: str, accepted_at: float, took: float, now: float) -> None:
+        """A listing showed credits: the newest was accepted at ``accepted_at``, and the
+        slowest took ``took`` seconds to show. Both only ever raise the stored maxima."""
+        args = [repr(accepted_at), repr(max(took, 0.0)), repr(now)]
+        self._record_visibility(keys=[Keys.visibility(provider)], args=args)
+
+    def visibility(self, provider: str, now: float) -> Visibility:
+        """When the newest credit any listing of the provider has shown was accepted, and
+        the longest a credit took to show this hour or the last (None: nothing seen)."""
+        fields = cast(dict[str, str], self.redis.hgetall(Keys.visibility(provider)))
+        hour = int(now // 3600)
+        lags = [float(fields[f"lag:{h}"]) for h in (hour, hour - 1) if f"lag:{h}" in fields]
+        witness = fields.get("witness_at")
+        return Visibility(float(witness) if witness else None, max(lags) if lags else None)
+
+    def raise_alarm(self, idempotency_key: str, alarm: Mapping[str, Any], now: float) -> bool:
+        """Record an alarm on the job (its ``alarm`` field) and in the alarm index."""
+        reply = self._raise_alarm(keys=[Keys.job(idempotency_key), Keys.ALARMS],
+                                  args=[idempotency_key, json.dumps(alarm, default=str),
+                                        repr(now)])  # fmt: skip
+        return int(reply) == 1
+
+    def alarms(self) -> int:
+        """How many jobs carry an alarm."""
+        return int(self.redis.zcard(Keys.ALARMS))
 
 
 def payload_of(grant: CreditGrant) -> str:

@@ -23,7 +23,8 @@ end
 # KEYS: job, history, index of the initial state, due index. ARGV: 1 fingerprint,
 # 2 grant json, 3 now, 4 now iso, 5 provider, 6 customer id, 7 idempotency key,
 # 8 initial state, 9 reason, 10 ttl (0: keep), 11 last_error json ('' none),
-# 12 DLQ prefix, 13 DLQ reason class ('' not in the DLQ).
+# 12 DLQ prefix, 13 DLQ reason class ('' not in the DLQ), 14 the job's incarnation (its
+# marker's salt, models.marker_for).
 # Returns 1 created, 0 duplicate, -1 conflict.
 CREATE = (
     DLQ_ADD
@@ -35,7 +36,7 @@ if fp then
 end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'grant', ARGV[2], 'state', ARGV[8],
   'attempts', 0, 'version', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3], 'state_at', ARGV[3],
-  'provider', ARGV[5], 'customer_id', ARGV[6])
+  'provider', ARGV[5], 'customer_id', ARGV[6], 'incarnation', ARGV[14])
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[11]) end
 if ARGV[13] ~= '' then
   redis.call('HSET', KEYS[1], 'dlq_reason', ARGV[13])
@@ -252,3 +253,36 @@ end
 return results
 """
 )
+
+# What a provider's listing has shown lately, kept as maxima so that concurrent sweeps can
+# only raise them: ``witness_at``, when the newest credit seen in a listing was accepted;
+# and the longest time any credit took to show, per hour (``lag:<hour>``, this hour and the
+# last kept).
+# KEYS: the provider's visibility hash. ARGV: 1 accepted-at of the newest credit seen,
+# 2 the longest it took one of them to show (seconds), 3 now (epoch seconds).
+RECORD_VISIBILITY = """
+local function raise(field, value)
+  local old = tonumber(redis.call('HGET', KEYS[1], field) or '-1')
+  if tonumber(value) > old then redis.call('HSET', KEYS[1], field, value) end
+end
+raise('witness_at', ARGV[1])
+local hour = math.floor(tonumber(ARGV[3]) / 3600)
+raise('lag:' .. hour, ARGV[2])
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local h = tonumber(string.match(field, '^lag:(%d+)$') or '')
+  if h and h < hour - 1 then redis.call('HDEL', KEYS[1], field) end
+end
+redis.call('EXPIRE', KEYS[1], 7 * 86400)
+return 1
+"""
+
+# An alarm on a job (a duplicate credit, a copied marker): recorded on the job and in the
+# alarm index, only if the job still exists (a half-written hash would be no job at all).
+# KEYS: the job, the alarm index. ARGV: 1 idempotency key, 2 the alarm as JSON, 3 now.
+# Returns 1 raised, 0 no such job.
+RAISE_ALARM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'alarm', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""

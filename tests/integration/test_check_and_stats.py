@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+from worker.models import CreditGrant
 from worker.sandbox import Sandbox
 from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY
+from worker.store import JobStore
 
 
 def run_cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,3 +56,17 @@ def test_check_without_any_key_says_what_to_set(redis_url: str) -> None:
     done = run_cli({"CREDITQ_REDIS_URL": redis_url}, "check")
     assert done.returncode == 1
     assert "CREDITQ_INVETERATE_API_KEY is not set" in done.stdout
+
+
+def test_stats_counts_the_jobs_that_carry_a_duplicate_alarm(
+    redis_url: str, real_store: JobStore
+) -> None:
+    grant = CreditGrant(idempotency_key="twice", provider="inveterate", customer_id="m1",
+                        amount="5")  # fmt: skip
+    real_store.create(grant)
+    assert real_store.raise_alarm("twice", {"kind": "duplicate", "refs": ["e2"]}, time.time())
+    assert not real_store.raise_alarm("no-such-job", {"kind": "duplicate"}, time.time())
+    stats = json.loads(run_cli({"CREDITQ_REDIS_URL": redis_url}, "stats", "--json").stdout)
+    assert stats["alarms"] == 1
+    shown = run_cli({"CREDITQ_REDIS_URL": redis_url}, "stats").stdout
+    assert "ALARMS: 1" in shown

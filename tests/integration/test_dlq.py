@@ -13,7 +13,8 @@ from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
 from tests.integration.test_enqueue import run_cli
-from tests.integration.test_pipeline_e2e import assert_exactly_once, credits_per_key
+from tests.integration.test_pipeline_e2e import assert_exactly_once
+from worker.demo import credits_per_key
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.states import DlqReason, JobState
@@ -89,7 +90,7 @@ def test_refused_and_exhausted_jobs_land_with_reasons_and_replay_confirms_each_o
     assert_exactly_once(real_store, sandbox, keys)
     late = run_cli(redis_url, "dlq", "replay", *keys, "--json")  # long after: still refused
     assert late.returncode == 1 and {o["state"] for o in json_lines(late.stdout)} == {"confirmed"}
-    assert credits_per_key(sandbox, keys) == dict.fromkeys(keys, 1)
+    assert credits_per_key(sandbox, real_store, keys) == dict.fromkeys(keys, 1)
     assert run_cli(redis_url, "dlq", "list", "--json").stdout == ""
 
 
@@ -109,7 +110,7 @@ def test_replaying_a_credit_that_did_apply_confirms_it_without_a_second_credit(
     listed = {j["idempotency_key"]: j["reason"]
               for j in json_lines(run_cli(redis_url, "dlq", "list", "--json").stdout)}  # fmt: skip
     assert listed == dict.fromkeys(keys, DlqReason.NOT_VISIBLE.value)
-    assert credits_per_key(sandbox, keys) == dict.fromkeys(keys, 1)  # it did apply
+    assert credits_per_key(sandbox, real_store, keys) == dict.fromkeys(keys, 1)  # it did apply
 
     # The credit shows up at last (the ledger fixes each entry's lag when it is applied);
     # from now on a second POST would be visible at once, and so counted below.

@@ -4,7 +4,6 @@ the sandbox ledger holding exactly one credit per key."""
 
 from __future__ import annotations
 
-import collections
 import json
 import random
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
 from worker.app import ISSUE_TASK
-from worker.models import marker_for
+from worker.demo import credits_per_key
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.states import JobState
@@ -46,17 +45,12 @@ def confirmed_count(store: JobStore) -> int:
     return store.count_by_state()[JobState.CONFIRMED.value]
 
 
-def credits_per_key(sandbox: Sandbox, keys: list[str]) -> dict[str, int]:
-    by_marker = collections.Counter(e.marker for e in sandbox.entries())
-    return {key: by_marker[marker_for(key)] for key in keys}
-
-
 def assert_exactly_once(store: JobStore, sandbox: Sandbox, keys: list[str]) -> None:
     jobs = store.get_many(keys)
     not_confirmed = {j.idempotency_key: j.state.value for j in jobs
                      if j is not None and j.state is not JobState.CONFIRMED}  # fmt: skip
     assert not not_confirmed, not_confirmed
-    counts = credits_per_key(sandbox, keys)
+    counts = credits_per_key(sandbox, store, keys)
     wrong = {k: n for k, n in counts.items() if n != 1}
     assert not wrong, f"keys without exactly one credit: {wrong}"
 

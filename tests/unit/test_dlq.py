@@ -14,7 +14,7 @@ from worker.app import ISSUE_TASK
 from worker.cli import main
 from worker.dlq import PurgeResult, ReplayResult
 from worker.keys import Keys
-from worker.models import CreditGrant, Provider, marker_for
+from worker.models import CreditGrant, Provider
 from worker.states import DlqReason, JobState
 from worker.store import JobStore
 
@@ -34,6 +34,12 @@ def dead_letter(store: JobStore, key: str, *, provider: str = "inveterate",
     if posted:
         store.transition(key, JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
                          fields={"first_post_at": at - 5}, now=at - 5)  # fmt: skip
+        if reason is DlqReason.NOT_VISIBLE:  # accepted (2xx), never seen
+            store.transition(key, JobState.SUBMITTED, reason="HTTP 201",
+                             fields={"submitted_at": at - 4}, now=at - 4)  # fmt: skip
+        elif reason is DlqReason.UNKNOWN:
+            store.transition(key, JobState.SUBMITTING, reason="outcome unknown",
+                             fields={"outcome_unknown": "1"}, now=at - 4)  # fmt: skip
     target = JobState.REJECTED if reason is DlqReason.REFUSED else JobState.DEAD
     store.transition(key, target, reason=f"to the DLQ: {reason}", dlq_reason=reason, now=at,
                      fields={"last_error": error or {"class": "permanent", "status": 404,
@@ -145,16 +151,22 @@ def test_replay_moves_back_to_queued_resets_attempts_and_publishes_once(
     assert store.redis.zcard(Keys.dlq()) == 0 and "dlq_reason" not in r2.extra
 
 
-def test_only_a_job_that_was_posted_comes_back_with_reconcile_first(
+def test_only_a_job_whose_credit_may_exist_comes_back_with_reconcile_first(
     store: JobStore, recorder: PublishRecorder
 ) -> None:
+    """Accepted (2xx) or an outcome still unknown: the listing speaks first. Never POSTed,
+    or refused for good (a 4xx applies nothing): POSTed again."""
     dead_letter(store, "never", posted=False)
-    dead_letter(store, "posted", reason=DlqReason.NOT_VISIBLE)
-    outcomes = dlq.replay(store, ["never", "posted"], app=recorder)  # type: ignore[arg-type]
-    assert [o.reconcile_first for o in outcomes] == [False, True]
-    never, posted = store.get_many(["never", "posted"])
-    assert never is not None and "reconcile_first" not in never.extra
-    assert posted is not None and posted.extra["reconcile_first"] == "1"
+    dead_letter(store, "refused", reason=DlqReason.REFUSED)
+    dead_letter(store, "accepted", reason=DlqReason.NOT_VISIBLE)
+    dead_letter(store, "unknown", reason=DlqReason.UNKNOWN)
+    keys = ["never", "refused", "accepted", "unknown"]
+    outcomes = dlq.replay(store, keys, app=recorder)  # type: ignore[arg-type]
+    assert [o.reconcile_first for o in outcomes] == [False, False, True, True]
+    jobs = store.get_many(keys)
+    assert [j is not None and j.extra.get("reconcile_first") == "1" for j in jobs] == [
+        False, False, True, True
+    ]  # fmt: skip
 
 
 def test_a_double_replay_is_refused_and_sends_nothing_the_second_time(
@@ -246,7 +258,7 @@ def test_replay_runs_through_the_pipeline_and_an_applied_credit_is_not_paid_twic
     _replay_in(world, "g1")
     job = store.get("g1")
     assert job is not None and job.state is JobState.CONFIRMED
-    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 1 and inv.credits_for(world.marker("g1")) == 1
 
 
 def test_replaying_a_not_visible_job_whose_credit_still_lags_never_posts_again(
@@ -259,7 +271,7 @@ def test_replaying_a_not_visible_job_whose_credit_still_lags_never_posts_again(
     world.scheduler.issue(grant("g1").to_message(), 0.0)
     world.run()
     _replay_in(world, "g1")
-    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 1 and inv.credits_for(world.marker("g1")) == 1
     job = store.get("g1")  # it waited for the listing again, with a fresh deadline
     assert job is not None and job.state is JobState.DEAD
     assert [h["to"] for h in job.history[-3:]] == ["submitting", "submitted", "dead"]

@@ -9,7 +9,14 @@ import pytest
 
 from worker.models import CreditGrant, Provider, marker_for
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, SubmitResult
-from worker.providers.matching import MatchWindow, PendingGrant, find_in_listing, match_entries
+from worker.providers.matching import (
+    MatchWindow,
+    PendingGrant,
+    find_in_listing,
+    match,
+    match_entries,
+    read_back,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -24,10 +31,42 @@ def entry(
     return LedgerEntry(ref, customer, Decimal(amount), T0 + timedelta(seconds=at), None, marker)
 
 
-def test_marker_matches_whatever_the_amount_or_time() -> None:
+def test_marker_matches_whatever_the_time_after_the_first_post() -> None:
     g = pending("a")
-    found = match_entries([g], [entry("e1", at=99_999, amount="1", marker=g.marker)])
+    found = match_entries([g], [entry("e1", at=99_999, marker=g.marker)])
     assert found["a"].ref == "e1"
+
+
+def test_a_marker_on_another_amount_or_customer_is_a_copy_not_a_match() -> None:
+    """A person copying a note (and its marker) onto another credit never confirms a job."""
+    g = pending("a")
+    copies = [entry("amount", 5, amount="50", marker=g.marker),
+              entry("customer", 6, customer="c9", marker=g.marker)]  # fmt: skip
+    found = match(([g]), copies)
+    assert found.found == {} and [e.ref for e in found.suspicious["a"]] == ["amount", "customer"]
+
+
+def test_a_marker_older_than_the_jobs_first_post_is_not_its_credit() -> None:
+    """Last life's credit (a key reused, a store that lost its jobs) is older than this life."""
+    g = pending("a", at=0)
+    assert match_entries([g], [entry("old", -3600, marker=g.marker)]) == {}
+
+
+def test_the_same_marker_twice_is_reported_as_a_duplicate() -> None:
+    g = pending("a")
+    found = match([g], [entry("e2", 9, marker=g.marker), entry("e1", 5, marker=g.marker)])
+    assert found.found["a"].ref == "e1" and [e.ref for e in found.duplicates["a"]] == ["e2"]
+
+
+def test_an_entry_whose_text_is_someone_elses_is_never_a_fallback() -> None:
+    person = LedgerEntry("p1", "c1", Decimal("5"), T0, "goodwill credit", None, foreign=True)
+    assert match_entries([pending("a")], [person]) == {}
+
+
+def test_a_job_whose_post_may_not_have_applied_never_takes_an_anonymous_entry() -> None:
+    doubtful = PendingGrant("a", "c1", Decimal("5.00"), marker_for("a"), T0, accepted=False)
+    assert match_entries([doubtful], [entry("e1", 5)]) == {}
+    assert match_entries([doubtful], [entry("e2", 5, marker=doubtful.marker)])["a"].ref == "e2"
 
 
 def test_three_equal_grants_get_three_distinct_entries() -> None:
@@ -97,32 +136,28 @@ def test_matching_is_deterministic_whatever_the_input_order() -> None:
     assert sorted(first) == ["a", "b", "c"]
 
 
-def test_pending_from_grant() -> None:
-    grant = CreditGrant(
-        idempotency_key="k", provider="inveterate", customer_id="c1", amount=Decimal("3")
-    )
-    p = PendingGrant.of(grant, T0)
-    assert (p.marker, p.amount, p.customer_id) == (grant.marker, Decimal(3), "c1")
-
-
 class FakeListing(ProviderClient):
     """Serves pages newest first from a fixed ledger, counting calls."""
 
     name = Provider.INVETERATE
 
-    def __init__(self, entries: list[LedgerEntry], page_size: int = 2) -> None:
-        self.entries = sorted(entries, key=lambda e: e.created_at or T0, reverse=True)
+    def __init__(self, entries: list[LedgerEntry], page_size: int = 2,
+                 oldest_first: bool = False) -> None:  # fmt: skip
+        self.entries = sorted(entries, key=lambda e: e.created_at or T0, reverse=not oldest_first)
         self.page_size = page_size
         self.calls: list[tuple[str | None, str | None]] = []
 
-    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+    def list_page(
+        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        since: datetime | None = None,
+    ) -> ListingPage:  # fmt: skip
         self.calls.append((customer_id, cursor))
         mine = [e for e in self.entries if e.customer_id == customer_id]
         start = int(cursor or 0)
         end = start + self.page_size
         return ListingPage(mine[start:end], str(end) if end < len(mine) else None)
 
-    def submit(self, grant: CreditGrant) -> SubmitResult:  # pragma: no cover - unused
+    def submit(self, grant: CreditGrant, marker: str) -> SubmitResult:  # pragma: no cover
         raise NotImplementedError
 
     def check(self) -> str:  # pragma: no cover - unused
@@ -168,3 +203,21 @@ def test_find_equal_amounts_across_pages() -> None:
     client = FakeListing([entry("e1", 10), entry("e2", 11), entry("e3", 12)], page_size=1)
     found = find_in_listing(client, grants)
     assert {k: e.ref for k, e in found.items()} == {"a": "e1", "b": "e2", "c": "e3"}
+
+
+def test_an_oldest_first_listing_is_read_to_its_end_before_an_absence_counts() -> None:
+    """The docs never say which end a listing starts from: an old first page must not be
+    taken for the end of the window."""
+    g = pending("a", 0)
+    ledger = [entry(f"old{i}", -1000 - i, amount="1") for i in range(5)]
+    ledger.append(entry("new", 3600, amount="1"))
+    read = read_back(FakeListing(ledger, oldest_first=True), "c1", [g])
+    assert read.complete and [e.ref for e in read.entries][-1] == "new"
+    newest_first = FakeListing(ledger)
+    read = read_back(newest_first, "c1", [g])
+    assert read.complete and len(newest_first.calls) == 1  # proven newest first, past cutoff
+
+
+def test_a_read_cut_short_by_its_page_cap_is_not_complete() -> None:
+    ledger = [entry(f"x{i}", 10 + i, amount="1") for i in range(20)]
+    assert not read_back(FakeListing(ledger), "c1", [pending("a")], max_pages=3).complete

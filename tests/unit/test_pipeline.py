@@ -6,6 +6,7 @@ exactly one credit per key, and the job where it should be.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,8 +15,8 @@ from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.simulation import World
 from worker import dlq
 from worker.errors import TransitionRefused
-from worker.models import CreditGrant, Provider, marker_for
-from worker.states import JobState
+from worker.models import CreditGrant, Provider
+from worker.states import DlqReason, JobState
 from worker.store import JobStore
 
 
@@ -26,10 +27,17 @@ def message(key: str = "g1", provider: str = "inveterate", **overrides: Any) -> 
     return CreditGrant.parse(fields).to_message()
 
 
-def start(world: World, *messages: dict[str, Any]) -> None:
+def start(world: World, *messages: dict[str, Any], witness_after: float | None = None) -> None:
+    """Hand the grants over and run everything. ``witness_after``: another member's grant
+    arrives that many seconds later, a credit the provider accepts after the others' first
+    tries, whose showing in a listing proves the listing shows writes that late."""
     for m in messages:
         world.store.create(CreditGrant.parse(m))
         world.scheduler.issue(m, 0.0)
+    if witness_after is not None:
+        w = message("witness", provider=messages[0]["provider"], customer_id="m-witness")
+        world.store.create(CreditGrant.parse(w))
+        world.scheduler.issue(w, witness_after)
     world.run()
 
 
@@ -48,7 +56,7 @@ def test_a_grant_is_posted_once_and_confirmed_from_the_listing(world: World) -> 
     start(world, message())
     inv = world.providers[Provider.INVETERATE]
     assert state(world) is JobState.CONFIRMED
-    assert inv.submits == 1 and inv.reads == 1 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 1 and inv.reads == 1 and inv.credits_for(world.marker("g1")) == 1
     job = world.store.get("g1")
     assert job is not None and job.to_json()["provider_entry"]["matched_by"] == "marker"
     assert [h["to"] for h in job.history] == ["queued", "submitting", "submitted", "confirmed"]
@@ -61,7 +69,7 @@ def test_500_after_applying_is_reconciled_from_the_listing_without_a_second_post
     start(world, message())
     inv = world.providers[Provider.INVETERATE]
     assert state(world) is JobState.CONFIRMED
-    assert inv.submits == 1 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 1 and inv.credits_for(world.marker("g1")) == 1
 
 
 def test_500_before_applying_is_posted_again_only_after_the_listing_settled(
@@ -70,9 +78,9 @@ def test_500_before_applying_is_posted_again_only_after_the_listing_settled(
     inv = world.providers[Provider.INVETERATE]
     inv.script = ["error_before"]
     inv.lag = 5.0
-    start(world, message())
+    start(world, message(), witness_after=1.0)
     assert state(world) is JobState.CONFIRMED
-    assert inv.submits == 2 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 3 and inv.credits_for(world.marker("g1")) == 1  # g1 twice, witness
     job = world.store.get("g1")
     assert job is not None
     times = [h["at"] for h in job.history if h["to"] == "submitting"]
@@ -86,7 +94,7 @@ def test_a_lagging_listing_does_not_trick_reconciliation_into_paying_twice(
     inv.script = ["error_after"]
     inv.lag = 15.0  # below settle (20 s): the credit shows before its absence counts
     start(world, message())
-    assert state(world) is JobState.CONFIRMED and inv.credits_for(marker_for("g1")) == 1
+    assert state(world) is JobState.CONFIRMED and inv.credits_for(world.marker("g1")) == 1
 
 
 def test_chargebee_ambiguous_answer_is_retried_with_the_same_idempotency_key(
@@ -96,7 +104,7 @@ def test_chargebee_ambiguous_answer_is_retried_with_the_same_idempotency_key(
     cb.script = ["error_after"]
     start(world, message(provider="chargebee", customer_id="c-1"))
     assert state(world) is JobState.CONFIRMED
-    assert cb.submits == 2 and cb.credits_for(marker_for("g1")) == 1
+    assert cb.submits == 2 and cb.credits_for(world.marker("g1")) == 1
 
 
 def test_a_permanent_refusal_rejects_with_the_providers_message_and_no_retry(
@@ -193,7 +201,7 @@ def test_a_worker_killed_after_posting_is_healed_by_the_sweep_without_paying_twi
                            fields={"first_post_at": world.clock.now,
                                    "last_post_at": world.clock.now},
                            due=world.clock.now + 50)  # fmt: skip
-    inv.submit(CreditGrant.parse(m))
+    inv.submit(CreditGrant.parse(m), world.marker("g1"))
     world.clock.now += 200
     assert world.pipeline.reconcile() == 1
     world.run()
@@ -253,7 +261,7 @@ def test_replaying_a_refused_job_after_the_fix_posts_again(world: World) -> None
     assert state(world) is JobState.REJECTED
     replay(world, "g1")
     assert state(world) is JobState.CONFIRMED
-    assert inv.submits == 2 and inv.credits_for(marker_for("g1")) == 1
+    assert inv.submits == 2 and inv.credits_for(world.marker("g1")) == 1
 
 
 def test_the_first_read_learns_a_long_lag_instead_of_reading_early(world: World) -> None:
@@ -293,7 +301,7 @@ def test_a_429_after_an_unknown_outcome_keeps_the_job_unresolved_not_queued(
     assert job is not None and job.state is JobState.CONFIRMED
     states = [h["to"] for h in job.history]
     assert "queued" not in states[1:], states
-    assert cb.credits_for(marker_for("g1")) == 1 and "outcome_unknown" not in job.extra
+    assert cb.credits_for(world.marker("g1")) == 1 and "outcome_unknown" not in job.extra
 
 
 def test_an_inveterate_retry_after_the_listing_showed_nothing_is_a_plain_retry(
@@ -301,11 +309,11 @@ def test_an_inveterate_retry_after_the_listing_showed_nothing_is_a_plain_retry(
 ) -> None:
     inv = world.providers[Provider.INVETERATE]
     inv.script = ["error_before", "rate_limited"]
-    start(world, message())
+    start(world, message(), witness_after=1.0)
     job = world.store.get("g1")
     assert job is not None and job.state is JobState.CONFIRMED
     assert "queued" in [h["to"] for h in job.history][1:]  # resolved: the 429 is a plain retry
-    assert inv.credits_for(marker_for("g1")) == 1
+    assert inv.credits_for(world.marker("g1")) == 1
 
 
 def test_a_queued_grant_starts_its_post_without_a_separate_load_of_the_job(
@@ -378,7 +386,7 @@ def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(
     world.run()
     assert state(world) is JobState.CONFIRMED
     assert "superseded" in world.outcomes  # the first schedule stood down
-    assert world.providers[Provider.INVETERATE].credits_for(marker_for("g1")) == 1
+    assert world.providers[Provider.INVETERATE].credits_for(world.marker("g1")) == 1
 
 
 def test_a_sweep_reads_at_most_its_share_of_listings_and_the_next_one_reads_the_rest(
@@ -449,3 +457,144 @@ def test_a_job_not_due_yet_that_already_shows_is_confirmed_by_the_same_read(
     token = world.store.redis.get("creditq:confirming:chargebee")
     assert world.pipeline.confirm("chargebee", "", token).startswith("confirmed 2")
     assert cb.reads == 1
+
+
+# -- outside the lab: issue 14 -------------------------------------------------------
+
+
+def test_a_listing_lagging_past_settle_shows_the_credit_before_any_second_post(
+    world: World,
+) -> None:
+    """A 500 that did apply, and a listing three times slower than the settle time: with
+    no later credit shown, absence proves nothing, so the job keeps reading until its own
+    credit shows."""
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_after"]
+    inv.lag = 60.0  # settle is 20 s
+    start(world, message())
+    assert state(world) is JobState.CONFIRMED
+    assert inv.submits == 1 and inv.credits_for(world.marker("g1")) == 1
+
+
+def test_with_a_witness_the_measured_lag_outlasts_a_short_settle(world: World) -> None:
+    """The witness's own credit took 30 s to show: the absence must outlast twice that,
+    whatever CREDITQ_SETTLE_SECONDS (20 s here) says, so g1's lagging credit is found."""
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_after"]
+    inv.lag = 30.0
+    start(world, message(), witness_after=1.0)
+    assert state(world) is JobState.CONFIRMED and state(world, "witness") is JobState.CONFIRMED
+    assert inv.credits_for(world.marker("g1")) == 1 and inv.submits == 2
+
+
+def test_without_a_witness_an_unknown_outcome_ends_in_the_dlq_unpaid_never_twice(
+    store: JobStore,
+) -> None:
+    world = World(store, confirm_deadline=300.0)
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_before"]
+    start(world, message())
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.DEAD
+    assert job.extra["dlq_reason"] == "outcome_unknown" and inv.submits == 1
+    assert 3 <= inv.reads <= 20  # read again and again, further apart
+
+
+@pytest.mark.parametrize("echoed", [True, False])
+def test_a_persons_credit_of_the_same_amount_never_settles_an_unknown_outcome(
+    world: World, echoed: bool
+) -> None:
+    """The POST failed before applying; a person then gives the member the same amount by
+    hand. That credit must not confirm the grant: with notes echoed it is someone else's
+    (and the grant is paid once, after a witness); without, the outcome stays unknown."""
+    inv = world.providers[Provider.INVETERATE]
+    inv.echo_markers = echoed
+    inv.script = ["error_before"]
+    world.store.create(CreditGrant.parse(message()))
+    world.scheduler.issue(message(), 0.0)
+    world.run(until=lambda: inv.submits == 1)
+    inv.add_credit("m-1", "5.00", note="goodwill, sorry for the delay")
+    witness = message("witness", customer_id="m-witness")
+    world.store.create(CreditGrant.parse(witness))
+    world.scheduler.issue(witness, 1.0)
+    world.run()
+    job = world.store.get("g1")
+    assert job is not None
+    if echoed:
+        assert job.state is JobState.CONFIRMED and job.provider_ref != "e1"
+        assert inv.credits_for(world.marker("g1")) == 1
+        assert job.to_json()["provider_entry"]["matched_by"] == "marker"
+    else:
+        assert job.state is JobState.DEAD and job.extra["dlq_reason"] == "outcome_unknown"
+        assert inv.credits_for(world.marker("g1")) == 0
+
+
+def test_a_refusal_after_an_unknown_try_waits_for_the_listing_instead_of_rejecting(
+    world: World,
+) -> None:
+    """Try 1 applied but answered 500; Chargebee's retry is refused (409). The customer holds
+    the credit: the job is confirmed from the listing, not rejected."""
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.script = ["error_after", "conflict"]
+    start(world, message(provider="chargebee", customer_id="c-1"))
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED, job.history
+    assert cb.credits_for(world.marker("g1")) == 1
+
+
+def test_a_refusal_after_an_unknown_try_stands_once_the_listing_proves_nothing_applied(
+    world: World,
+) -> None:
+    cb = world.providers[Provider.CHARGEBEE]
+    cb.script = ["error_before", "conflict"]
+    start(world, message(provider="chargebee", customer_id="c-1"), witness_after=1.0)
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.REJECTED, job.history
+    assert job.extra["dlq_reason"] == "refused" and cb.credits_for(world.marker("g1")) == 0
+
+
+def test_a_replayed_unknown_job_at_the_default_budget_reads_once_then_posts(
+    store: JobStore,
+) -> None:
+    """The livelock seen at 100 calls a minute: the read took a slot, the POST found none,
+    and the job went back to read again, for ever. A proven absence is written down, so
+    the POST waits for its own slot without reading again."""
+    world = World(store, budget_per_minute=100)
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["error_before"]
+    start(world, message(), witness_after=1.0)  # with the budget: confirmed, or retried
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED, job.history
+    reads_before = inv.reads
+    # The same again from the DLQ: a replayed job with an unknown outcome.
+    world.store.create(CreditGrant.parse(message("g2", customer_id="m-2")))
+    world.store.transition("g2", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
+                           fields={"first_post_at": world.clock.now, "outcome_unknown": "1",
+                                   "unknown_at": world.clock.now,
+                                   "last_post_at": world.clock.now})  # fmt: skip
+    world.store.transition("g2", JobState.DEAD, reason="exhausted", dlq_reason=DlqReason.UNKNOWN)
+    world.clock.now += 120
+    start(world, message("w2", customer_id="m-w2"))  # a witness after the old attempt
+    replay(world, "g2")
+    g2 = world.store.get("g2")
+    assert g2 is not None and g2.state is JobState.CONFIRMED, g2.history
+    assert inv.credits_for(world.marker("g2")) == 1
+    assert inv.reads - reads_before <= 4, inv.reads - reads_before
+
+
+def test_a_marker_shown_twice_raises_an_alarm_on_the_job_and_in_stats(world: World) -> None:
+    inv = world.providers[Provider.INVETERATE]
+    inv.lag = 3.0
+    world.store.create(CreditGrant.parse(message()))
+    world.scheduler.issue(message(), 0.0)
+    world.run(until=lambda: inv.submits == 1)
+    twin = inv.credits[0]
+    inv.credits.append(type(twin)("e-twin", twin.customer_id, twin.amount, twin.marker,
+                                  twin.created_at))  # fmt: skip
+    world.run()
+    job = world.store.get("g1")
+    assert job is not None and job.state is JobState.CONFIRMED
+    assert json.loads(job.extra["alarm"])["kind"] == "duplicate"
+    alarm = json.loads(job.extra["alarm"])
+    assert {alarm["own"], *alarm["refs"]} == {"e1", "e-twin"} and len(alarm["refs"]) == 1
+    assert world.store.alarms() == 1

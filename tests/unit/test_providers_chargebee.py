@@ -40,6 +40,8 @@ PC = {
     "object": "promotional_credit",
 }
 
+MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+
 
 def grant(**fields: object) -> CreditGrant:
     values: dict[str, object] = {
@@ -74,7 +76,7 @@ def added(ref: str = "pc_1") -> dict[str, object]:
 def test_add_shape(client: ChargebeeClient, api: respx.MockRouter) -> None:
     route = api.post("/api/v2/promotional_credits/add").respond(200, json=added())
     g = grant(note="Referral bonus", credit_type="referral_rewards")
-    result = client.submit(g)
+    result = client.submit(g, MARKER)
     request = route.calls.last.request
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
@@ -87,25 +89,25 @@ def test_add_shape(client: ChargebeeClient, api: respx.MockRouter) -> None:
     assert "chargebee-business-entity-id" not in request.headers
     assert request.content == (
         b"customer_id=cust-9&amount=1050&currency_code=USD&description=Referral+bonus"
-        b"&credit_type=referral_rewards&reference=" + g.marker.encode()
+        b"&credit_type=referral_rewards&reference=" + MARKER.encode()
     )
     assert result.status == 200
     assert result.provider_ref == "pc_1"
     assert result.replayed is False
 
 
-def test_description_defaults_to_marker_and_type_to_general() -> None:
+def test_description_defaults_to_a_plain_line_and_type_to_general() -> None:
     g = grant()
-    fields = dict(parse_qsl(add_form(g).decode()))
-    assert fields["description"] == f"creditq grant {g.marker}"
+    fields = dict(parse_qsl(add_form(g, MARKER).decode()))
+    assert fields["description"] == "creditq grant"
     assert fields["credit_type"] == "general"
-    assert fields["reference"] == g.marker
+    assert fields["reference"] == MARKER
 
 
 def test_same_grant_same_bytes(client: ChargebeeClient, api: respx.MockRouter) -> None:
     route = api.post("/api/v2/promotional_credits/add").respond(200, json=added())
-    client.submit(grant(note="x & y = z"))
-    client.submit(grant(note="x & y = z"))
+    client.submit(grant(note="x & y = z"), MARKER)
+    client.submit(grant(note="x & y = z"), MARKER)
     first, second = (call.request for call in route.calls)
     assert first.content == second.content
     assert first.headers["chargebee-idempotency-key"] == second.headers["chargebee-idempotency-key"]
@@ -115,7 +117,7 @@ def test_replayed_header_sets_replayed(client: ChargebeeClient, api: respx.MockR
     api.post("/api/v2/promotional_credits/add").respond(
         200, json=added(), headers={"chargebee-idempotency-replayed": "true"}
     )
-    result = client.submit(grant())
+    result = client.submit(grant(), MARKER)
     assert result.replayed is True
     assert "replayed" in result.summary
 
@@ -123,7 +125,7 @@ def test_replayed_header_sets_replayed(client: ChargebeeClient, api: respx.MockR
 def test_amount_in_decimal_mode(api: respx.MockRouter) -> None:
     route = api.post("/api/v2/promotional_credits/add").respond(200, json=added())
     with ChargebeeClient(BASE, SecretStr(KEY), 5.0, amount_in_decimal=True) as c:
-        c.submit(grant(amount=Decimal("10.50")))
+        c.submit(grant(amount=Decimal("10.50")), MARKER)
     fields = parse_qsl(route.calls.last.request.content.decode())
     assert ("amount_in_decimal", "10.50") in fields
     assert "amount" not in dict(fields)
@@ -133,7 +135,7 @@ def test_business_entity_header(api: respx.MockRouter) -> None:
     post = api.post("/api/v2/promotional_credits/add").respond(200, json=added())
     get = api.get("/api/v2/promotional_credits").respond(200, json={"list": []})
     with ChargebeeClient(BASE, SecretStr(KEY), 5.0, business_entity_id="be_eu") as c:
-        c.submit(grant())
+        c.submit(grant(), MARKER)
         c.list_page("cust-9", None, 1)
     assert post.calls.last.request.headers["chargebee-business-entity-id"] == "be_eu"
     assert get.calls.last.request.headers["chargebee-business-entity-id"] == "be_eu"
@@ -159,7 +161,9 @@ def test_fraction_of_a_minor_unit_is_refused() -> None:
 
 
 def test_form_amount_uses_grant_currency() -> None:
-    fields = dict(parse_qsl(add_form(grant(amount=Decimal("1.250"), currency_code="KWD")).decode()))
+    fields = dict(
+        parse_qsl(add_form(grant(amount=Decimal("1.250"), currency_code="KWD"), MARKER).decode())
+    )
     assert (fields["amount"], fields["currency_code"]) == ("1250", "KWD")
 
 
@@ -176,7 +180,7 @@ def test_listing_request_and_offset_round_trip(
     route = api.get("/api/v2/promotional_credits").respond(
         200,
         json={
-            "list": [{"promotional_credit": {**PC, "reference": grant().marker}}],
+            "list": [{"promotional_credit": {**PC, "reference": MARKER}}],
             "next_offset": "next+/=&#",
         },
     )
@@ -193,7 +197,7 @@ def test_listing_request_and_offset_round_trip(
     assert entry.ref == "pc_1"
     assert entry.customer_id == "cust-9"
     assert entry.amount == Decimal("10.50")
-    assert entry.marker == grant().marker
+    assert entry.marker == MARKER
     assert entry.created_at == datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -221,12 +225,19 @@ def test_parser_amounts_and_decrements() -> None:
     ]
 
 
-def test_marker_found_in_description_when_reference_absent() -> None:
-    g = grant()
+def test_a_marker_quoted_outside_the_reference_is_someone_elses_credit() -> None:
+    """creditq writes its marker in ``reference`` and nowhere else: a description (or
+    another reference) quoting one is a copy, never a claim."""
     page = parse_promotional_credits(
-        {"list": [{"promotional_credit": {**PC, "description": f"creditq grant {g.marker}"}}]}
-    )
-    assert page.entries[0].marker == g.marker
+        {"list": [
+            {"promotional_credit": {**PC, "description": f"creditq grant {MARKER}"}},
+            {"promotional_credit": {**PC, "id": "pc_2", "reference": f"re {MARKER}"}},
+            {"promotional_credit": {**PC, "id": "pc_3", "reference": MARKER}},
+        ]}
+    )  # fmt: skip
+    assert [(e.marker, e.foreign) for e in page.entries] == [
+        (None, True), (None, True), (MARKER, False)
+    ]  # fmt: skip
 
 
 def test_check_reads_one_entry(client: ChargebeeClient, api: respx.MockRouter) -> None:

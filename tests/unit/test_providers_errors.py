@@ -30,6 +30,8 @@ ROUTES = {
 }
 OK_STATUS = {Provider.INVETERATE: 201, Provider.CHARGEBEE: 200}
 
+MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+
 
 def make(provider: Provider) -> ProviderClient:
     if provider is Provider.INVETERATE:
@@ -57,7 +59,7 @@ def api() -> Iterator[respx.MockRouter]:
 def submit(provider: Provider, api: respx.MockRouter, **respond: object) -> ProviderError:
     api.post(ROUTES[provider]).respond(**respond)  # type: ignore[arg-type]
     with make(provider) as client, pytest.raises(ProviderError) as caught:
-        client.submit(grant(provider))
+        client.submit(grant(provider), MARKER)
     return caught.value
 
 
@@ -67,7 +69,7 @@ def test_success(provider: Provider, api: respx.MockRouter, status: int) -> None
         status, json={"message": "ok", "data": {}, "promotional_credit": {"id": "pc_1"}}
     )
     with make(provider) as client:
-        result = client.submit(grant(provider))
+        result = client.submit(grant(provider), MARKER)
     assert result.status == status
 
 
@@ -136,7 +138,7 @@ def test_transport_failures(
 ) -> None:
     api.post(ROUTES[provider]).mock(side_effect=exc)
     with make(provider) as client, pytest.raises(ProviderError) as caught:
-        client.submit(grant(provider))
+        client.submit(grant(provider), MARKER)
     assert caught.value.outcome is outcome
     assert caught.value.status is None
 
@@ -148,7 +150,7 @@ def test_real_refused_connection_is_not_applied(provider: Provider) -> None:
         cls("http://127.0.0.1:9", SecretStr(KEY), timeout=2.0) as client,
         pytest.raises(ProviderError) as caught,
     ):
-        client.submit(grant(provider))
+        client.submit(grant(provider), MARKER)
     assert caught.value.outcome is Outcome.NOT_APPLIED
 
 
@@ -176,7 +178,7 @@ def everything_printable(provider: Provider, api: respx.MockRouter) -> list[str]
         with make(provider) as client:
             texts += [str(client), repr(client), repr(client._http.auth)]  # type: ignore[attr-defined]
             try:
-                client.submit(grant(provider))
+                client.submit(grant(provider), MARKER)
             except ProviderError as exc:
                 texts += [str(exc), repr(exc), exc.message, str(pickle.loads(pickle.dumps(exc)))]
                 texts += [str(exc.__cause__)]

@@ -20,6 +20,8 @@ from worker.providers.inveterate import InveterateClient, credit_body, parse_cre
 BASE = "https://inveterate.test"
 KEY = "inv-SECRET-key-0001"
 
+MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+
 
 def grant(**fields: object) -> CreditGrant:
     values: dict[str, object] = {
@@ -48,7 +50,7 @@ def test_post_shape(client: InveterateClient, api: respx.MockRouter) -> None:
     route = api.post("/v2.0/admin/members/cust-42/credits").respond(
         201, json={"message": "Credit request sent", "data": {}}
     )
-    result = client.submit(grant(note="Refund #1001"))
+    result = client.submit(grant(note="Refund #1001"), MARKER)
     request = route.calls.last.request
     assert request.method == "POST"
     assert request.headers["X-Inveterate-Api-Key"] == KEY
@@ -56,7 +58,7 @@ def test_post_shape(client: InveterateClient, api: respx.MockRouter) -> None:
     assert request.headers["User-Agent"] == user_agent()
     assert user_agent().startswith("creditq/")
     assert "authorization" not in request.headers
-    marker = grant().marker
+    marker = MARKER
     assert request.content == (
         b'{"amount": 10.50, "note": "Refund #1001 [' + marker.encode() + b']"}'
     )
@@ -66,21 +68,21 @@ def test_post_shape(client: InveterateClient, api: respx.MockRouter) -> None:
 
 
 def test_amount_written_exactly_never_through_float() -> None:
-    body = credit_body(grant(amount=Decimal("0.10")))
+    body = credit_body(grant(amount=Decimal("0.10")), MARKER)
     assert body.startswith(b'{"amount": 0.10,')
-    precise = json.loads(credit_body(grant(amount=Decimal("1234.57"))), parse_float=Decimal)
+    precise = json.loads(credit_body(grant(amount=Decimal("1234.57")), MARKER), parse_float=Decimal)
     assert precise["amount"] == Decimal("1234.57")
-    assert credit_body(grant(amount=Decimal("1E+2"))).startswith(b'{"amount": 100,')
+    assert credit_body(grant(amount=Decimal("1E+2")), MARKER).startswith(b'{"amount": 100,')
 
 
 def test_note_is_marker_alone_without_user_note() -> None:
-    body = json.loads(credit_body(grant()))
-    assert body == {"amount": 10.5, "note": f"[{grant().marker}]"}
+    body = json.loads(credit_body(grant(), MARKER))
+    assert body == {"amount": 10.5, "note": f"[{MARKER}]"}
 
 
 def test_force_sent_only_when_true() -> None:
-    assert b"force" not in credit_body(grant(amount=Decimal("-5")))
-    body = json.loads(credit_body(grant(amount=Decimal("-5"), force=True)))
+    assert b"force" not in credit_body(grant(amount=Decimal("-5")), MARKER)
+    body = json.loads(credit_body(grant(amount=Decimal("-5"), force=True), MARKER))
     assert body["force"] is True and body["amount"] == -5
 
 
@@ -88,7 +90,7 @@ def test_customer_id_is_percent_encoded_in_path(
     client: InveterateClient, api: respx.MockRouter
 ) -> None:
     route = api.post(url__regex=r".*/credits$").respond(201, json={"message": "ok", "data": {}})
-    client.submit(grant(customer_id="a+b@c?d=e%f#g"))
+    client.submit(grant(customer_id="a+b@c?d=e%f#g"), MARKER)
     raw = route.calls.last.request.url.raw_path
     assert raw == b"/v2.0/admin/members/" + quote("a+b@c?d=e%f#g", safe="").encode() + b"/credits"
 
@@ -109,7 +111,7 @@ def test_listing_request_and_cursor_round_trip(
                         "createdAt": "2025-01-01T12:00:00Z",
                         "newBalance": 20.5,
                         "reason": "Admin credit",
-                        "note": f"Refund [{grant().marker}]",
+                        "note": f"Refund [{MARKER}]",
                     }
                 ],
                 "lastCreditEntry": "next+/=&#cursor",
@@ -130,7 +132,7 @@ def test_listing_request_and_cursor_round_trip(
     [entry] = page.entries
     assert entry.ref == "c1"
     assert entry.amount == Decimal("10.5")
-    assert entry.marker == grant().marker
+    assert entry.marker == MARKER
     assert entry.customer_id == "cust-42"
     assert entry.created_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
 

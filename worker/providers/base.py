@@ -90,9 +90,11 @@ class LedgerEntry:
     """One credit as the provider's listing shows it, normalised across providers.
 
     ``ref`` is the provider's entry id, or a stable synthetic one when the listing has no id,
-    so that "claimed by one job only" can be recorded. ``marker`` is the ``cq-`` tag found in
-    the entry's text, or None when the provider does not echo it (then matching falls back
-    to customer + amount + time).
+    so that "claimed by one job only" can be recorded. ``marker`` is creditq's tag, read only
+    where and in the form creditq writes it (an Inveterate note's bracketed tail, Chargebee's
+    ``reference``), or None. ``foreign``: the entry's own text says it is not creditq's (a
+    note or reference without the marker), so it never confirms a grant; an entry whose note
+    the listing does not echo is not foreign, only unproven.
     """
 
     ref: str
@@ -101,11 +103,13 @@ class LedgerEntry:
     created_at: datetime | None
     text: str | None = None
     marker: str | None = None
+    foreign: bool = False
 
 
 @dataclass(frozen=True)
 class ListingPage:
-    """One page of a listing, newest first; ``next_cursor`` is None on the last page."""
+    """One page of a listing, in the provider's order (not assumed: see
+    ``matching.read_back``); ``next_cursor`` is None on the last page."""
 
     entries: list[LedgerEntry] = field(default_factory=list)
     next_cursor: str | None = None
@@ -128,12 +132,18 @@ class ProviderClient(abc.ABC):
     name: Provider
 
     @abc.abstractmethod
-    def submit(self, grant: CreditGrant) -> SubmitResult:
-        """Send the grant once. Raises ``ProviderError`` whose outcome says what to do next."""
+    def submit(self, grant: CreditGrant, marker: str) -> SubmitResult:
+        """Send the grant once, tagged with its job's ``marker``. Raises ``ProviderError``
+        whose outcome says what to do next."""
 
     @abc.abstractmethod
-    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
-        """One page of the credit listing, newest first; cursor None for the first page."""
+    def list_page(
+        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        since: datetime | None = None,
+    ) -> ListingPage:  # fmt: skip
+        """One page of the credit listing; cursor None for the first page. ``since``: the
+        provider may leave out entries created before it, where it can filter by time (a
+        filter it lacks is simply not applied: the reader never relies on it)."""
 
     @abc.abstractmethod
     def check(self) -> str:

@@ -19,10 +19,9 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
-from worker.models import CreditGrant, CreditType, Provider, minor_units
+from worker.models import MARKER_PATTERN, CreditGrant, CreditType, Provider, minor_units
 from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult
 from worker.providers.http import BasicKeyAuth, HttpProviderClient
-from worker.providers.inveterate import find_marker
 from worker.settings import Settings
 
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
@@ -53,11 +52,11 @@ def to_minor_units(amount: Decimal, currency_code: str) -> int:
 
 
 def describe(grant: CreditGrant) -> str:
-    """Chargebee requires a description: the note, else a line naming the marker."""
-    return grant.note or f"creditq grant {grant.marker}"
+    """Chargebee requires a description: the note, else a line saying who wrote it."""
+    return grant.note or "creditq grant"
 
 
-def add_form(grant: CreditGrant, *, amount_in_decimal: bool = False) -> bytes:
+def add_form(grant: CreditGrant, marker: str, *, amount_in_decimal: bool = False) -> bytes:
     """The form body in a fixed field order: a retry must be byte-identical, or Chargebee
     answers a reused idempotency key with a 409 instead of the recorded response."""
     if amount_in_decimal:
@@ -70,7 +69,7 @@ def add_form(grant: CreditGrant, *, amount_in_decimal: bool = False) -> bytes:
         ("currency_code", grant.currency_code),
         ("description", describe(grant)),
         ("credit_type", (grant.credit_type or CreditType.GENERAL).value),
-        ("reference", grant.marker),
+        ("reference", marker),
     ]
     return urlencode(fields).encode("ascii")
 
@@ -81,7 +80,7 @@ def parse_promotional_credits(payload: Any) -> ListingPage:
     The amount comes from ``amount_in_decimal`` when present, else from the minor-unit
     ``amount`` and ``currency_code``. A ``decrement`` entry is negative, so it can never be
     taken for a grant (creditq only adds). The marker is looked for in ``reference`` first,
-    then in ``description``.
+    and only there (``own_reference``).
     """
     items = payload.get("list") if isinstance(payload, Mapping) else None
     entries: list[LedgerEntry] = []
@@ -111,8 +110,17 @@ def _entry(pc: Mapping[str, Any]) -> LedgerEntry | None:
             else None
         ),
         text=" | ".join(texts) or None,
-        marker=find_marker(str(pc.get("reference") or "")) or find_marker(pc.get("description")),
+        marker=own_reference(pc.get("reference")),
+        # Chargebee always echoes the reference: an entry without creditq's is someone else's.
+        foreign=own_reference(pc.get("reference")) is None,
     )
+
+
+def own_reference(reference: Any) -> str | None:
+    """The marker, when the reference is exactly creditq's (``add_form`` writes nothing else
+    there); a marker quoted in a description or inside another reference does not count."""
+    text = str(reference) if isinstance(reference, str) else ""
+    return text if MARKER_PATTERN.fullmatch(text) else None
 
 
 def _amount(pc: Mapping[str, Any]) -> Decimal | None:
@@ -171,7 +179,7 @@ class ChargebeeClient(HttpProviderClient):
             return {BUSINESS_ENTITY_HEADER: self.business_entity_id}
         return {}
 
-    def submit(self, grant: CreditGrant) -> SubmitResult:
+    def submit(self, grant: CreditGrant, marker: str) -> SubmitResult:
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             IDEMPOTENCY_HEADER: idempotency_header(grant.idempotency_key),
@@ -180,7 +188,7 @@ class ChargebeeClient(HttpProviderClient):
         response = self._request(
             "POST",
             "/api/v2/promotional_credits/add",
-            content=add_form(grant, amount_in_decimal=self.amount_in_decimal),
+            content=add_form(grant, marker, amount_in_decimal=self.amount_in_decimal),
             headers=headers,
         )
         try:
@@ -198,10 +206,18 @@ class ChargebeeClient(HttpProviderClient):
             summary=summary + (" (replayed)" if replayed else ""),
         )
 
-    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+    def list_page(
+        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        since: datetime | None = None,
+    ) -> ListingPage:  # fmt: skip
         params: dict[str, str | int] = {}
         if customer_id is not None:
             params["customer_id[is]"] = customer_id
+        if since is not None:
+            # Page back by time, not by a page count: hundreds of newer credits of other
+            # customers must not push a grant's own out of reach. One second earlier, as
+            # Chargebee's created_at is whole seconds and the filter is strict.
+            params["created_at[after]"] = int(since.timestamp()) - 1
         params["limit"] = limit
         if cursor is not None:
             params["offset"] = cursor

@@ -19,38 +19,42 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from worker.models import MARKER_PREFIX, CreditGrant, Provider
+from worker.models import MARKER_PATTERN, CreditGrant, Provider
 from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult, one_line
 from worker.providers.http import HeaderKeyAuth, HttpProviderClient
 from worker.settings import Settings
 
 API_KEY_HEADER = "X-Inveterate-Api-Key"
-MARKER_PATTERN = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{16}")
+# creditq's own note ends with its marker in brackets, and only that form counts: a marker
+# quoted anywhere else in a note (a person copying one, another grant's note) is not a claim.
+OWN_NOTE_TAIL = re.compile(r"\[(" + MARKER_PATTERN.pattern + r")\]\Z")
 _ENTRY_LIST_KEYS = ("credits", "entries", "items", "results")
 
 
-def credit_note(grant: CreditGrant) -> str:
+def credit_note(grant: CreditGrant, marker: str) -> str:
     """``"<note> [<marker>]"``, or ``"[<marker>]"``: the marker is how the listing names us."""
-    tag = f"[{grant.marker}]"
+    tag = f"[{marker}]"
     return f"{grant.note} {tag}" if grant.note else tag
 
 
-def credit_body(grant: CreditGrant) -> bytes:
+def credit_body(grant: CreditGrant, marker: str) -> bytes:
     """The POST body, written by hand so the Decimal goes out digit for digit (never a float).
 
     ``force`` is sent only when true: the seed documents it for negative amounts only.
     """
-    parts = [f'"amount": {format(grant.amount, "f")}', f'"note": {json.dumps(credit_note(grant))}']
+    note = json.dumps(credit_note(grant, marker))
+    parts = [f'"amount": {format(grant.amount, "f")}', f'"note": {note}']
     if grant.force:
         parts.append('"force": true')
     return ("{" + ", ".join(parts) + "}").encode()
 
 
-def find_marker(text: str | None) -> str | None:
-    if not text:
+def own_marker(note: str | None) -> str | None:
+    """The marker of a note creditq wrote (``credit_note``'s form), else None."""
+    if not note:
         return None
-    found = MARKER_PATTERN.search(text)
-    return found.group(0) if found else None
+    found = OWN_NOTE_TAIL.search(note.strip())
+    return found.group(1) if found else None
 
 
 def parse_credit_listing(payload: Any, customer_id: str) -> ListingPage:
@@ -70,9 +74,11 @@ def parse_credit_listing(payload: Any, customer_id: str) -> ListingPage:
       stable across reads so a claim on it holds;
     * ``createdAt`` as ISO-8601 or epoch seconds/milliseconds; ``amount`` as number or string.
 
-    The note is optional: ``text`` joins ``note`` and ``reason``; with no marker in it,
-    matching falls back to amount and time. Entries whose amount cannot be read are skipped
-    (they cannot match a grant), never guessed.
+    The note is optional: ``text`` joins ``note`` and ``reason``. Only a note that ends with
+    creditq's bracketed marker is creditq's (``own_marker``); a note without it makes the
+    entry ``foreign`` (a person's, another system's); with no note echoed, only a grant the
+    provider surely accepted may fall back to amount and time. Entries whose amount cannot be
+    read are skipped (they cannot match a grant), never guessed.
     """
     data = payload.get("data", payload) if isinstance(payload, Mapping) else payload
     raw_entries: Any = data
@@ -99,6 +105,9 @@ def _entry(item: Mapping[str, Any], customer_id: str) -> LedgerEntry | None:
         return None
     texts = [str(item[k]) for k in ("note", "reason") if item.get(k) not in (None, "")]
     text = " | ".join(texts) or None
+    note = item.get("note")
+    note = str(note) if note not in (None, "") else None
+    marker = own_marker(note)
     ref = item.get("id", item.get("_id"))
     if ref is None or ref == "":
         basis = f"{item.get('createdAt')}|{item.get('amount')}|{item.get('newBalance')}"
@@ -109,7 +118,10 @@ def _entry(item: Mapping[str, Any], customer_id: str) -> LedgerEntry | None:
         amount=amount,
         created_at=_timestamp(item.get("createdAt")),
         text=text,
-        marker=find_marker(text),
+        marker=marker,
+        # A note that is not creditq's says the credit is someone else's; an entry whose note
+        # the listing does not echo says nothing either way.
+        foreign=note is not None and marker is None,
     )
 
 
@@ -176,11 +188,11 @@ class InveterateClient(HttpProviderClient):
         # quote(safe=""): a "/" or "?" in an id must stay inside the path segment.
         return f"/v2.0/admin/members/{quote(customer_id, safe='')}/credits"
 
-    def submit(self, grant: CreditGrant) -> SubmitResult:
+    def submit(self, grant: CreditGrant, marker: str) -> SubmitResult:
         response = self._request(
             "POST",
             self.credits_path(grant.customer_id),
-            content=credit_body(grant),
+            content=credit_body(grant, marker),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -197,7 +209,11 @@ class InveterateClient(HttpProviderClient):
             summary=one_line(str(message)) if message else f"HTTP {response.status_code}",
         )
 
-    def list_page(self, customer_id: str | None, cursor: str | None, limit: int) -> ListingPage:
+    def list_page(
+        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        since: datetime | None = None,
+    ) -> ListingPage:  # fmt: skip
+        # Inveterate documents no time filter: ``since`` is not sent.
         if not customer_id:
             raise ValueError("inveterate lists credits per customer: customer_id is required")
         params: dict[str, str | int] = {"limit": limit}
