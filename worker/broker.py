@@ -9,26 +9,125 @@ from the channel's pool) and redis-py clients are safe to share between threads,
 channel keeps one for as long as its pool lives. While kombu has the pool torn down
 (closing the channel, or after a lost connection) it takes kombu's own path, and where
 that path would fail with an AttributeError it raises a connection error instead (see
-``Channel._create_client``). Everything else, the consuming side included, is kombu's
-code unchanged. ``_pool`` is kombu's private attribute: were it renamed, every call would
-simply take kombu's own path.
+``Channel._create_client``). ``_pool`` is kombu's private attribute: were it renamed,
+every call would simply take kombu's own path.
+
+The second difference is a Redis that answers but takes no writes for a few seconds: a master
+demoted by a failover (READONLY), a replica cut from its master (MASTERDOWN), a restart
+reading its data back (LOADING). kombu calls the first two channel errors, and a Celery
+worker exits on a channel error ("Unrecoverable error"), so a failover used to stop every
+worker. Here they are connection errors (``FAILOVER_ERRORS``); a BRPOP ended by the
+demotion (``Channel._brpop_read``) and a refused acknowledgement (``QoS.ack``) drop the
+connection; and a new connection to a replica fails (``Channel._refuse_a_replica``). So the
+worker reconnects with Celery's backoff until a master answers.
+Everything else, the consuming side included, is kombu's code unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 # Only plain redis:// takes this transport: rediss:// (TLS), sentinel://, redis+socket://
 # and other brokers keep kombu's own, which reads their URLs itself.
 SCHEMES = frozenset({"redis"})
 
+# What a Redis answers while it takes no writes for a moment, each gone within seconds:
+# READONLY (a master demoted by a failover, or a replica not promoted yet), MASTERDOWN (a
+# replica with ``replica-serve-stale-data no`` that lost its master) and LOADING (a restarted
+# Redis reading its AOF or RDB file back). LOADING is a ConnectionError in redis-py already;
+# it is named so that this does not rest on redis-py's class tree.
+FAILOVER_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.BusyLoadingError,
+)
+# A BRPOP blocked when its master turns replica is answered with this error (no class of its
+# own in redis-py: a plain ResponseError), before any READONLY is seen.
+UNBLOCKED_PREFIX = "UNBLOCKED"
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's acknowledgements, reconnecting when Redis refuses one for a failover.
+
+    Celery acknowledges through ``Message.ack_log_error``, which logs and swallows every
+    connection error, and only a ``BrokenPipeError`` goes on to the consumer, which then
+    reconnects. Swallowed, a refused acknowledgement keeps its prefetch slot for good (kombu
+    frees it only after Redis took the write): once every slot is held that way the worker
+    consumes nothing again, and on the same connection it would still be talking to the
+    demoted master. So a failover error here is raised as a broken pipe. The message stays
+    in Redis's unacked set: restored when the channel closes, or after the visibility timeout
+    when Redis is still read-only then; a second delivery of a creditq task is harmless.
+    """
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except FAILOVER_ERRORS as exc:
+            raise BrokenPipeError(
+                errno.EPIPE, f"the broker refused an acknowledgement: {exc}"
+            ) from exc
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Celery's ``reject_log_error`` swallows every connection error, a broken pipe too,
+        so a refused rejection frees its prefetch slot here; the message waits in the
+        unacked set for the visibility timeout, like one of a worker that died."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        except FAILOVER_ERRORS:
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            raise
+
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _shared_client: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # kombu's: connects, and PINGs (a replica answers that too).
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            self._refuse_a_replica()
+        except BaseException:
+            # Undo what kombu's __init__ did after its PING, as kombu does when that fails.
+            self.connection.cycle.discard(self)
+            self._disconnect_pools()  # type: ignore[no-untyped-call]
+            raise
+
+    def _refuse_a_replica(self) -> None:
+        """A channel is kombu's proof that the broker works (a new connection opens one), so
+        a Redis that cannot take writes must fail here, as a connection error: Celery then
+        waits between attempts (``broker_connection_retry``: 2 s, 4 s, ... up to 30 s). A
+        replica passes kombu's PING, and the consumer would then fail on its first write
+        (declaring its queues) and retry at once, five times a second, until the failover
+        ends. ROLE is a read every Redis since 2.8.12 answers; one that refuses it (a proxy)
+        is taken at its word, and its first write will tell."""
+        try:
+            reply = self.client.execute_command("ROLE")
+        except redis.exceptions.ResponseError as exc:
+            if isinstance(exc, FAILOVER_ERRORS):
+                raise
+            return
+        role = reply[0] if isinstance(reply, list | tuple) and reply else reply
+        if isinstance(role, bytes):
+            role = role.decode("ascii", errors="replace")
+        if role in {"slave", "replica"}:
+            raise redis.exceptions.ReadOnlyError("the broker is a replica (a failover?)")
+
+    def _brpop_read(self, **options: Any) -> Any:
+        """kombu's read of a BRPOP answer, with Redis's UNBLOCKED as a lost connection."""
+        try:
+            return super()._brpop_read(**options)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith(UNBLOCKED_PREFIX):
+                raise
+            self.client.connection.disconnect()  # as kombu does for a connection error
+            raise redis.exceptions.ConnectionError(f"the broker stopped a BRPOP: {exc}") from exc
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         pool = getattr(self, "_pool", None)
@@ -53,7 +152,14 @@ class Channel(kombu_redis.Channel):
 
 
 class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with ``Channel`` above and ``FAILOVER_ERRORS`` as connection
+    errors: on those Celery's consumer drops the connection, restores what it had not
+    acknowledged, and reconnects with backoff (``broker_connection_retry``), the path it
+    takes when Redis is down, instead of exiting. kombu's own ``_brpop_read`` also drops
+    its connection on them, and publishing retries them (``Connection.ensure``)."""
+
     Channel = Channel
+    connection_errors = (*kombu_redis.Transport.connection_errors, *FAILOVER_ERRORS)
 
 
 # The ``broker_transport`` setting naming this module's transport.

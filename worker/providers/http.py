@@ -1,5 +1,6 @@
-"""The HTTP policy both provider clients share: timeouts, pooling, User-Agent, auth that keeps
-the key a ``SecretStr`` until the moment of sending, and turning failures into ``ProviderError``.
+"""The HTTP policy both provider clients share: timeouts, an overall deadline per call, pooling,
+User-Agent, auth that keeps the key a ``SecretStr`` until the moment of sending, and turning
+failures into ``ProviderError``.
 
 Each client is thin policy over this (the httpx habit from STYLE.md): tests swap the
 transport (respx), never patch internals.
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from worker.models import Provider
 from worker.providers.base import Outcome, ProviderClient, ProviderError
+from worker.providers.deadline import call_deadline, call_deadline_seconds, install_deadline
 from worker.providers.errors import classify_exception, classify_response
 
 # Connecting is quick or it is failing: a short connect timeout turns a dead host into a
@@ -82,7 +84,13 @@ def parse_json(content: bytes) -> Any:
 
 
 class HttpProviderClient(ProviderClient):
-    """A pooled ``httpx.Client`` plus the one place that sends and classifies."""
+    """A pooled ``httpx.Client`` plus the one place that sends and classifies.
+
+    ``timeout`` (``CREDITQ_HTTP_TIMEOUT_SECONDS``) bounds each socket operation, and every
+    call as a whole ends by ``call_deadline_seconds(timeout)``, shorter than the job's lease
+    (``worker.providers.deadline``). The deadline lives in the network backend of the
+    client's own transport; a ``transport`` passed in (respx, a test's mock) is left alone.
+    """
 
     def __init__(
         self,
@@ -98,6 +106,7 @@ class HttpProviderClient(ProviderClient):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._secret = secret
+        self.deadline_seconds = call_deadline_seconds(timeout)
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=auth,
@@ -108,6 +117,8 @@ class HttpProviderClient(ProviderClient):
             # A redirect would replay a POST somewhere else; a provider never needs one.
             follow_redirects=False,
         )
+        if transport is None:
+            install_deadline(self._http)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -124,11 +135,14 @@ class HttpProviderClient(ProviderClient):
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Send once (no retries here: retrying is the task's decision, from the outcome)."""
+        """Send once (no retries here: retrying is the task's decision, from the outcome),
+        within the call's deadline: one past it fails as an httpx timeout, classified as any
+        timeout is (a POST that was being sent is ambiguous)."""
         try:
-            response = self._http.request(
-                method, path, params=params, content=content, headers=headers
-            )
+            with call_deadline(self.deadline_seconds):
+                response = self._http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise self._scrub(classify_exception(self.name, exc)) from None
         error = classify_response(self.name, response)
