@@ -13,8 +13,10 @@ Choices, each for the exactly-once guarantee or for operators:
   ``creditq stats`` and found by ``creditq status``.
 - A worker's Redis broker connections go through ``worker.broker``: kombu's transport
   with one client per channel instead of one per message (0.5 ms of worker CPU per
-  grant, measured). Only in workers: producers, beat and Flower (which reads the
-  broker URL's scheme to find the queues) keep kombu's own.
+  grant, measured), and which rides through a failover (READONLY, LOADING: reconnect
+  with backoff, where kombu's own makes the worker exit). Only in workers: producers,
+  beat and Flower (which reads the broker URL's scheme to find the queues) keep kombu's
+  own.
 - The Redis visibility timeout (``CREDITQ_VISIBILITY_TIMEOUT_SECONDS``, default
   3600 s) is how long an unacknowledged message waits before redelivery. Every
   countdown creditq schedules stays below it (backoff is capped by
@@ -30,8 +32,10 @@ from celery import Celery, signals
 from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.broker import transport_for
+from worker.durability import refuse_volatile_store
 from worker.settings import get_settings
 
+CREDITQ_APP = "creditq"
 ISSUE_TASK = "creditq.issue"
 CONFIRM_TASK = "creditq.confirm"
 RECONCILE_TASK = "creditq.reconcile"
@@ -45,7 +49,7 @@ TASK_MODULES = ["tasks.issue", "tasks.confirm", "tasks.reconcile"]
 
 def create_app() -> Celery:
     settings = get_settings()
-    celery = Celery("creditq", broker=settings.effective_broker_url, include=TASK_MODULES)
+    celery = Celery(CREDITQ_APP, broker=settings.effective_broker_url, include=TASK_MODULES)
     celery.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -91,5 +95,16 @@ def _worker_transport(conf: Any = None, **_: Any) -> None:
 
 
 signals.celeryd_init.connect(_worker_transport)
+
+
+def _check_store(sender: Any = None, **_: Any) -> None:
+    """A creditq worker refuses a job store that keeps nothing on disk or evicts
+    (worker.durability). Only creditq's: importing ``worker`` (its broker transport, say)
+    connects this for every Celery app of the process."""
+    if getattr(getattr(sender, "app", None), "main", None) == CREDITQ_APP:
+        refuse_volatile_store()
+
+
+signals.worker_init.connect(_check_store)
 
 app = create_app()

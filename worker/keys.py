@@ -83,3 +83,12 @@ class Keys:
 
     # Jobs with an alarm raised (a duplicate credit, a copied marker), by when it was raised.
     ALARMS = f"{PREFIX}:alarms"
+
+    @staticmethod
+    def confirmed_markers(provider: str, hour: int) -> str:
+        """The markers confirmed in one hour: marker -> "key ref", so that a later read
+        showing a confirmed job's marker on another entry raises a duplicate alarm."""
+        return f"{PREFIX}:markers:{provider}:{hour}"
+
+    # Ledger entries an alarm was raised for: each is raised (and logged) once.
+    ALARMED_REFS = f"{PREFIX}:alarmed"

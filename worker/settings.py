@@ -88,6 +88,18 @@ class Settings(BaseSettings):
         default=30 * 24 * 3600, ge=60, description="How long terminal jobs are kept."
     )
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description=("Replicas that must hold the move before a POST (Redis WAIT); 0: none asked."),
+    )
+    allow_volatile_redis: bool = Field(
+        default=False,
+        description=(
+            "Let workers use a job store that keeps nothing on disk or evicts keys: for a "
+            "demo or a test only (worker.durability)."
+        ),
+    )
 
     @property
     def effective_broker_url(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis
@@ -57,6 +57,7 @@ class Moved:
 
     previous: JobState
     flagged: bool = False
+    held: bool = True  # the move is on disk / on the replicas asked for (``hold``)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ class PostStart:
     """What ``JobStore.begin_post`` did.
 
     ``started``: the job (``job``, as it now stands) is ``submitting`` and its POST may go.
-    ``wait``: no budget slot for ``wait`` seconds; nothing changed. ``other``: the job is
+    ``unheld``: the move into ``submitting`` was made but not held (disk, replicas) in time:
+    the POST must not leave. ``wait``: no budget slot for ``wait`` seconds; nothing changed.
+    ``other``: the job is
     not a plain queued job holding this grant, and takes the full path; nothing changed.
     ``missing``: there is no such job (``job`` None).
     """
@@ -121,11 +124,16 @@ class CreateOutcome:
 class JobStore:
     """Jobs in Redis. Construct with a client that decodes responses (``from_url`` does)."""
 
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, *, ttl_seconds: int | None = None,
+        min_replicas: int | None = None,
+    ) -> None:  # fmt: skip
         self.redis = client
-        self.ttl_seconds = (
-            ttl_seconds if ttl_seconds is not None else get_settings().job_ttl_seconds
-        )
+        settings = get_settings()
+        self.ttl_seconds = ttl_seconds if ttl_seconds is not None else settings.job_ttl_seconds
+        self.min_replicas = (min_replicas if min_replicas is not None
+                             else settings.redis_min_replicas)  # fmt: skip
+        self._aof_wait: bool | None = None  # WAITAOF usable: found out on first need
         self._create = client.register_script(CREATE)
         self._transition = client.register_script(TRANSITION)
         self._begin_post = client.register_script(BEGIN_POST)
@@ -281,6 +289,7 @@ class JobStore:
         version: int | None = None,
         flag: tuple[str, float, str] | None = None,
         now: float | None = None,
+        hold: bool = False,
     ) -> Moved:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
 
@@ -292,16 +301,57 @@ class JobStore:
         the move if another job already claimed it. ``version`` makes the move fail if any
         other move happened since the job was read (optimistic concurrency: two deliveries
         of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
-        in the same step; ``Moved.flagged`` says whether this move set it. Raises
-        ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
+        in the same step; ``Moved.flagged`` says whether this move set it. ``hold``: the
+        move precedes a POST, so it must be durable first (``held``; see ``_hold_after``).
+        Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
         move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
                     dlq_reason, version, flag)  # fmt: skip
         keys, args = self._move_args(move, time.time() if now is None else now)
-        outcome = self._outcome_of(move, self._transition(keys=keys, args=args))
+        waits = self._hold_commands() if hold else []
+        if not waits:
+            reply, held = self._transition(keys=keys, args=args), True
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            self._transition(keys=keys, args=args, client=pipe)
+            reply, *answers = self._run_holding(pipe, waits)
+            held = self._held(waits, answers)
+        outcome = self._outcome_of(move, reply)
         if isinstance(outcome, TransitionRefused):
             raise outcome
-        return outcome
+        return replace(outcome, held=held)
+
+    # -- durable before the POST ------------------------------------------------------
+
+    def _hold_commands(self) -> list[tuple[Any, ...]]:
+        """What makes this connection's last write durable before a POST leaves: WAITAOF
+        (Redis 7.2 and later, with the append-only file on) so it is on this server's disk,
+        and WAIT for ``min_replicas`` replicas. Sent in the same pipeline as the move: both
+        count the writes of their own connection only. Nothing when neither applies (an
+        older Redis with AOF everysec can lose its last second on a host crash: run it with
+        appendfsync always for the same guarantee)."""
+        waits: list[tuple[Any, ...]] = []
+        if self._aof_wait is None:
+            self._aof_wait = _supports_waitaof(self.redis)
+        if self._aof_wait:
+            waits.append(("WAITAOF", 1, 0, HOLD_TIMEOUT_MS))
+        if self.min_replicas > 0:
+            waits.append(("WAIT", self.min_replicas, HOLD_TIMEOUT_MS))
+        return waits
+
+    @staticmethod
+    def _run_holding(pipe: Any, waits: list[tuple[Any, ...]]) -> list[Any]:
+        for command in waits:
+            pipe.execute_command(*command)
+        return cast(list[Any], pipe.execute())
+
+    def _held(self, waits: list[tuple[Any, ...]], answers: list[Any]) -> bool:
+        for command, answer in zip(waits, answers, strict=True):
+            if command[0] == "WAITAOF" and int(answer[0]) < 1:
+                return False
+            if command[0] == "WAIT" and int(answer) < self.min_replicas:
+                return False
+        return True
 
     def confirm_seen(self, seen: Sequence[Seen], *, now: float) -> list[Moved | TransitionRefused]:
         """Move every job one read found to ``confirmed``, in one round trip. Each move is the
@@ -387,8 +437,17 @@ class JobStore:
         keys, move_args = self._move_args(move, time.time())
         slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
         args = [payload_of(grant), max_attempts, _encode_field(now), *slot_args, *move_args]
-        reply = self._begin_post(keys=keys, args=args)
+        waits = self._hold_commands()
+        if not waits:
+            reply, held = self._begin_post(keys=keys, args=args), True
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            self._begin_post(keys=keys, args=args, client=pipe)
+            reply, *answers = self._run_holding(pipe, waits)
+            held = self._held(waits, answers)
         outcome = reply[0]
+        if outcome == "started" and not held:
+            return PostStart("unheld", _job_of(reply[1]))
         if outcome == "missing":
             return PostStart("missing")
         if outcome == "wait":
@@ -491,9 +550,61 @@ class JobStore:
                                         repr(now)])  # fmt: skip
         return int(reply) == 1
 
+    def remember_markers(self, provider: str, confirmed: Mapping[str, str], now: float) -> None:
+        """Markers just confirmed (marker -> "key ref"), kept for about two hours."""
+        if not confirmed:
+            return
+        key = Keys.confirmed_markers(provider, int(now // 3600))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=cast(Mapping[Any, Any], confirmed))
+        pipe.expire(key, 3 * 3600)
+        pipe.execute()
+
+    def recall_markers(
+        self, provider: str, markers: Sequence[str], now: float
+    ) -> dict[str, tuple[str, str]]:
+        """Which of ``markers`` were confirmed this hour or the last: marker -> (key, ref)."""
+        if not markers:
+            return {}
+        hour = int(now // 3600)
+        pipe = self.redis.pipeline(transaction=False)
+        for h in (hour, hour - 1):
+            pipe.hmget(Keys.confirmed_markers(provider, h), list(markers))
+        found: dict[str, tuple[str, str]] = {}
+        for values in pipe.execute():
+            for marker, value in zip(markers, values, strict=True):
+                if value and marker not in found:
+                    key, _, ref = str(value).rpartition(" ")
+                    found[marker] = (key, ref)
+        return found
+
+    def first_alarm(self, ref: str) -> bool:
+        """True the first time an alarm names this ledger entry: each is raised once."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(Keys.ALARMED_REFS, ref)
+        pipe.expire(Keys.ALARMED_REFS, 7 * 86400)
+        return bool(pipe.execute()[0])
+
     def alarms(self) -> int:
         """How many jobs carry an alarm."""
         return int(self.redis.zcard(Keys.ALARMS))
+
+
+# How long a POST waits for its move to be held (WAITAOF, WAIT) before it is put off.
+HOLD_TIMEOUT_MS = 1000
+
+
+def _supports_waitaof(client: redis.Redis) -> bool:
+    """WAITAOF exists from Redis 7.2, and says something only with the append-only file on."""
+    try:
+        version = str(client.info("server").get("redis_version", "0"))
+        major, minor = (int(part) for part in version.split(".")[:2])
+        if (major, minor) < (7, 2):
+            return False
+        answer = cast(dict[Any, Any], client.config_get("appendonly"))
+        return "yes" in {str(v) for v in answer.values()}
+    except (redis.ResponseError, ValueError):
+        return False
 
 
 def payload_of(grant: CreditGrant) -> str:

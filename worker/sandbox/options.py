@@ -27,6 +27,8 @@ def creditq_env(redis_url: str, sandbox_url: str, **settings: str) -> dict[str, 
         "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
         "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
         "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
+        # A sandbox run is a demo or a test: its Redis may keep nothing on disk.
+        "CREDITQ_ALLOW_VOLATILE_REDIS": "true",
     })  # fmt: skip
     env.update(settings)
     return env

@@ -1,0 +1,75 @@
+"""A worker refuses a job store that would forget what it acknowledged (issue 14, point 10):
+a Redis that keeps nothing on disk loses every grant in a restart, and the producer's retry
+of the same key then pays again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.embedded_redis import EmbeddedRedis
+from worker.sandbox import Sandbox
+from worker.sandbox.options import creditq_env
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def volatile_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+def start_worker(url: str, sandbox: Sandbox, tmp_path: Path, **extra: str) -> subprocess.Popen[str]:
+    env = creditq_env(url, sandbox.url, PYTHONPATH=str(ROOT), **extra)
+    env.pop("CREDITQ_ALLOW_VOLATILE_REDIS")  # what a production deployment has
+    env.update(extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "threads", "-c", "2",
+         "--without-gossip", "--without-mingle", "-l", "INFO"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_worker_refuses_a_redis_that_keeps_nothing_on_disk_in_one_line(
+    volatile_redis: EmbeddedRedis, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    worker = start_worker(volatile_redis.url, sandbox, tmp_path)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 2
+    refusal = [line for line in err.splitlines() if "refusing" in line]
+    assert len(refusal) == 1 and "appendonly" in refusal[0] and "Traceback" not in err
+
+
+def test_a_worker_starts_once_the_redis_keeps_an_append_only_file(
+    volatile_redis: EmbeddedRedis, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    redis.Redis.from_url(volatile_redis.url).config_set("appendonly", "yes")
+    worker = start_worker(volatile_redis.url, sandbox, tmp_path)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: it did not refuse
+            worker.communicate(timeout=8)
+    finally:
+        worker.kill()
+        _, err = worker.communicate(timeout=10)
+    assert "refusing" not in err and "ready" in err
+
+
+def test_a_demo_or_test_may_say_its_volatile_redis_is_on_purpose(
+    volatile_redis: EmbeddedRedis, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    worker = start_worker(volatile_redis.url, sandbox, tmp_path,
+                          CREDITQ_ALLOW_VOLATILE_REDIS="true")  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.communicate(timeout=8)
+    finally:
+        worker.kill()
+        _, err = worker.communicate(timeout=10)
+    assert "allowed by CREDITQ_ALLOW_VOLATILE_REDIS" in err
