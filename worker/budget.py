@@ -128,6 +128,29 @@ end
 # KEYS: minute prefix, pause, tat. ARGV: clock, interval us, bucket ttl.
 _ACQUIRE = SLOT_FN + "return take_slot(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])\n"
 
+# Reserving the next free slot, even if it is in the future: the slot is this caller's, and
+# nobody else's, at the time returned. Refused (nothing changed) when the provider is paused
+# or the slot is further away than the caller will wait.
+# KEYS: minute prefix, pause, tat. ARGV: clock, interval us, bucket ttl, longest wait us.
+# Returns {1 reserved or 0 refused, microseconds until the slot}.
+_RESERVE = """
+local now
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) * 1000000 + tonumber(t[2]) end
+local paused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused_until > now then return {0, paused_until - now} end
+local at = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), now)
+if at - now > tonumber(ARGV[4]) then return {0, at - now} end
+local interval = tonumber(ARGV[2])
+redis.call('SET', KEYS[3], string.format('%d', at + interval),
+  'PX', math.ceil((at + interval - now) / 1000) + 1000)
+local bucket = KEYS[1] .. string.format('%d', math.floor(at / 60000000))
+redis.call('HINCRBY', bucket, 'calls', 1)
+redis.call('HINCRBY', bucket, 's' .. (math.floor(at / 1000000) % 60), 1)
+redis.call('EXPIRE', bucket, ARGV[3])
+return {1, at - now}
+"""
+
 # KEYS: minute prefix, pause, strikes, rate-limited total. ARGV: clock, bucket ttl,
 # mode ('set': pause ARGV[4] us; '429': count it, ARGV[4] is Retry-After us or ''),
 # length us, default us, max us, grace s. Returns {pause applied us, remaining us}.
@@ -216,6 +239,7 @@ class ProviderBudget:
         self.interval_us = round(60 * _US / (per_minute * headroom))
         self._clock = clock
         self._acquire = client.register_script(_ACQUIRE)
+        self._reserve = client.register_script(_RESERVE)
         self._pause = client.register_script(_PRELUDE + _PAUSE)
         self._confirmed = client.register_script(_PRELUDE + _CONFIRMED)
         self._snapshot = client.register_script(_PRELUDE + _SNAPSHOT)
@@ -241,6 +265,20 @@ class ProviderBudget:
         keys, args = self.slot_request()
         wait, now = self._acquire(keys=keys, args=args)
         return int(wait) / _US, int(now) / _US
+
+    def reserve(self, longest_wait: float) -> float | None:
+        """Reserve the next free slot and return the seconds until it (the caller waits that
+        long, then calls), or None, reserving nothing, when the provider is paused or the
+        slot is more than ``longest_wait`` away.
+
+        For the second and later pages of one listing read: with no burst allowed, a page
+        asked for just after the first never finds a free slot, and a read that gave up
+        there would start again at page one, for ever at the real budget. A reserved slot
+        is nobody else's, so the read advances at the budget's pace.
+        """
+        keys, args = self.slot_request()
+        reserved, wait = self._reserve(keys=keys, args=[*args, round(longest_wait * _US)])
+        return int(wait) / _US if int(reserved) else None
 
     def slot_request(self) -> tuple[list[str], list[str | int]]:
         """The keys and arguments of ``SLOT_FN``, for a script that takes a slot as one of

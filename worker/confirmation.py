@@ -44,17 +44,21 @@ MAX_READS_PER_SWEEP = 25
 
 
 class _BudgetedListing:
-    """A client whose every listing page first takes a slot of the provider's budget."""
+    """A client whose every listing page first takes a slot of the provider's budget: the
+    first page a free slot now (else the read is put off, nothing lost), each further page
+    a reserved one (``PipelineCore._spend_next_page``)."""
 
-    def __init__(self, client: ProviderClient, spend: Callable[[], None]) -> None:
+    def __init__(self, client: ProviderClient, spend: Callable[[], None],
+                 spend_next: Callable[[], None]) -> None:  # fmt: skip
         self.client = client
         self.spend = spend
+        self.spend_next = spend_next
 
     def list_page(
         self, customer_id: str | None, cursor: str | None, limit: int, *,
         since: datetime | None = None,
     ) -> ListingPage:  # fmt: skip
-        self.spend()
+        (self.spend if cursor is None else self.spend_next)()
         return self.client.list_page(customer_id, cursor, limit, since=since)
 
 
@@ -258,8 +262,9 @@ class Confirmation(PipelineCore):
         says so. Duplicates and copied markers the read shows raise alarms.
         """
         pending = {key: self._pending(job) for key, job in jobs.items()}
-        client = _BudgetedListing(self.clients(Provider(provider)),
-                                  lambda: self._spend(Provider(provider)))  # fmt: skip
+        name = Provider(provider)
+        client = _BudgetedListing(self.clients(name), lambda: self._spend(name),
+                                  lambda: self._spend_next_page(name))  # fmt: skip
         # A page a little larger than the jobs due: they sit among the newest entries, and a
         # smaller page is less for the provider to send and for us to parse.
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
@@ -270,6 +275,7 @@ class Confirmation(PipelineCore):
             pending = {key: self._pending(job) for key, job in jobs.items()}
         matches = match(pending.values(), read.entries, claimed, self.window)
         self._raise_alarms(jobs, matches)
+        self._alarm_late_duplicates(provider, pending, read.entries)
         confirmed = self._confirm_found(jobs, matches.found)
         budget = self.budgets(Provider(provider))
         if confirmed and budget is not None:
@@ -286,6 +292,8 @@ class Confirmation(PipelineCore):
             for key, entries in found.items():
                 job = jobs[key]
                 refs = [e.ref for e in entries]
+                if not [ref for ref in refs if self.store.first_alarm(ref)]:
+                    continue  # raised before, by an earlier read
                 own = matches.found.get(key)
                 log.error("ALARM %s key=%s provider=%s customer=%s: entries %s carry its marker%s",
                           kind, key, job.provider, job.customer_id, ", ".join(refs),
@@ -293,6 +301,26 @@ class Confirmation(PipelineCore):
                 self.store.raise_alarm(key, {"kind": kind, "refs": refs,
                                              "own": own.ref if own else None,
                                              "at": iso(now)}, now)  # fmt: skip
+
+    def _alarm_late_duplicates(self, provider: str, pending: Mapping[str, PendingGrant],
+                               entries: list[LedgerEntry]) -> None:  # fmt: skip
+        """An entry carrying the marker of a job confirmed lately by another entry is a
+        second payment that showed after the confirmation: raise it all the same."""
+        known = {p.marker for p in pending.values()}
+        others = [e for e in entries if e.marker and e.marker not in known]
+        if not others:
+            return
+        now = self.clock()
+        markers = list(dict.fromkeys(e.marker for e in others if e.marker))
+        confirmed = self.store.recall_markers(provider, markers, now)
+        for entry in others:
+            key, ref = confirmed.get(entry.marker or "", ("", ""))
+            if not key or entry.ref == ref or not self.store.first_alarm(entry.ref):
+                continue
+            log.error("ALARM duplicate key=%s provider=%s: entry %s carries its marker; it was "
+                      "confirmed as %s", key, provider, entry.ref, ref)  # fmt: skip
+            self.store.raise_alarm(key, {"kind": "duplicate", "refs": [entry.ref], "own": ref,
+                                         "at": iso(now)}, now)  # fmt: skip
 
     @staticmethod
     def _needs_everyone(entries: list[LedgerEntry], pending: Mapping[str, PendingGrant],
@@ -346,6 +374,10 @@ class Confirmation(PipelineCore):
             log.info("key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",
                      job.idempotency_key, job.provider, job.state.value, job.attempts,
                      item.ref)  # fmt: skip
+        self.store.remember_markers(
+            jobs[next(iter(found))].provider if found else "",
+            {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed}, now,
+        )  # fmt: skip
         if accepted:  # what the listing has shown: the witness and the lag (worker.outcome)
             self.store.record_visibility(jobs[next(iter(confirmed))].provider,
                                          max(a for a, _ in accepted),

@@ -29,7 +29,7 @@ from worker.job import Job, iso
 from worker.keys import Keys
 from worker.models import CreditGrant, Provider, check_idempotency_key
 from worker.outcome import absence_proves, poll_delay
-from worker.pipeline_core import NoSlot, Policy, error_record
+from worker.pipeline_core import NoSlot, NotHeld, Policy, error_record
 from worker.providers.base import Outcome, ProviderError
 from worker.states import DlqReason, JobState
 from worker.store import PostStart
@@ -55,6 +55,15 @@ class Pipeline(Confirmation):
         except InvalidGrant as exc:
             log.warning("dropped an issue message without a usable key: %s", exc)
             return "dropped"
+        try:
+            return self._issue(key, message)
+        except TransitionRefused as exc:
+            # Another delivery, or a sweep that saw the credit in the listing before this
+            # worker recorded the POST's 2xx, moved the job first: a lost race, not a failure.
+            log.info("lost a race: %s", exc)
+            return "lost race"
+
+    def _issue(self, key: str, message: Mapping[str, Any]) -> str:
         begun = self._begin_post(message)
         if begun is None:
             job = self.store.get(key, history=False)
@@ -62,6 +71,8 @@ class Pipeline(Confirmation):
             started, grant = begun
             if started.outcome == "started" and started.job is not None:
                 return self._post(started.job, grant)
+            if started.outcome == "unheld" and started.job is not None:
+                return self._put_off(started.job)
             if started.outcome == "wait" and started.job is not None:
                 self._issue_later(started.job, started.wait)
                 return "waiting for a request slot"
@@ -72,11 +83,7 @@ class Pipeline(Confirmation):
             job = self.store.get(key, history=False)
         if job is None or job.state.terminal:
             return "nothing to do"
-        try:
-            return self._issue_job(job)
-        except TransitionRefused as exc:  # another delivery moved the job first
-            log.info("lost a race: %s", exc)
-            return "lost race"
+        return self._issue_job(job)
 
     def _begin_post(self, message: Mapping[str, Any]) -> tuple[PostStart, CreditGrant] | None:
         """The common case in one round trip: a queued job whose message carries exactly
@@ -171,11 +178,15 @@ class Pipeline(Confirmation):
             return "waiting for a request slot"
         now = self.clock()
         attempt = job.attempts + 1
-        job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}", attempts="incr",
-                            fields={"first_post_at": job.number("first_post_at") or now,
-                                    "last_post_at": now,
-                                    "in_flight_until": now + self.policy.lease},
-                            due=now + self.policy.lease)  # fmt: skip
+        try:
+            job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}",
+                                attempts="incr",
+                                fields={"first_post_at": job.number("first_post_at") or now,
+                                        "last_post_at": now,
+                                        "in_flight_until": now + self.policy.lease},
+                                due=now + self.policy.lease, hold=True)  # fmt: skip
+        except NotHeld as unheld:
+            return self._put_off(unheld.job)
         return self._post(job, grant)
 
     def _post(self, job: Job, grant: CreditGrant) -> str:
@@ -276,26 +287,23 @@ class Pipeline(Confirmation):
         first_post = job.number("first_post_at")
         if first_post is None:
             return self._submit(job, grant)
-        if (grant.provider is Provider.CHARGEBEE and not job.extra.get("listing_first")
-                and job.attempts < self.policy.max_attempts
-                and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
-            return self._submit(job, grant)  # answered from Chargebee's record if it applied
         # When the last attempt ended: its answer, or (a worker killed mid-POST) its lease,
         # which outlasts any call (http.call_deadline_seconds is shorter).
         attempt_end = (job.number("unknown_at") or in_flight_until
                        or job.number("last_post_at") or job.state_at)  # fmt: skip
+        unknown_since = job.number("unknown_since") or attempt_end
+        if (grant.provider is Provider.CHARGEBEE and not job.extra.get("listing_first")
+                and job.attempts < self.policy.max_attempts
+                and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
+            return self._retry_same_key(job, grant, attempt_end, unknown_since)
         ready_at = attempt_end + self.policy.settle
         if now < ready_at:
             self._issue_later(job, ready_at - now)
             return "settling"
         try:
             verdict = self._confirm_focus(job)
-        except NoSlot as slot:
-            self._issue_later(job, slot.wait)
-            return "waiting for a request slot"
-        except ProviderError as err:
-            self._issue_later(job, self._listing_retry(job.provider, err))
-            return "listing unavailable"
+        except (NoSlot, ProviderError) as failed:
+            return self._read_later(job, failed, unknown_since)
         if verdict is Verdict.FOUND:
             return "confirmed"
         now = self.clock()
@@ -306,15 +314,47 @@ class Pipeline(Confirmation):
             if absence.proven:
                 return self._did_not_apply(job, absence.why)
             why = absence.why
-        unknown_for = now - (job.number("unknown_since") or attempt_end)
-        if unknown_for >= self.policy.confirm_deadline:
-            reason = f"outcome unknown {unknown_for:.0f}s after the attempt: {why}"
+        if now - unknown_since >= self.policy.confirm_deadline:
+            reason = f"outcome unknown {now - unknown_since:.0f}s after the attempt: {why}"
             return self._give_up(job, reason, DlqReason.UNKNOWN)
         delay = poll_delay(now - attempt_end, self.policy.first_poll, self.policy.poll_max)
         log.info("key=%s provider=%s outcome still unknown, reading again in %.1fs: %s",
                  job.idempotency_key, job.provider, delay, why)  # fmt: skip
         self._issue_later(job, delay)
         return "outcome unknown"
+
+    def _retry_same_key(self, job: Job, grant: CreditGrant, attempt_end: float,
+                        unknown_since: float) -> str:  # fmt: skip
+        """Chargebee, inside its idempotency window: the retry with the same key is answered
+        from the record if the last try applied. One listing read first all the same (the
+        customer's, filtered by time): a record lost early, or a proxy that drops the header,
+        must not be all that stands between the customer and a second credit. The read is
+        written down, so a retry waiting for its budget slot does not read again."""
+        if (job.number("listing_checked_at") or 0.0) < attempt_end:
+            try:
+                verdict = self._confirm_focus(job)
+            except (NoSlot, ProviderError) as failed:
+                return self._read_later(job, failed, unknown_since)
+            if verdict is Verdict.FOUND:
+                return "confirmed"
+            job, _ = self._move(job, JobState.SUBMITTING,
+                                "not in the listing yet: retry with the same idempotency key",
+                                fields={"listing_checked_at": self.clock()})  # fmt: skip
+        return self._submit(job, grant)
+
+    def _read_later(self, job: Job, failed: NoSlot | ProviderError, unknown_since: float) -> str:
+        """The listing could not be read now (no budget slot, an error): read it later, or,
+        past the confirm deadline, hand the unknown outcome to a person."""
+        now = self.clock()
+        if now - unknown_since >= self.policy.confirm_deadline:
+            reason = (f"outcome unknown {now - unknown_since:.0f}s after the attempt: the "
+                      f"listing could not be read ({failed})")  # fmt: skip
+            return self._give_up(job, reason, DlqReason.UNKNOWN)
+        if isinstance(failed, NoSlot):
+            self._issue_later(job, failed.wait)
+            return "waiting for a request slot"
+        self._issue_later(job, self._listing_retry(job.provider, failed))
+        return "listing unavailable"
 
     def _did_not_apply(self, job: Job, why: str) -> str:
         """The listing proved that no earlier try applied: record it, then POST (or, if the

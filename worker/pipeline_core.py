@@ -74,11 +74,19 @@ class Budget(Protocol):
 
     def try_acquire(self) -> float: ...
 
+    def reserve(self, longest_wait: float) -> float | None: ...
+
     def pause_after_429(self, retry_after: float | None) -> float: ...
 
     def record_confirmed(self, n: int = 1) -> None: ...
 
     def slot_request(self) -> tuple[list[str], list[str | int]]: ...
+
+
+# The longest a listing read under way waits for the slot of its next page: a few slots
+# at the default budgets (0.6 s apart for Inveterate). The one wait a worker thread does,
+# bounded, and only once a read has started.
+PAGE_WAIT_SECONDS = 5.0
 
 
 class NoSlot(Exception):
@@ -87,6 +95,15 @@ class NoSlot(Exception):
     def __init__(self, wait: float) -> None:
         super().__init__(f"no request slot for {wait:.2f}s")
         self.wait = wait
+
+
+class NotHeld(Exception):
+    """The move before a POST was made but is not durable in time (disk, replicas): the
+    POST must not leave, since a failover or a crash could forget that it did."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"the move of job {job.idempotency_key!r} was not held in time")
+        self.job = job
 
 
 Failure = ProviderError | InvalidGrant | MissingCredentials
@@ -113,6 +130,7 @@ class PipelineCore:
         budgets: Callable[[Provider], Budget | None] = lambda _: None,
         *,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         window: MatchWindow | None = None,
     ) -> None:
@@ -122,6 +140,7 @@ class PipelineCore:
         self.policy = policy
         self.budgets = budgets
         self.clock = clock
+        self.sleep = sleep
         self.rng = rng or random.Random()
         self.window = window or MatchWindow()
         self.lag = LearnedLag(store, policy.first_poll, policy.poll_max, clock)
@@ -145,6 +164,19 @@ class PipelineCore:
             wait = budget.try_acquire()
             if wait > 0:
                 raise NoSlot(wait)
+
+    def _spend_next_page(self, provider: Provider) -> None:
+        """A slot for a further page of a listing read under way: reserved and waited for
+        (at most ``PAGE_WAIT_SECONDS``), so the pages read so far are not thrown away for
+        want of a slot only a few hundred milliseconds off (see ``ProviderBudget.reserve``)."""
+        budget = self.budgets(provider)
+        if budget is None:
+            return
+        wait = budget.reserve(PAGE_WAIT_SECONDS)
+        if wait is None:  # paused, or a queue of reservations: read again later
+            raise NoSlot(PAGE_WAIT_SECONDS)
+        if wait > 0:
+            self.sleep(wait)
 
     @staticmethod
     def _scope(job: Job) -> str | None:
@@ -175,13 +207,15 @@ class PipelineCore:
     def _move(self, job: Job, target: JobState, reason: str, *, attempts: str = "keep",
               fields: Mapping[str, Any] | None = None, due: float | None = None,
               claim: str | None = None, dlq: DlqReason | None = None,
-              flag: tuple[str, float, str] | None = None) -> tuple[Job, bool]:  # fmt: skip
+              flag: tuple[str, float, str] | None = None,
+              hold: bool = False) -> tuple[Job, bool]:  # fmt: skip
         """One compare-and-set from the job exactly as it was read (its version), and its
-        log line. Returns the job as it now stands and whether ``flag`` was set."""
+        log line. Returns the job as it now stands and whether ``flag`` was set. ``hold``:
+        the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable."""
         moved = self.store.transition(job.idempotency_key, target, reason=reason,
                                       expect=[job.state], attempts=attempts, fields=fields,
                                       due=due, claim=claim, dlq_reason=dlq,
-                                      version=job.version, flag=flag)  # fmt: skip
+                                      version=job.version, flag=flag, hold=hold)  # fmt: skip
         count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
         log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
                  job.provider, job.state.value, target.value, count, reason)  # fmt: skip
@@ -193,4 +227,19 @@ class PipelineCore:
                 extra[name] = value if isinstance(value, str) else json.dumps(value, default=str)
         now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1,
                          extra=extra)  # fmt: skip
+        if not moved.held:
+            raise NotHeld(now_as)
         return now_as, moved.flagged
+
+    def _put_off(self, job: Job) -> str:
+        """A POST whose move was not held: nothing was sent, so back to ``queued`` (the
+        attempt given back), to try again after a backoff."""
+        delay = retry_delay(1, self.policy.backoff_base, self.policy.backoff_max, None,
+                            self.policy.backoff_max, self.rng)  # fmt: skip
+        job, _ = self._move(job, JobState.QUEUED,
+                            "not posted: the store did not hold the move in time "
+                            f"(disk or replicas); retry in {delay:.1f}s",
+                            attempts="decr", fields={"in_flight_until": None},
+                            due=self.clock() + delay)  # fmt: skip
+        self.scheduler.issue(dict(job.grant_fields), delay)
+        return "store not durable yet"

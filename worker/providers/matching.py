@@ -32,6 +32,9 @@ from worker.providers.base import LedgerEntry, ListingPage
 # Pages one read may take before it gives up on completeness: every page spends the
 # provider's shared budget. A read cut short proves nothing by an absence.
 MAX_PAGES = 50
+# Past its first page a read is going deep (hundreds of newer credits above the grant's):
+# full pages then cost the fewest calls. Chargebee's largest page.
+DEEP_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -229,17 +232,19 @@ def read_back(
     """Read one listing only as far as these grants need, and say whether it was complete.
 
     Asks the provider for entries since the cutoff (the oldest grant's first POST, less the
-    window's skew) where it can filter by time (Chargebee), and stops early only when every
-    grant matched, when the listing ends, or when entries proven newest first pass the
-    cutoff. ``max_pages`` bounds the budget one read may take; a read that hits it is not
-    complete. Raises ``ProviderError`` from the client.
+    window's skew) where it can filter by time (Chargebee), the first page ``page_size``
+    long and any further one full, and stops early only when every grant matched, when the
+    listing ends, or when entries proven newest first pass the cutoff. ``max_pages`` bounds
+    the budget one read may take; a read that hits it is not complete. Raises
+    ``ProviderError`` from the client.
     """
     cutoff = min(g.submitted_at for g in grants) - window.before
     seen: list[LedgerEntry] = []
     order = _Order()
     cursor: str | None = None
-    for _ in range(max_pages):
-        page = client.list_page(customer_id, cursor, page_size, since=cutoff)
+    for n in range(max_pages):
+        size = page_size if n == 0 else max(page_size, DEEP_PAGE_SIZE)
+        page = client.list_page(customer_id, cursor, size, since=cutoff)
         seen.extend(page.entries)
         order.see(page.entries)
         if not page.next_cursor:
