@@ -59,6 +59,10 @@ def create_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # How late a countdown may run: Celery's timer sleeps up to this long between looks
+        # at its schedule (1 s by default), and every confirmation sweep and retry is a
+        # countdown: a second of it per link was a stall of the confirmation chain (issue 20).
+        worker_timer_precision=0.1,
         worker_send_task_events=True,
         task_send_sent_event=False,
         task_default_queue=ISSUE_QUEUE,

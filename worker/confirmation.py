@@ -49,17 +49,25 @@ class _BudgetedListing:
     a reserved one (``PipelineCore._spend_next_page``)."""
 
     def __init__(self, client: ProviderClient, spend: Callable[[], None],
-                 spend_next: Callable[[], None]) -> None:  # fmt: skip
+                 spend_next: Callable[[], None],
+                 renew: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.client = client
         self.spend = spend
         self.spend_next = spend_next
+        self.renew = renew  # a sweep's lease, extended before every page it reads
 
     def list_page(
         self, customer_id: str | None, cursor: str | None, limit: int, *,
         since: datetime | None = None,
     ) -> ListingPage:  # fmt: skip
+        if self.renew is not None:
+            self.renew()
         (self.spend if cursor is None else self.spend_next)()
         return self.client.list_page(customer_id, cursor, limit, since=since)
+
+
+class SweepLost(Exception):
+    """A sweep outlived its lease and another may be running: it stops reading."""
 
 
 class Verdict(StrEnum):
@@ -97,15 +105,40 @@ class Confirmation(PipelineCore):
         only if a listing shows an entry without a marker, which only matching by amount and
         time can place.
         """
-        now = self.clock()
-        later: float | None = None  # when the earliest job not loaded is due
         if customer_id:
             keys = self.store.pending(provider, customer_id)
-        else:
-            sweep = self.store.start_sweep(provider, token, now + DUE_SLACK)
-            if sweep.superseded:
-                return "superseded"
-            keys, later = sweep.due, sweep.next_due
+            summary, _ = self._sweep(provider, customer_id, keys, None, None)
+            return summary
+        lease = self.policy.lease
+        sweep = self.store.start_sweep(provider, token, self.clock() + DUE_SLACK, lease)
+        if sweep.superseded:
+            return "superseded"
+        if sweep.busy:  # word is left: the running sweep schedules the next when it ends
+            return "another sweep is running"
+
+        def renew() -> None:
+            if not self.store.renew_sweep(provider, token, lease):
+                raise SweepLost(provider)
+
+        try:
+            summary, following = self._sweep(provider, "", sweep.due, sweep.next_due, renew)
+        except BaseException:
+            if self.store.end_sweep(provider, token):
+                self._schedule_confirm(provider, 0.0, force=True)
+            raise
+        if self.store.end_sweep(provider, token):  # one came meanwhile: its jobs may be due
+            following = (0.0, True)
+        if following is not None:  # only now: a next sweep due at once must not find it busy
+            self._schedule_confirm(provider, following[0], force=following[1])
+        return summary
+
+    def _sweep(
+        self, provider: str, customer_id: str, keys: list[str], later: float | None,
+        renew: Callable[[], None] | None,
+    ) -> tuple[str, tuple[float, bool] | None]:  # fmt: skip
+        """The body of ``confirm``: read, confirm, bury; returns its summary and the next
+        sweep it wants (in how long, and whether it supersedes an earlier schedule)."""
+        now = self.clock()
         jobs, due = self._waiting_jobs(keys)
         groups: dict[str | None, dict[str, Job]] = {}
         for key, job in jobs.items():
@@ -136,7 +169,11 @@ class Confirmation(PipelineCore):
             try:
                 found = self._read_listing(provider, scope, groups[scope], targets,
                                            claimed.get(scope or "", set()),
-                                           everyone).confirmed  # fmt: skip
+                                           everyone, renew).confirmed  # fmt: skip
+            except SweepLost:
+                log.warning("provider=%s a sweep outlived its lease; the next one reads on",
+                            provider)  # fmt: skip
+                return "lease lost", None
             except NoSlot as slot:
                 retry = slot.wait
                 break
@@ -156,13 +193,17 @@ class Confirmation(PipelineCore):
         times = [t for k, t in next_reads.items() if k in read or t > now]
         times += [later] if later is not None else []
         delay = min(times) - now + self.policy.batch if times else None
+        following: tuple[float, bool] | None = None
         if retry is not None:
-            self._schedule_confirm(provider, retry if delay is None else min(delay, retry),
-                                   force=True)  # fmt: skip
+            following = (retry if delay is None else min(delay, retry), True)
         elif delay is not None:
-            self._schedule_confirm(provider, max(delay, 0.0))
+            following = (max(delay, 0.0), False)
+        if customer_id and following is not None:
+            self._schedule_confirm(provider, following[0], force=following[1])
+            following = None
         unread = len(reads) - len({self._scope(jobs[k]) for k in read})
-        return f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
+        summary = f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
+        return summary, following
 
     def _waiting_jobs(self, keys: list[str]) -> tuple[dict[str, Job], dict[str, float | None]]:
         """The jobs among ``keys`` still waiting for the listing, and when each is due."""
@@ -249,6 +290,7 @@ class Confirmation(PipelineCore):
         self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
         targets: list[str], claimed: set[str],
         everyone: Callable[[], Mapping[str, Job]] | None = None,
+        renew: Callable[[], None] | None = None,
     ) -> ReadResult:  # fmt: skip
         """Read one listing (a customer's, or with None the provider's) as far as ``targets``
         need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
@@ -264,7 +306,7 @@ class Confirmation(PipelineCore):
         pending = {key: self._pending(job) for key, job in jobs.items()}
         name = Provider(provider)
         client = _BudgetedListing(self.clients(name), lambda: self._spend(name),
-                                  lambda: self._spend_next_page(name))  # fmt: skip
+                                  lambda: self._spend_next_page(name), renew)  # fmt: skip
         # A page a little larger than the jobs due: they sit among the newest entries, and a
         # smaller page is less for the provider to send and for us to parse.
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)

@@ -76,6 +76,22 @@ class Keys:
         return f"{PREFIX}:confirming:{provider}"
 
     @staticmethod
+    def sweeping(provider: str) -> str:
+        """Held (the sweep's token) while a confirmation sweep of the provider runs: sweeps
+        never overlap, so none reads a listing or confirms a job another has just settled."""
+        return f"{PREFIX}:sweeping:{provider}"
+
+    @staticmethod
+    def sweep_wanted(provider: str) -> str:
+        """Set by a sweep that found another running: the running one, when it ends,
+        schedules the next at once instead of leaving it to a countdown."""
+        return f"{PREFIX}:sweep-wanted:{provider}"
+
+    # Counters of work done for nothing (e.g. ``confirm_again``: a confirmation refused
+    # because the job was confirmed already), read by the benchmarks and by operators.
+    COUNTERS = f"{PREFIX}:counters"
+
+    @staticmethod
     def visibility(provider: str) -> str:
         """What the provider's listing has shown lately: the newest credit it showed (when
         it was accepted) and the longest any took to show (see ``JobStore.visibility``)."""

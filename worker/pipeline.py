@@ -32,7 +32,7 @@ from worker.outcome import absence_proves, poll_delay
 from worker.pipeline_core import NoSlot, NotHeld, Policy, error_record
 from worker.providers.base import Outcome, ProviderError
 from worker.states import DlqReason, JobState
-from worker.store import PostStart
+from worker.store import PostStart, sweep_marker
 
 __all__ = ["Pipeline", "Policy"]
 
@@ -151,7 +151,7 @@ class Pipeline(Confirmation):
         _, flagged = self._move(
             job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
             fields={"submitted_at": now}, due=now,
-            flag=(Keys.confirming(job.provider), self.policy.grace, token),
+            flag=(Keys.confirming(job.provider), self.policy.grace, sweep_marker(token, now)),
         )  # fmt: skip
         if flagged:
             self.scheduler.confirm(job.provider, "", 0.0, token)
@@ -204,8 +204,8 @@ class Pipeline(Confirmation):
             fields={"provider_ref": result.provider_ref, "submitted_at": now,
                     "last_error": None, "in_flight_until": None, "outcome_unknown": None},
             due=now + first_read,
-            flag=(Keys.confirming(job.provider),
-                  first_read + self.policy.batch + self.policy.grace, token),
+            flag=(Keys.confirming(job.provider), first_read + self.policy.batch + self.policy.grace,
+                  sweep_marker(token, now + first_read + self.policy.batch)),
         )  # fmt: skip
         if flagged:  # no sweep of this provider is scheduled yet: schedule one
             self.scheduler.confirm(job.provider, "", first_read + self.policy.batch, token)

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 from worker.backoff import retry_delay
 from worker.errors import InvalidGrant, MissingCredentials
 from worker.job import Job, iso
-from worker.keys import Keys
 from worker.lag import LearnedLag
 from worker.models import Provider
 from worker.providers.base import ProviderClient, ProviderError
@@ -190,10 +189,12 @@ class PipelineCore:
     def _schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
         """One scheduled sweep serves all the provider's pending jobs: the marker names it,
         and expires a grace after it was due, so a lost message cannot block the next one.
-        ``force`` schedules this sweep even if one is scheduled, superseding that one."""
+        A sweep wanted earlier than the scheduled one supersedes it; ``force`` schedules
+        this sweep even if an earlier one is scheduled."""
         token = self._sweep_token()
-        marker = Keys.confirming(provider)
-        if self.store.take_flag(marker, delay + self.policy.grace, token, replace=force):
+        due_at = self.clock() + delay
+        if self.store.schedule_sweep(provider, token, due_at, delay + self.policy.grace,
+                                     force=force):  # fmt: skip
             self.scheduler.confirm(provider, "", delay, token)
 
     def _issue_later(self, job: Job, delay: float) -> None:

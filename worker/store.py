@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.durability import has_waitaof
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.job import Job, iso
 from worker.keys import HISTORY_LIMIT, Keys
@@ -27,11 +28,18 @@ from worker.store_scripts import (
     BEGIN_POST,
     CONFIRM_SEEN,
     CREATE,
+    HOLD_SWEEP,
     RAISE_ALARM,
     RECORD_VISIBILITY,
+    SCHEDULE_SWEEP,
     START_SWEEP,
     TRANSITION,
 )
+
+
+def sweep_marker(token: str, due_at: float) -> str:
+    """The value of a provider's sweep marker: the scheduled sweep and when it is due."""
+    return f"{token}@{due_at:.3f}"
 
 
 @dataclass(frozen=True)
@@ -64,11 +72,13 @@ class Moved:
 class Sweep:
     """What ``JobStore.start_sweep`` found: the pending jobs due, when the earliest of the
     others is due, and whether a newer schedule superseded this sweep (the marker names
-    another token: that sweep covers everything, this one does nothing)."""
+    another token: that sweep covers everything, this one does nothing) or another sweep is
+    running (it holds the lease)."""
 
     due: list[str]
     next_due: float | None
     superseded: bool
+    busy: bool = False  # another sweep of the provider is running: come back later
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,8 @@ class JobStore:
         self._transition = client.register_script(TRANSITION)
         self._begin_post = client.register_script(BEGIN_POST)
         self._start_sweep = client.register_script(START_SWEEP)
+        self._hold_sweep = client.register_script(HOLD_SWEEP)
+        self._schedule_sweep = client.register_script(SCHEDULE_SWEEP)
         self._confirm_seen = client.register_script(CONFIRM_SEEN)
         self._record_visibility = client.register_script(RECORD_VISIBILITY)
         self._raise_alarm = client.register_script(RAISE_ALARM)
@@ -368,7 +380,7 @@ class JobStore:
             args += [s.idempotency_key, s.state.value, str(s.version), s.ref,
                      f"seen in the listing as {s.ref}", s.provider_ref, _encode_field(s.entry),
                      repr(s.visible_after)]  # fmt: skip
-        reply = self._confirm_seen(keys=[Keys.DUE], args=args)
+        reply = self._confirm_seen(keys=[Keys.DUE, Keys.COUNTERS], args=args)
         outcomes: list[Moved | TransitionRefused] = []
         for s, code, state in zip(seen, reply[::2], reply[1::2], strict=True):
             if int(code) == 1:
@@ -476,13 +488,6 @@ class JobStore:
     def claimed(self, provider: str, customer_id: str) -> set[str]:
         return cast(set[str], self.redis.smembers(Keys.claimed(provider, customer_id)))
 
-    def take_flag(
-        self, key: str, seconds: float, value: str = "1", *, replace: bool = False
-    ) -> bool:
-        """Set a marker if absent (e.g. "a confirmation sweep is scheduled"), or with
-        ``replace`` in any case; True if set now."""
-        return bool(self.redis.set(key, value, nx=not replace, px=max(int(seconds * 1000), 1)))
-
     def pending_many(self, provider: str, scopes: Sequence[str | None]) -> list[str]:
         """``pending`` of several customers (None: the whole provider), in one round trip,
         without repeats."""
@@ -493,18 +498,43 @@ class JobStore:
             pipe.zrange(Keys.pending(provider, scope), 0, -1)
         return list(dict.fromkeys(k for keys in pipe.execute() for k in keys))
 
-    def start_sweep(self, provider: str, token: str, due_by: float) -> Sweep:
-        """The start of a confirmation sweep of the provider, in one round trip.
-
-        A sweep the marker names clears it; with no marker at all (it expired, or a
-        message came twice) the sweep runs and nothing is cleared.
-        """
-        marker, due, later = self._start_sweep(
-            keys=[Keys.confirming(provider), Keys.pending(provider, None), Keys.DUE],
-            args=[token, repr(due_by)],
-        )
+    def start_sweep(self, provider: str, token: str, due_by: float, lease: float) -> Sweep:
+        """The start of a confirmation sweep of the provider, in one round trip (see
+        START_SWEEP): superseded, busy, or started, holding the lease for ``lease`` seconds."""
+        name, due, later, busy = self._start_sweep(
+            keys=[Keys.confirming(provider), Keys.pending(provider, None), Keys.DUE,
+                  Keys.sweeping(provider), Keys.sweep_wanted(provider)],
+            args=[token, repr(due_by), max(int(lease * 1000), 1)],
+        )  # fmt: skip
         return Sweep(list(due), float(later) if later else None,
-                     bool(marker) and marker != token)  # fmt: skip
+                     bool(name) and name != token, bool(int(busy)))  # fmt: skip
+
+    def renew_sweep(self, provider: str, token: str, lease: float) -> bool:
+        """Extend this sweep's lease; False if it lost it (it outlived the lease and another
+        sweep took over: it must stop reading)."""
+        ttl = max(int(lease * 1000), 1)
+        keys = [Keys.sweeping(provider), Keys.sweep_wanted(provider)]
+        return int(self._hold_sweep(keys=keys, args=[token, ttl])) == 1
+
+    def end_sweep(self, provider: str, token: str) -> bool:
+        """Release this sweep's lease; True if another sweep came meanwhile and is wanted."""
+        keys = [Keys.sweeping(provider), Keys.sweep_wanted(provider)]
+        return int(self._hold_sweep(keys=keys, args=[token, "0"])) == 2
+
+    def schedule_sweep(self, provider: str, token: str, due_at: float, ttl: float,
+                       *, force: bool = False) -> bool:  # fmt: skip
+        """Name a sweep due at ``due_at`` in the provider's sweep marker, unless one is
+        scheduled no later (``force``: in any case). True if the caller must send it."""
+        reply = self._schedule_sweep(
+            keys=[Keys.confirming(provider)],
+            args=[sweep_marker(token, due_at), max(int(ttl * 1000), 1), "1" if force else "0"],
+        )  # fmt: skip
+        return int(reply) == 1
+
+    def counters(self) -> dict[str, int]:
+        """Work done for nothing (``Keys.COUNTERS``), e.g. ``confirm_again``."""
+        raw = cast(dict[str, str], self.redis.hgetall(Keys.COUNTERS))
+        return {name: int(value) for name, value in raw.items()}
 
     def claimed_many(self, provider: str, customers: Sequence[str]) -> dict[str, set[str]]:
         """The ledger entries already claimed by a job, per customer, in one round trip."""
@@ -597,9 +627,7 @@ HOLD_TIMEOUT_MS = 1000
 def _supports_waitaof(client: redis.Redis) -> bool:
     """WAITAOF exists from Redis 7.2, and says something only with the append-only file on."""
     try:
-        version = str(client.info("server").get("redis_version", "0"))
-        major, minor = (int(part) for part in version.split(".")[:2])
-        if (major, minor) < (7, 2):
+        if not has_waitaof(str(client.info("server").get("redis_version", "0"))):
             return False
         answer = cast(dict[Any, Any], client.config_get("appendonly"))
         return "yes" in {str(v) for v in answer.values()}

@@ -55,16 +55,47 @@ return 1
 """
 )
 
+# A provider's sweep marker names the one scheduled confirmation sweep and when it is due:
+# "token@due" (epoch seconds). A sweep wanted earlier than the scheduled one replaces it (the
+# later message then finds another token and stands down), so a credit that shows at the
+# learned lag is never left waiting for a sweep an older job's grown poll interval pushed
+# out; one wanted later is already served. ``force`` replaces in any case.
+# Returns 1 when this call set the marker (its caller sends the sweep's message), else 0.
+SCHEDULE_FN = """
+local function schedule_sweep(key, value, ttl, force)
+  if force ~= '1' then
+    local current = redis.call('GET', key)
+    if current then
+      local at = tonumber(string.match(current, '@([^@]+)$') or '')
+      local wanted = tonumber(string.match(value, '@([^@]+)$') or '')
+      if at == nil or wanted == nil or wanted >= at then return 0 end
+    end
+  end
+  redis.call('SET', key, value, 'PX', ttl)
+  return 1
+end
+"""
+
+# KEYS: the sweep marker. ARGV: 1 "token@due", 2 ttl in ms, 3 force ('1') or not ('0').
+SCHEDULE_SWEEP = (
+    SCHEDULE_FN
+    + """
+return schedule_sweep(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
 # One move of a job, as a Lua function so that TRANSITION and BEGIN_POST share it.
 # K: job, history, due index. A: 1 idempotency key, 2 target state, 3 allowed
 # sources (space separated), 4 now, 5 now iso, 6 reason, 7 attempts: keep|incr|decr|reset,
 # 8 ttl (0: not terminal), 9 index prefix, 10 history limit, 11 pending prefix,
 # 12 due ('' leaves it), 13 claimed-entries prefix ('' no claim), 14 entry ref to claim,
 # 15 DLQ prefix, 16 DLQ reason class (entering the DLQ) or '', 17 expected version ('' any),
-# 18 flag key to set if absent ('' none), 19 its ttl in ms, 20 its value, 21.. field/value
-# pairs ('' deletes). Returns {1, previous state, flag set 0|1}, {0, current state or ''},
-# or {0, state, 'claimed'}.
-MOVE_FN = """
+# 18 sweep marker to set ('' none; see SCHEDULE_FN), 19 its ttl in ms, 20 its value,
+# 21.. field/value pairs ('' deletes). Returns {1, previous state, flag set 0|1},
+# {0, current state or ''}, or {0, state, 'claimed'}.
+MOVE_FN = (
+    SCHEDULE_FN
+    + """
 local function move(K, A)
   local job = redis.call('HMGET', K[1], 'state', 'version', 'provider', 'customer_id',
     'dlq_reason', 'attempts')
@@ -147,10 +178,11 @@ local function move(K, A)
     if A[12] ~= '' then redis.call('ZADD', K[3], A[12], A[1]) end
   end
   local flagged = 0
-  if A[18] ~= '' and redis.call('SET', A[18], A[20], 'NX', 'PX', A[19]) then flagged = 1 end
+  if A[18] ~= '' then flagged = schedule_sweep(A[18], A[20], A[19], '0') end
   return {1, state, flagged}
 end
 """
+)
 
 # KEYS and ARGV as MOVE_FN's K and A.
 TRANSITION = DLQ_ADD + MOVE_FN + "return move(KEYS, ARGV)\n"
@@ -197,16 +229,29 @@ return {'started', redis.call('HGETALL', KEYS[1])}
 )
 
 # The start of a provider's confirmation sweep. The sweep marker names the one scheduled
-# sweep (a token its message carries); the sweep it names deletes it, so that a job
-# submitted from then on schedules the next one.
+# sweep ("token@due", see SCHEDULE_FN); the sweep it names deletes it, so that a job
+# submitted from then on schedules the next one. A sweep the marker does not name stands
+# down (superseded); with no marker at all (it expired, or a message came twice) it runs.
+# Sweeps of one provider never overlap: a running one holds the lease (its token, renewed
+# per page read); another finds it busy and leaves word (the wanted key) for the running one,
+# which schedules the next sweep at once when it ends: no countdown, no gap.
 # Only the jobs due are returned: a sweep loads what it reads for, not every job waiting.
-# KEYS: the sweep marker, the provider's pending set, the due index. ARGV: 1 the sweep's
-# token, 2 due up to (epoch seconds).
-# Returns {the marker's value before ('' when none), the pending keys due by ARGV[2] (oldest
-# pending first), when the earliest of the others is due ('' when none)}.
+# KEYS: the sweep marker, the provider's pending set, the due index, the sweep lease, the
+# sweep wanted key.
+# ARGV: 1 the sweep's token, 2 due up to (epoch seconds), 3 the lease in ms.
+# Returns {the marker's token ('' when none), the pending keys due by ARGV[2] (oldest pending
+# first), when the earliest of the others is due ('' when none), 1 busy | 0}.
 START_SWEEP = """
 local marker = redis.call('GET', KEYS[1])
-if marker == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local name = marker and string.match(marker, '^([^@]*)') or ''
+if name ~= '' and name ~= ARGV[1] then return {name, {}, '', 0} end
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[1] then
+  redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[3])
+  return {name, {}, '', 1}
+end
+if name == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
 local limit = tonumber(ARGV[2])
 local due, later = {}, nil
 for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
@@ -217,7 +262,22 @@ for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     later = at
   end
 end
-return {marker or '', due, later and string.format('%.6f', later) or ''}
+return {name, due, later and string.format('%.6f', later) or '', 0}
+"""
+
+# The sweep lease, renewed (ARGV 2: ttl in ms) or released (ARGV 2: '0') by the sweep that
+# holds it. KEYS: the lease, the sweep wanted key. ARGV: 1 the sweep's token.
+# Returns 0 if the lease was not this sweep's, 2 if released while another sweep was wanted
+# (the caller schedules one at once), else 1.
+HOLD_SWEEP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+if redis.call('DEL', KEYS[2]) == 1 then return 2 end
+return 1
 """
 
 # Confirm every job one listing read found, in one call: each is still its own MOVE_FN
@@ -226,7 +286,7 @@ return {marker or '', due, later and string.format('%.6f', later) or ''}
 # hundred jobs, and building and sending a full move for each cost more than the moves.
 # The script builds MOVE_FN's A itself, in the layout documented above MOVE_FN (and built by
 # JobStore._move_args): a change to that layout changes this script too.
-# KEYS: due index. ARGV: 1 now, 2 now iso, 3 ttl of terminal jobs, 4 job key prefix,
+# KEYS: due index, counters. ARGV: 1 now, 2 now iso, 3 ttl of terminal jobs, 4 job key prefix,
 # 5 history key prefix, 6 index prefix, 7 history limit, 8 pending prefix, 9 claimed prefix,
 # 10 DLQ prefix, 11 confirmed_at, then 8 per job: key, expected state, version, entry ref,
 # reason, provider_ref, provider_entry json, visible_after_seconds.
@@ -246,7 +306,8 @@ for i = 12, #ARGV, 8 do
     'in_flight_until', '', 'outcome_unknown', '', 'visible_after_seconds', ARGV[i + 7]}
   local r = move({job, ARGV[5] .. key, KEYS[1]}, a)
   local code = 0
-  if r[1] == 1 then code = 1 elseif r[3] == 'claimed' then code = 2 end
+  if r[1] == 1 then code = 1 elseif r[3] == 'claimed' then code = 2
+  elseif r[2] == 'confirmed' then redis.call('HINCRBY', KEYS[2], 'confirm_again', 1) end
   results[#results + 1] = code
   results[#results + 1] = r[2]
 end

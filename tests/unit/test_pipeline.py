@@ -378,7 +378,7 @@ def test_a_sweep_message_superseded_by_a_newer_schedule_does_nothing(world: Worl
     world.pipeline.issue(message())  # submitted; its sweep is scheduled under a token
     (scheduled,) = [i for i in world.scheduler.queue if i.task == "confirm"]
     token = scheduled.kwargs["token"]
-    assert world.store.redis.get(Keys.confirming("inveterate")) == token
+    assert world.store.redis.get(Keys.confirming("inveterate")).startswith(f"{token}@")
     world.clock.now += 5
     inv = world.providers[Provider.INVETERATE]
     assert world.pipeline.confirm("inveterate", "", "someone-else") == "superseded"
@@ -435,7 +435,7 @@ def test_a_sweep_loads_the_jobs_due_not_every_job_waiting(
     world.clock.now += 3.0  # "early" is due, "late" (submitted now) is not
     world.store.create(CreditGrant.parse(message("late", "chargebee")))
     world.pipeline.issue(message("late", "chargebee"))
-    token = world.store.redis.get("creditq:confirming:chargebee")
+    token = world.store.redis.get("creditq:confirming:chargebee").split("@")[0]
     assert world.pipeline.confirm("chargebee", "", token).startswith("confirmed 0")
     assert loaded == [["early"]]
     world.run()
@@ -467,7 +467,7 @@ def test_a_job_not_due_yet_that_already_shows_is_confirmed_by_the_same_read(
     world.clock.now += 3.0  # "early" is due, "late" (submitted now) is not, but shows at once
     world.store.create(CreditGrant.parse(message("late", "chargebee")))
     world.pipeline.issue(message("late", "chargebee"))
-    token = world.store.redis.get("creditq:confirming:chargebee")
+    token = world.store.redis.get("creditq:confirming:chargebee").split("@")[0]
     assert world.pipeline.confirm("chargebee", "", token).startswith("confirmed 2")
     assert cb.reads == 1
 
