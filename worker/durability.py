@@ -7,11 +7,20 @@ evicts under memory pressure does the same to one job at a time, silently. So a 
 refuses such a store, in one line naming what to change, unless
 ``CREDITQ_ALLOW_VOLATILE_REDIS`` says this is a demo or a test.
 
-What counts: append-only file on (``appendonly yes``; ``appendfsync always`` loses nothing
-acknowledged, ``everysec`` up to a second on a host crash) or RDB snapshots (``save``: loses
-everything since the last snapshot, so it is accepted with a warning), and
-``maxmemory-policy noeviction``. A Redis that hides CONFIG (some managed services) cannot be
-checked; the worker says so and starts: the operator vouches for it.
+What counts is whether the move before a POST is on disk before the POST leaves (a lost
+move sends the POST again after a restart, and Inveterate pays twice):
+
+- the append-only file on (``appendonly yes``), and either ``appendfsync always`` or Redis
+  7.2+, where creditq waits for the file with ``WAITAOF`` before each POST. With
+  ``everysec`` on an older Redis, a host crash loses the last second of acknowledged writes,
+  and so can a Redis crash while an fsync is slow (Redis then puts off writing the file for
+  up to two seconds, replies sent): seen here, a grant acknowledged just before a SIGKILL was
+  gone after the restart. Refused, naming both fixes.
+- RDB snapshots alone lose everything since the last snapshot: refused.
+- ``maxmemory-policy noeviction``: any other policy forgets jobs one at a time: refused.
+
+A Redis that hides CONFIG (some managed services) cannot be checked; the worker says so and
+starts: the operator vouches for it.
 """
 
 from __future__ import annotations
@@ -36,23 +45,39 @@ class Durability:
     checked: bool = True
 
 
-def judge(config: Mapping[str, str]) -> Durability:
-    """Pure: the verdict on a Redis's ``CONFIG GET`` answers."""
+# WAITAOF, with which creditq waits for the append-only file before each POST.
+WAITAOF_SINCE = (7, 2)
+
+
+def judge(config: Mapping[str, str], version: str | None = None) -> Durability:
+    """Pure: the verdict on a Redis's ``CONFIG GET`` answers and its ``redis_version``."""
     problems: list[str] = []
     warnings: list[str] = []
     aof = config.get("appendonly", "no") == "yes"
     snapshots = bool(config.get("save", "").strip())
+    fsync = config.get("appendfsync", "everysec")
     if not aof and not snapshots:
         problems.append("it keeps nothing on disk (appendonly no, save '')")
     elif not aof:
-        warnings.append("only RDB snapshots: a restart loses what came after the last one; "
-                        "turn on appendonly yes")  # fmt: skip
-    elif config.get("appendfsync") == "no":
-        warnings.append("appendfsync no: the OS decides when the AOF reaches the disk")
+        problems.append("only RDB snapshots (appendonly no): a restart loses what came after "
+                        "the last one")  # fmt: skip
+    elif fsync != "always" and not has_waitaof(version):
+        problems.append(f"appendfsync {fsync} on Redis {version or '(version unknown)'}, which "
+                        "has no WAITAOF: a crash can lose the last seconds of acknowledged "
+                        "writes, the move before a POST included; set appendfsync always, or "
+                        "run Redis 7.2+")  # fmt: skip
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
         problems.append(f"maxmemory-policy {policy} evicts keys under memory pressure")
     return Durability(problems, warnings)
+
+
+def has_waitaof(version: str | None) -> bool:
+    try:
+        major, minor = (int(part) for part in (version or "").split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= WAITAOF_SINCE
 
 
 def inspect(client: redis.Redis) -> Durability:
@@ -64,7 +89,11 @@ def inspect(client: redis.Redis) -> Durability:
             config.update({_text(k): _text(v) for k, v in answer.items()})
     except redis.ResponseError:
         return Durability(checked=False)
-    return judge(config)
+    try:
+        version = _text(cast(Mapping[str, Any], client.info("server")).get("redis_version"))
+    except redis.ResponseError:
+        version = None
+    return judge(config, version)
 
 
 def _text(value: Any) -> str:
@@ -76,8 +105,9 @@ def refusal(verdict: Durability) -> str | None:
     if not verdict.problems:
         return None
     return ("creditq: refusing a volatile job store: " + "; ".join(verdict.problems)
-            + ". Run Redis with appendonly yes and maxmemory-policy noeviction, or set "
-            "CREDITQ_ALLOW_VOLATILE_REDIS=true for a demo or a test")  # fmt: skip
+            + ". Run Redis with appendonly yes (appendfsync always before Redis 7.2) and "
+            "maxmemory-policy noeviction, or set CREDITQ_ALLOW_VOLATILE_REDIS=true for a demo "
+            "or a test")  # fmt: skip
 
 
 def check_at_start(client: redis.Redis, allow_volatile: bool) -> str | None:

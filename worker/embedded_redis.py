@@ -56,8 +56,9 @@ def candidate_binaries() -> Iterator[str]:
 class EmbeddedRedis:
     """A redis-server child process on loopback, in its own temporary directory.
 
-    ``appendonly=True`` turns on the append-only file so that ``restart()`` keeps
-    the data, the way a production Redis with persistence does.
+    ``appendonly=True`` turns on the append-only file (fsync on every write) so that
+    ``restart()`` keeps everything acknowledged, the way a production Redis that creditq
+    accepts does (see worker/durability.py).
     """
 
     def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
@@ -75,7 +76,7 @@ class EmbeddedRedis:
         return [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec", "--protected-mode", "no", "--logfile", "redis.log",
+            "--appendfsync", "always", "--protected-mode", "no", "--logfile", "redis.log",
         ]  # fmt: skip
 
     def start(self) -> EmbeddedRedis:

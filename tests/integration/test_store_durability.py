@@ -50,7 +50,9 @@ def test_a_worker_refuses_a_redis_that_keeps_nothing_on_disk_in_one_line(
 def test_a_worker_starts_once_the_redis_keeps_an_append_only_file(
     volatile_redis: EmbeddedRedis, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    redis.Redis.from_url(volatile_redis.url).config_set("appendonly", "yes")
+    client = redis.Redis.from_url(volatile_redis.url)
+    client.config_set("appendonly", "yes")
+    client.config_set("appendfsync", "always")  # what Redis before 7.2 needs
     worker = start_worker(volatile_redis.url, sandbox, tmp_path)
     try:
         with pytest.raises(subprocess.TimeoutExpired):  # still running: it did not refuse
