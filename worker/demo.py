@@ -79,13 +79,15 @@ DEMO_TIMINGS: dict[str, str] = {
     "CREDITQ_JOB_TTL_SECONDS": str(DEMO_JOB_TTL_SECONDS),
 }
 
-# The faults the sandbox serves to the next submits of each provider, in order; which
-# grant meets which depends on the worker's threads, so each row says what it met.
-FAULTS: list[tuple[str, str]] = [
-    ("inveterate", "error_after"),  # applied, then 500: must be found, not paid twice
-    ("inveterate", "timeout_after"),  # applied, no answer within the timeout: the same
-    ("chargebee", "error_before"),  # 500, nothing applied: reconciled, then sent again
-    ("chargebee", "rate_limited"),  # 429 with Retry-After: not applied, retried later
+# The faults the sandbox serves, each to the first POST for one customer, so every run tells
+# the same story: (provider, customer, fault). A fault that strikes by arrival order could
+# fall on the 404 customer, or on a POST no later credit follows, whose failure creditq then
+# rightly leaves unknown (worker/outcome.py) instead of showing a retry.
+FAULTS: list[tuple[str, str, str]] = [
+    ("inveterate", "cust-di", "error_after"),  # applied, then 500: found, not paid twice
+    ("inveterate", "cust-bo", "timeout_after"),  # applied, no answer in time: the same
+    ("chargebee", "cust-ed", "error_before"),  # 500, nothing applied: Chargebee's replay
+    ("chargebee", "cust-gus", "rate_limited"),  # 429 with Retry-After: retried later
 ]
 GONE_CUSTOMER = "cust-gone"  # the sandbox answers 404 for this customer
 
@@ -185,8 +187,9 @@ def refuse_busy_redis(client: redis.Redis, app: Celery, url: str) -> None:
 @contextlib.contextmanager
 def demo_sandbox(run_id: str) -> Iterator[Sandbox]:
     sandbox = Sandbox(port=0, lag=SANDBOX_LAG_SECONDS, hold=SANDBOX_HOLD_SECONDS, seed=6)
-    for provider, kind in FAULTS:
-        sandbox.fail_next(kind, provider=provider, operation="submit")
+    for provider, customer, kind in FAULTS:
+        sandbox.fail_next(kind, provider=provider, operation="submit",
+                          customer_id=f"demo-{run_id}-{customer}")  # fmt: skip
     sandbox.mark_customer(f"demo-{run_id}-{GONE_CUSTOMER}", 404)
     with sandbox:
         yield sandbox

@@ -13,11 +13,12 @@ import redis
 from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
+from worker import dlq
 from worker.app import ISSUE_TASK
 from worker.demo import credits_per_key
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
-from worker.states import JobState
+from worker.states import DlqReason, JobState
 from worker.store import JobStore
 
 
@@ -45,6 +46,11 @@ def confirmed_count(store: JobStore) -> int:
     return store.count_by_state()[JobState.CONFIRMED.value]
 
 
+def unfinished(store: JobStore, keys: list[str]) -> list[dict[str, Any]]:
+    """The jobs that have not ended, with their histories: what a failure message needs."""
+    return [j.to_json() for j in store.get_many(keys) if j is not None and not j.state.terminal]
+
+
 def assert_exactly_once(store: JobStore, sandbox: Sandbox, keys: list[str]) -> None:
     jobs = store.get_many(keys)
     not_confirmed = {j.idempotency_key: j.state.value for j in jobs
@@ -59,24 +65,46 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
     real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
 ) -> None:  # fmt: skip
+    """Every key ends with exactly one credit of its own. An Inveterate 500 among the very
+    last POSTs has no later credit to witness that the listing would show it by now: its job
+    is never POSTed again on a guess but ends in the DLQ as ``outcome_unknown`` (the cost
+    named in worker/outcome.py); replayed once later traffic has shown, it is confirmed."""
     sandbox = make_sandbox(latency=0.02, lag=0.5, hold=1.5, seed=11)
     for kind, p in (("error_before", 0.05), ("error_after", 0.05), ("timeout_after", 0.04),
                     ("rate_limited", 0.03)):  # fmt: skip
         sandbox.fail_randomly(kind, p, operation="submit")
     sandbox.fail_randomly("error_after", 0.03, operation="list")
-    fleet = fleet_factory(sandbox)
+    fleet = fleet_factory(sandbox, CREDITQ_CONFIRM_DEADLINE_SECONDS="30")
     fleet.start_worker(concurrency=8)
     fleet.start_worker(concurrency=8)
     fleet.start_beat()
     batch = grants(200)
     enqueue_many(batch, store=real_store, app=celery_app)
     keys = [g["idempotency_key"] for g in batch]
-    done = wait_until(lambda: confirmed_count(real_store) == 200, timeout=150)
-    assert done, (real_store.count_by_state(), fleet.log_text()[-3000:])
-    assert_exactly_once(real_store, sandbox, keys)
+    done = wait_until(lambda: ended(real_store, keys), timeout=150)
+    assert done, json.dumps([real_store.count_by_state(), unfinished(real_store, keys)],
+                            indent=1, default=str)  # fmt: skip
     assert "transport:   worker.broker:Transport" in fleet.log_text()  # the workers' banner
     faults = sandbox.stats()
     assert sum(sum(p["faults"].values()) for p in faults.values()) > 20, faults
+    unknown = [j.idempotency_key for j in real_store.get_many(keys, history=False)
+               if j is not None and j.extra.get("dlq_reason") == DlqReason.UNKNOWN]  # fmt: skip
+    assert len(unknown) <= 3, unknown  # only the last POSTs can lack a witness
+    assert credits_per_key(sandbox, real_store, unknown) == dict.fromkeys(unknown, 0)
+    print(f"in the DLQ as outcome_unknown, then replayed: {unknown}")
+    if unknown:  # later traffic shows, then an operator replays them
+        sandbox.clear_faults()
+        later = grants(2, prefix="later")
+        enqueue_many(later, store=real_store, app=celery_app)
+        assert wait_until(lambda: confirmed_count(real_store) >= 202 - len(unknown), timeout=60)
+        assert all(r.result.ok for r in dlq.replay(real_store, unknown, celery_app))
+        assert wait_until(lambda: confirmed_count(real_store) == 202, timeout=60), (
+            unfinished(real_store, unknown))  # fmt: skip
+    assert_exactly_once(real_store, sandbox, keys)
+
+
+def ended(store: JobStore, keys: list[str]) -> bool:
+    return all(j is not None and j.state.terminal for j in store.get_many(keys, history=False))
 
 
 def test_the_same_message_delivered_twice_credits_once(
