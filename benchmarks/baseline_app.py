@@ -17,10 +17,12 @@ from celery import Celery
 
 app = Celery("baseline", broker=os.environ["BASELINE_BROKER_URL"])
 # The same delivery settings as creditq, task events included: a deployment watched in
-# Flower turns them on, and each task then publishes three events.
+# Flower turns them on, and each task then publishes three events. BASELINE_TASK_EVENTS=0
+# turns them off, for the baseline as written without Flower (throughput.py runs both).
+TASK_EVENTS = os.environ.get("BASELINE_TASK_EVENTS", "1") != "0"
 app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
                 task_acks_late=True, worker_prefetch_multiplier=1,
-                worker_send_task_events=True)  # fmt: skip
+                worker_send_task_events=TASK_EVENTS)  # fmt: skip
 # Only for throughput.py --tuned-baseline: the baseline given creditq's worker transport
 # (worker/broker.py), to show how much of creditq's rate that transport alone buys.
 if os.environ.get("BASELINE_BROKER_TRANSPORT"):

@@ -155,7 +155,7 @@ class Confirmation(PipelineCore):
         claimed = self.store.claimed_many(provider, members)
         confirmed: set[str] = set()
         read: set[str] = set()  # keys whose listing was read
-        learned: list[tuple[int, list[Job]]] = []  # per read: found, due jobs missed
+        learned: list[tuple[float | None, list[Job]]] = []  # per read: youngest found, missed
         retry: float | None = None  # when to sweep again for listings left unread
         for n, (_, scope, targets) in enumerate(reads):
             if n == MAX_READS_PER_SWEEP:
@@ -183,7 +183,9 @@ class Confirmation(PipelineCore):
                 continue
             confirmed |= found
             read.update(targets)
-            learned.append((len(found), [groups[scope][k] for k in targets if k not in found]))
+            learned.append(
+                (self._youngest(found, jobs), [groups[scope][k] for k in targets if k not in found])
+            )
         now = self.clock()
         self.lag.learn(Provider(provider), learned)
         next_reads = self._next_reads(
@@ -204,6 +206,12 @@ class Confirmation(PipelineCore):
         unread = len(reads) - len({self._scope(jobs[k]) for k in read})
         summary = f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
         return summary, following
+
+    def _youngest(self, found: set[str], jobs: Mapping[str, Job]) -> float | None:
+        """How long the youngest accepted job a read confirmed had waited since its 2xx."""
+        now = self.clock()
+        waited = [now - at for k in found if (at := jobs[k].number("submitted_at")) is not None]
+        return min(waited) if waited else None
 
     def _waiting_jobs(self, keys: list[str]) -> tuple[dict[str, Job], dict[str, float | None]]:
         """The jobs among ``keys`` still waiting for the listing, and when each is due."""

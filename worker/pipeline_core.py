@@ -142,7 +142,7 @@ class PipelineCore:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.window = window or MatchWindow()
-        self.lag = LearnedLag(store, policy.first_poll, policy.poll_max, clock)
+        self.lag = LearnedLag(store, policy.first_poll, policy.poll_max, clock, policy.batch)
 
     def _listing_retry(self, provider: str, err: ProviderError) -> float:
         """A listing read failed: nothing about any job changed; when to read again."""

@@ -16,8 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = {
-    "throughput": (["--grants", "40", "--lag", "0.5", "--tuned-baseline"],
-                   ["ratio", "calls/grant", "of no lag", "creditq's worker transport"]),
+    "throughput": (["--grants", "40", "--lag", "0.5", "--tuned-baseline",
+                    "--ambiguous-kind", "error_after", "--settle", "5"],
+                   ["body/s", "end-to-end/s", "calls/grant", "task events off", "of no lag",
+                    "creditq's worker transport", "longest stall", "confirm_again",
+                    "one ambiguous POST (error_after, CREDITQ_SETTLE_SECONDS=5)"]),
     "latency": (["--rate", "20", "--seconds", "2"], ["p50", "0.2 s"]),
     "cost": (["--grants", "40", "--idle-seconds", "0.5"],
              ["Redis commands per grant", "HTTP calls per grant", "1,000,000 terminal records"]),
