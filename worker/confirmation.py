@@ -113,7 +113,9 @@ class Confirmation(PipelineCore):
         sweep = self.store.start_sweep(provider, token, self.clock() + DUE_SLACK, lease)
         if sweep.superseded:
             return "superseded"
-        if sweep.busy:  # word is left: the running sweep schedules the next when it ends
+        if sweep.busy:  # word is left: the running sweep schedules the next when it ends,
+            # and should it have died, this one comes back once its lease has run out
+            self.scheduler.confirm(provider, "", (sweep.next_due or 0.0) + DUE_SLACK, token)
             return "another sweep is running"
 
         def renew() -> None:

@@ -78,7 +78,7 @@ class Sweep:
     due: list[str]
     next_due: float | None
     superseded: bool
-    busy: bool = False  # another sweep of the provider is running: come back later
+    busy: bool = False  # another sweep is running (``next_due``: its lease's time left)
 
 
 @dataclass(frozen=True)
@@ -506,8 +506,10 @@ class JobStore:
                   Keys.sweeping(provider), Keys.sweep_wanted(provider)],
             args=[token, repr(due_by), max(int(lease * 1000), 1)],
         )  # fmt: skip
+        if int(busy):  # ``later`` holds the lease's time left, in ms
+            return Sweep([], max(float(later or 0), 0.0) / 1000, False, True)
         return Sweep(list(due), float(later) if later else None,
-                     bool(name) and name != token, bool(int(busy)))  # fmt: skip
+                     bool(name) and name != token)  # fmt: skip
 
     def renew_sweep(self, provider: str, token: str, lease: float) -> bool:
         """Extend this sweep's lease; False if it lost it (it outlived the lease and another

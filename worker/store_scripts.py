@@ -234,13 +234,16 @@ return {'started', redis.call('HGETALL', KEYS[1])}
 # down (superseded); with no marker at all (it expired, or a message came twice) it runs.
 # Sweeps of one provider never overlap: a running one holds the lease (its token, renewed
 # per page read); another finds it busy and leaves word (the wanted key) for the running one,
-# which schedules the next sweep at once when it ends: no countdown, no gap.
+# which schedules the next sweep at once when it ends: no countdown, no gap. In case the
+# running one died, the busy one also comes back when the lease runs out (superseded by
+# then if the running one ended and scheduled the next).
 # Only the jobs due are returned: a sweep loads what it reads for, not every job waiting.
 # KEYS: the sweep marker, the provider's pending set, the due index, the sweep lease, the
 # sweep wanted key.
 # ARGV: 1 the sweep's token, 2 due up to (epoch seconds), 3 the lease in ms.
 # Returns {the marker's token ('' when none), the pending keys due by ARGV[2] (oldest pending
-# first), when the earliest of the others is due ('' when none), 1 busy | 0}.
+# first), when the earliest of the others is due ('' when none; when busy, the lease's
+# time left in ms), 1 busy | 0}.
 START_SWEEP = """
 local marker = redis.call('GET', KEYS[1])
 local name = marker and string.match(marker, '^([^@]*)') or ''
@@ -248,7 +251,7 @@ if name ~= '' and name ~= ARGV[1] then return {name, {}, '', 0} end
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[1] then
   redis.call('SET', KEYS[5], ARGV[1], 'PX', ARGV[3])
-  return {name, {}, '', 1}
+  return {name, {}, tostring(redis.call('PTTL', KEYS[4])), 1}
 end
 if name == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])

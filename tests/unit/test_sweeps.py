@@ -68,8 +68,9 @@ def test_a_sweep_that_finds_another_running_leaves_word_and_the_running_one_swee
     token = scheduled(world.store).split("@")[0]
     assert world.pipeline.confirm("inveterate", "", token).startswith("confirmed 2")
     assert arrived == ["another sweep is running"] and inv.reads == 2
+    others = (token, "latecomer")  # the first schedule, and the latecomer's own return
     (again,) = [i for i in world.scheduler.queue
-                if i.task == "confirm" and i.kwargs["token"] != token]  # fmt: skip
+                if i.task == "confirm" and i.kwargs["token"] not in others]  # fmt: skip
     assert again.at == world.clock.now  # no countdown: the running one swept again at once
     world.run()
     assert inv.reads == 2  # nothing was left to read
@@ -123,3 +124,23 @@ def test_confirming_a_job_already_confirmed_is_counted_as_work_for_nothing(
     again = Seen("g1", JobState.SUBMITTED, job.version, "e9", "e9", {}, 1.0)
     (outcome,) = world.store.confirm_seen([again], now=world.clock.now)
     assert world.store.counters() == {"confirm_again": 1}, outcome
+
+
+def test_a_sweep_whose_runner_died_holding_the_lease_runs_once_the_lease_runs_out(
+    world: World,
+) -> None:
+    """A worker killed mid-sweep leaves its lease (and the word left for it) behind: the
+    sweep that found it busy comes back by itself when the lease expires."""
+    submit(world, "g1", "m-1")
+    lease = world.pipeline.policy.lease
+    world.store.redis.set(Keys.sweeping("inveterate"), "dead", px=int(lease * 1000))
+    world.clock.now += 5
+    token = scheduled(world.store).split("@")[0]
+    assert world.pipeline.confirm("inveterate", "", token) == "another sweep is running"
+    (back,) = [i for i in world.scheduler.queue
+               if i.task == "confirm" and i.at > world.clock.now]  # fmt: skip
+    assert back.kwargs["token"] == token and back.at <= world.clock.now + lease + 0.1
+    world.clock.now = back.at
+    world.store.redis.delete(Keys.sweeping("inveterate"))  # what Redis's expiry does meanwhile
+    world.run()
+    assert state(world) is JobState.CONFIRMED
