@@ -12,12 +12,18 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+# minor_units and parse_amount live in worker.currencies and worker.amounts; they are
+# re-exported because providers and the sandbox import them from here.
+from worker.amounts import decimal_places
+from worker.amounts import parse_amount as parse_amount
+from worker.currencies import check_currency
+from worker.currencies import minor_units as minor_units
 from worker.errors import InvalidGrant
 from worker.settings import get_settings
 
@@ -34,35 +40,13 @@ MARKER_PREFIX = "cq-"
 # quote (or forge) another grant's marker.
 MARKER_PATTERN = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{16}")
 
-_CURRENCY_SHAPE = re.compile(r"^[A-Z]{3}$")
+_CURRENCY_SHAPE = re.compile(r"[A-Z]{3}")
 _WHITESPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
-# ISO 4217 minor units where they differ from the usual 2.
-_MINOR_UNITS: dict[str, int] = {
-    **dict.fromkeys(
-        [
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "UYI",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ],
-        0,
-    ),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-    **dict.fromkeys(["CLF", "UYW"], 4),
-}
+# What a customer id may hold: the characters RFC 3986 lets a path segment carry as they are
+# (unreserved, sub-delims, ":" and "@"), less "%" (a server or proxy may decode "%2F" into
+# a "/" of another path) and ";" (path parameters, which some servers strip).
+CUSTOMER_ID_CHARACTERS = "-._~!$&'()*+,=:@"
+_CUSTOMER_ID = re.compile(r"[A-Za-z0-9" + re.escape(CUSTOMER_ID_CHARACTERS) + r"]+")
 
 
 class Provider(StrEnum):
@@ -74,11 +58,6 @@ class CreditType(StrEnum):
     GENERAL = "general"
     REFERRAL_REWARDS = "referral_rewards"
     LOYALTY_CREDITS = "loyalty_credits"
-
-
-def minor_units(currency_code: str) -> int:
-    """Decimals the currency allows (ISO 4217); 2 for a well-shaped code we do not list."""
-    return _MINOR_UNITS.get(currency_code, 2)
 
 
 FIELDS = (
@@ -135,38 +114,27 @@ def check_customer_id(value: str | None, provider: Provider) -> str:
     # The id goes into a URL path: a "/" or ".." would address another resource.
     if "/" in value or ".." in value:
         raise InvalidGrant("customer_id", "must not contain '/' or '..'")
+    if value == ".":
+        # A dot segment: the URL /members/./credits is normalised to /members/credits.
+        raise InvalidGrant("customer_id", "must not be '.' (a URL would drop it)")
+    if _CUSTOMER_ID.fullmatch(value) is None:
+        # Anything else a URL, a proxy or the provider might decode or rewrite: "%", "\\",
+        # "?", "#", ";", non-ASCII letters (Unicode normalisation), quotes and brackets.
+        raise InvalidGrant(
+            "customer_id",
+            f"may hold only ASCII letters, digits and {CUSTOMER_ID_CHARACTERS} "
+            "(it goes into a URL path)",
+        )
     return value
 
 
-def parse_amount(value: object) -> Decimal:
-    """Money arrives as Decimal, int or string; a float is refused because 0.1 is not exact."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidGrant("amount", "is required and must be a decimal number")
-    if isinstance(value, float):
-        raise InvalidGrant("amount", "must be a Decimal, an int or a string, never a float")
-    if isinstance(value, Decimal):
-        amount = value
-    elif isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidGrant("amount", f"{value[:40]!r} is not a decimal number") from None
-    else:
-        raise InvalidGrant("amount", f"must be a decimal number, got {type(value).__name__}")
-    if not amount.is_finite():
-        raise InvalidGrant("amount", "must be a finite number")
-    return amount
-
-
 def check_amount(amount: Decimal, currency_code: str, provider: Provider) -> Decimal:
+    """The rules of money in this currency for this provider, on a ``parse_amount`` result
+    (finite and bounded, so nothing below can round or trap)."""
     if amount.is_zero():
         raise InvalidGrant("amount", "must not be zero")
     places = minor_units(currency_code)
-    exponent = amount.normalize().as_tuple().exponent
-    assert isinstance(exponent, int)  # finite, checked by parse_amount
-    if -exponent > places:
+    if decimal_places(amount) > places:
         raise InvalidGrant(
             "amount", f"has more than {places} decimal places, the most {currency_code} allows"
         )
@@ -201,9 +169,16 @@ def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
     if currency is None:
         currency = get_settings().default_currency
     currency = currency.strip().upper()
-    if not _CURRENCY_SHAPE.match(currency):
+    if not _CURRENCY_SHAPE.fullmatch(currency):
         raise InvalidGrant("currency_code", "must be three letters (ISO 4217), e.g. USD")
-    amount = check_amount(parse_amount(raw.get("amount")), currency, provider)
+    check_currency(currency)
+    try:
+        amount = check_amount(parse_amount(raw.get("amount")), currency, provider)
+    except ArithmeticError as exc:  # decimal's Overflow, InvalidOperation, DivisionByZero
+        # parse_amount's bounds make these unreachable; should one slip through all the
+        # same, a message that bypassed the producer must still end as a rejected job (the
+        # worker records InvalidGrant), never as a traceback that leaves no record.
+        raise InvalidGrant("amount", f"is out of range ({type(exc).__name__})") from None
 
     note = _text(raw, "note", required=False)
     if note is not None:
@@ -297,7 +272,7 @@ class CreditGrant(BaseModel):
             "idempotency_key": self.idempotency_key,
             "provider": self.provider.value,
             "customer_id": self.customer_id,
-            "amount": str(self.amount),
+            "amount": format(self.amount, "f"),
             "note": self.note,
             "force": self.force,
             "currency_code": self.currency_code,
