@@ -32,6 +32,7 @@ from celery import Celery, signals
 from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.broker import transport_for
+from worker.config_errors import SettingsError, exit_on
 from worker.durability import refuse_volatile_store
 from worker.settings import get_settings
 
@@ -111,4 +112,11 @@ def _check_store(sender: Any = None, **_: Any) -> None:
 
 signals.worker_init.connect(_check_store)
 
-app = create_app()
+# The settings are read here, when ``celery -A worker.app worker|beat|flower`` imports this
+# module: a bad one must end the process in one line per variable (exit 2), where Celery
+# would print its "Unable to load celery application" block and a traceback. SystemExit is
+# not an Exception, so Celery's loader lets it through.
+try:
+    app = create_app()
+except SettingsError as bad:
+    exit_on(bad)

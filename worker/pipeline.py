@@ -31,6 +31,7 @@ from worker.models import CreditGrant, Provider, check_idempotency_key
 from worker.outcome import absence_proves, poll_delay
 from worker.pipeline_core import NoSlot, NotHeld, Policy, error_record
 from worker.providers.base import Outcome, ProviderError
+from worker.providers.errors import CONFIGURATION_CODE
 from worker.states import DlqReason, JobState
 from worker.store import PostStart, sweep_marker
 
@@ -127,8 +128,15 @@ class Pipeline(Confirmation):
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
         except InvalidGrant as exc:
+            record = {"last_error": error_record(exc, self.clock())}
+            if job.number("first_post_at") is not None and job.state is JobState.SUBMITTING:
+                # Stricter rules since its POST, whose outcome is not known: the credit may
+                # exist, so "invalid" would be a false end; a person settles it.
+                why = f"outcome unknown, and the stored grant fails today's rules: {exc}"
+                self._move(job, JobState.DEAD, why, dlq=DlqReason.UNKNOWN, fields=record)
+                return "dead"
             self._move(job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID,
-                       fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
+                       fields=record)  # fmt: skip
             return "rejected"
         if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
             # Replayed from the DLQ after a POST that may have applied (a credit that
@@ -226,6 +234,12 @@ class Pipeline(Confirmation):
                                 due=now + self.policy.settle)  # fmt: skip
             self.scheduler.issue(dict(job.grant_fields), self.policy.settle)
             return "outcome unknown"
+        if err.outcome is Outcome.PERMANENT and err.code == CONFIGURATION_CODE:
+            # Our side cannot send it (a key no header may carry): dead until fixed, then
+            # replayable; the grant itself was never refused.
+            self._move(job, JobState.DEAD, f"configuration: {err}", dlq=DlqReason.CONFIGURATION,
+                       fields=done)  # fmt: skip
+            return "dead"
         if err.outcome is Outcome.PERMANENT:
             self._move(job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED,
                        fields=done)  # fmt: skip

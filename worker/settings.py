@@ -1,25 +1,89 @@
-"""Every setting creditq reads, from ``CREDITQ_*`` environment variables: the one home of defaults.
+"""Every setting creditq reads, from ``CREDITQ_*`` environment variables: the one home of defaults
+and of the rules a value must follow.
 
 Keys are ``SecretStr`` so that printing the settings never shows them. A missing
 key is not an error at import: only when that provider is actually called
 (``Settings.inveterate_key()``), so a Chargebee-only shop needs no Inveterate key.
+A key is stripped of surrounding whitespace (``echo key > file`` adds a newline) and
+refused if it holds a character no HTTP header can carry: sent, h11 would refuse it on
+every call and quote it back in the error.
+
+A bad value is refused when the settings are read, by ``get_settings``, as a
+``SettingsError`` of one line per variable (``worker.config_errors``); every entry point
+(the CLI, a worker, beat) prints those lines and exits 2. Values are never echoed for
+keys, and URLs only without their credentials (``worker.redaction``).
 """
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.errors import MissingCredentials
+from worker.config_errors import SettingsError, settings_error_lines
+from worker.errors import InvalidGrant, MissingCredentials
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
+# What redis-py's ``Redis.from_url`` reads (the job store): no Sentinel support there yet.
+STORE_SCHEMES = ("redis", "rediss", "unix")
+# What the Celery broker may be: Redis (kombu's own names), Sentinel in Celery's
+# ``sentinel://h1:26379/0;sentinel://h2:26379/0`` form, RabbitMQ, and kombu's in-memory one.
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp",
+                  "memory")  # fmt: skip
+_SOCKET_SCHEMES = frozenset({"unix", "redis+socket"})
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel"})
+STORE_URL_FORMS = "redis://[user:password@]host[:port][/db], rediss://... or unix:///path/to.sock"
+
+
+def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Pure: why ``url`` cannot name a Redis (or broker) of one of ``schemes``, or None.
+
+    The reason never quotes a part of the URL: a password with an unencoded ``/`` is parsed
+    as the port and the path, and would come back in any message that named them.
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in schemes:
+        return "its scheme must be one of " + ", ".join(f"{s}://" for s in schemes)
+    if "@" in rest:
+        credentials, _, rest = rest.rpartition("@")
+        if any(c in credentials for c in "/?#"):
+            # An "@" is fine (URLs split at the last one); these end the host part early.
+            return ("its user name or password holds '/', '?' or '#': percent-encode them "
+                    "(%2F, %3F, %23)")  # fmt: skip
+    if scheme in _SOCKET_SCHEMES:
+        return None if urlsplit(f"{scheme}://{rest}").path else "it names no socket path"
+    if scheme == "memory":
+        return None
+    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        return "its port is not a number from 1 to 65535"
+    if any(c.isspace() for c in parts.netloc):
+        return "its host holds a space"
+    if scheme in _REDIS_SCHEMES and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        return "its database (the path) is not a number such as /0"
+    return None
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREDITQ_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a ValidationError printed by anyone never shows a key or a URL's
+    # password; allow_inf_nan: no timeout or interval is "nan" or "inf".
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITQ_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        allow_inf_nan=False,
+    )
 
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = Field(
@@ -81,9 +145,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest absolute amount one grant may carry; a guard against typos.",
     )
-    default_currency: str = Field(
-        default="USD", pattern=r"^[A-Z]{3}$", description="Currency of grants that name none."
-    )
+    default_currency: str = Field(default="USD", description="Currency of grants that name none.")
     job_ttl_seconds: int = Field(
         default=30 * 24 * 3600, ge=60, description="How long terminal jobs are kept."
     )
@@ -100,6 +162,56 @@ class Settings(BaseSettings):
             "demo or a test only (worker.durability)."
         ),
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _store_url(cls, url: str) -> str:
+        problem = url_problem(url, STORE_SCHEMES)
+        if problem is None and url.partition("://")[0].lower() != "unix":
+            problem = _redis_py_problem(url)
+        if problem:
+            raise ValueError(f"{problem}; expected {STORE_URL_FORMS}")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None  # set but empty (compose passes `CREDITQ_BROKER_URL:` so): the Redis URL
+        for part in url.split(";") if url.lower().startswith("sentinel://") else [url]:
+            problem = url_problem(part, BROKER_SCHEMES)
+            if problem:
+                raise ValueError(f"{problem}; expected a Redis, Sentinel or AMQP URL")
+        return url
+
+    @field_validator("inveterate_api_key", "chargebee_api_key")
+    @classmethod
+    def _api_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is None:
+            return None
+        value = key.get_secret_value().strip()
+        if not header_safe(value):
+            raise ValueError(
+                "the key holds a control or non-ASCII character, which no HTTP header can "
+                "carry; set the key alone, as the provider shows it"
+            )
+        return SecretStr(value) if value else None
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, code: str) -> str:
+        """Written as grants must write it (``usd`` is refused, not read as USD: a setting
+        says exactly what it means), and a currency a grant may be in (ISO 4217)."""
+        from worker.currencies import check_currency  # the ISO table loads on first use
+
+        expected = "expected an ISO 4217 currency code in capitals, such as USD"
+        if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
+            raise ValueError(expected)
+        try:
+            check_currency(code)
+        except InvalidGrant as exc:
+            raise ValueError(f"{exc.reason}; {expected}") from None
+        return code
 
     @property
     def effective_broker_url(self) -> str:
@@ -124,7 +236,30 @@ class Settings(BaseSettings):
         return self.chargebee_api_key
 
 
+def header_safe(value: str) -> bool:
+    """Pure: whether ``value`` can travel in an HTTP header as httpx sends it: printable
+    ASCII and spaces (RFC 9110 also allows a tab, which no real key holds)."""
+    return all(" " <= c <= "~" for c in value)
+
+
+def _redis_py_problem(url: str) -> str | None:
+    """What redis-py itself cannot read in a URL that passed ``url_problem`` (its query)."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return "redis cannot read its query string (e.g. ?db=, ?socket_timeout=)"
+    return None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
-    return Settings()
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``.
+
+    Raises ``SettingsError``, one line per bad variable, instead of pydantic's report.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(settings_error_lines(exc, Settings, os.environ)) from None

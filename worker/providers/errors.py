@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -23,6 +24,7 @@ import httpx
 
 from worker.models import Provider
 from worker.providers.base import MESSAGE_MAX, Outcome, ProviderError, one_line
+from worker.redaction import scrub
 
 # Status codes where the provider read the request and said no. 409 is Chargebee's answer to
 # a reused idempotency key with a different body: retrying the same bytes gives the same 409.
@@ -31,6 +33,11 @@ PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 409, 422})
 # unavailable and turned the request away before reading it (DESIGN, "Error classes").
 # 408: the server gave up waiting for the request to arrive, so it never ran.
 NOT_APPLIED_STATUSES = frozenset({408, 429, 503})
+# What ``classify_exception`` tags a failure that is ours, not the provider's: a request that
+# could not even be written (a key or header value no HTTP header can carry), so no retry
+# will ever send it.
+CONFIGURATION_CODE = "configuration"
+
 # Without a Retry-After header a 429 still means "wait": both providers count requests per
 # minute (Chargebee lifts its block "after about a minute"), so a retry sooner is wasted.
 RATE_LIMIT_DEFAULT_WAIT_SECONDS = 60.0
@@ -66,7 +73,17 @@ def outcome_for_exception(exc: BaseException) -> Outcome:
         return Outcome.NOT_APPLIED
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return Outcome.PERMANENT  # a configuration fault: no retry will fix the URL
+    if is_unsendable(exc):
+        return Outcome.PERMANENT
     return Outcome.AMBIGUOUS
+
+
+def is_unsendable(exc: BaseException) -> bool:
+    """A request that could not be written as HTTP: h11 refused a header value (a key with a
+    newline or a control character), or httpx could not encode one as ASCII. Both happen
+    before the request is complete on the wire, so nothing was applied, and the same
+    request fails the same way every time: a configuration fault, not an ambiguous call."""
+    return isinstance(exc, httpx.LocalProtocolError | UnicodeEncodeError)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -118,8 +135,12 @@ def message_from_body(content: bytes) -> tuple[str, str | None]:
     return one_line(text) or "(empty body)", None
 
 
-def classify_response(provider: Provider | str, response: httpx.Response) -> ProviderError | None:
-    """None for a 2xx; else the error, its outcome from the table, and the provider's message."""
+def classify_response(
+    provider: Provider | str, response: httpx.Response, secrets: Iterable[str] = ()
+) -> ProviderError | None:
+    """None for a 2xx; else the error, its outcome from the table, and the provider's message.
+    A provider that echoes the key gets it replaced (every spelling of each of ``secrets``)
+    before the message is cut to one line, so no cut can leave a piece of it behind."""
     outcome = outcome_for_status(response.status_code)
     if outcome is None:
         return None
@@ -127,6 +148,8 @@ def classify_response(provider: Provider | str, response: httpx.Response) -> Pro
         content = response.content
     except httpx.ResponseNotRead:
         content = b""
+    if secrets and content:
+        content = scrub(content.decode("utf-8", errors="replace"), secrets).encode("utf-8")
     message, code = message_from_body(content)
     retry_after = None
     if outcome is Outcome.NOT_APPLIED:
@@ -143,11 +166,16 @@ def classify_response(provider: Provider | str, response: httpx.Response) -> Pro
     )
 
 
-def classify_exception(provider: Provider | str, exc: BaseException) -> ProviderError:
+def classify_exception(
+    provider: Provider | str, exc: BaseException, secrets: Iterable[str] = ()
+) -> ProviderError:
     """A transport failure as a ProviderError: the exception class and the first line of its
-    text. httpx describes sockets there ("[Errno 111] Connection refused"), never headers;
-    the clients still scrub their key from it before raising."""
+    text, with every spelling of each of ``secrets`` replaced first. httpx mostly describes
+    sockets there ("[Errno 111] Connection refused"), but h11 quotes a header value it
+    refuses (``Illegal header value b'key\\n'``): a key, escaped."""
     outcome = outcome_for_exception(exc)
-    detail = str(exc).splitlines()[0] if str(exc) else ""
+    text = scrub(str(exc), secrets)
+    detail = text.splitlines()[0] if text.strip() else ""
     message = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    return ProviderError(provider, outcome, message)
+    code = CONFIGURATION_CODE if is_unsendable(exc) else None
+    return ProviderError(provider, outcome, message, code=code)

@@ -23,6 +23,7 @@ from worker.providers.base import Outcome, ProviderClient, ProviderError
 from worker.providers.deadline import call_deadline, call_deadline_seconds, install_deadline
 from worker.providers.errors import classify_exception, classify_response
 from worker.providers.pool_guard import install_pool_guard
+from worker.redaction import scrub
 
 # Connecting is quick or it is failing: a short connect timeout turns a dead host into a
 # fast NOT_APPLIED (nothing was sent) instead of eating the whole read budget.
@@ -155,9 +156,11 @@ class HttpProviderClient(ProviderClient):
                 response = self._http.request(
                     method, path, params=params, content=content, headers=headers
                 )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self._scrub(classify_exception(self.name, exc)) from None
-        error = classify_response(self.name, response)
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
+            # UnicodeEncodeError: httpx refusing a non-ASCII header value (a key), raised
+            # from the auth flow, outside httpx's own exception tree.
+            raise self._scrub(classify_exception(self.name, exc, self._secrets())) from None
+        error = classify_response(self.name, response, self._secrets())
         if error is not None:
             raise self._scrub(error)
         return response
@@ -173,15 +176,17 @@ class HttpProviderClient(ProviderClient):
                 status=response.status_code,
             ) from None
 
-    def _scrub(self, error: ProviderError) -> ProviderError:
-        """A provider may echo what it was sent; make sure the key never rides out in text."""
+    def _secrets(self) -> tuple[str, ...]:
+        """The key as configured and as stripped: the settings strip it, a client built
+        from a raw ``SecretStr`` may not have been."""
         secret = self._secret.get_secret_value()
-        if not secret:
-            return error
-        forms = {secret, basic_header(self._secret).split(" ", 1)[1]}
-        message = error.message
-        for form in forms:
-            message = message.replace(form, "**********")
+        return tuple({secret, secret.strip()} - {""})
+
+    def _scrub(self, error: ProviderError) -> ProviderError:
+        """A provider may echo what it was sent; make sure the key never rides out in text,
+        in any spelling (``worker.redaction.secret_spellings``: raw, repr, escaped bytes,
+        URL-encoded, JSON-escaped, Basic)."""
+        message = scrub(error.message, self._secrets())
         if message == error.message:
             return error
         return ProviderError(
