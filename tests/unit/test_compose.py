@@ -35,6 +35,8 @@ def test_the_procfile_runs_worker_beat_and_flower_the_standard_way() -> None:
         assert command.startswith(f"celery -A worker.app {name}"), command
     assert "-P threads -c 16" in entries["worker"]
     assert "--port=${FLOWER_PORT:-5555}" in entries["flower"]
+    assert "--conf=worker/flowerconfig.py" in entries["flower"]  # no login, no Flower
+    assert (ROOT / "worker" / "flowerconfig.py").is_file()
 
 
 @pytest.mark.parametrize("service", CELERY_SERVICES)
@@ -66,13 +68,17 @@ def test_the_sandbox_runs_only_under_the_dev_profile(compose: dict[str, Any]) ->
     assert all("profiles" not in s for name, s in services.items() if name != "sandbox")
 
 
+API_KEYS = {f"CREDITQ_{n.upper()}" for n in Settings.model_fields if n.endswith("_api_key")}
+
+
 @pytest.mark.parametrize("service", [*CELERY_SERVICES, "sandbox"])
 def test_every_creditq_setting_reaches_the_containers(
     compose: dict[str, Any], service: str
 ) -> None:
     environment = compose["services"][service]["environment"]
     settings = {f"CREDITQ_{name.upper()}" for name in Settings.model_fields}
-    assert settings <= set(environment), settings - set(environment)
+    expected = settings if service == "worker" else settings - API_KEYS
+    assert expected <= set(environment), expected - set(environment)
     assert environment["CREDITQ_REDIS_URL"] == "redis://redis:6379/0"
     assert not [k for k in environment if not k.startswith(("CREDITQ_", "FLOWER_"))]
 
@@ -81,3 +87,13 @@ def test_the_image_is_built_from_the_dockerfile(compose: dict[str, Any]) -> None
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert all(compose["services"][s]["build"] == "." for s in CELERY_SERVICES)
     assert "pip install ." in dockerfile and "USER creditq" in dockerfile
+
+
+@pytest.mark.parametrize("service", ["beat", "flower", "sandbox"])
+def test_provider_keys_reach_only_the_worker_that_calls_a_provider(
+    compose: dict[str, Any], service: str
+) -> None:
+    assert {"CREDITQ_INVETERATE_API_KEY", "CREDITQ_CHARGEBEE_API_KEY"} == API_KEYS
+    environment = compose["services"][service]["environment"]
+    assert not [k for k in environment if k.endswith("_API_KEY")], environment
+    assert set(compose["services"]["worker"]["environment"]) >= API_KEYS

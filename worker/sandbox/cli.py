@@ -8,12 +8,13 @@ never printed.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from worker.sandbox.harness import Sandbox
 from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY
@@ -84,32 +85,68 @@ def serve(
         print("creditq sandbox stopped", flush=True)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit 2, as everywhere in ``creditq``, instead of
+    argparse's usage block: ``--help`` still shows every flag."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"creditq sandbox: {message} (--help lists the flags)\n")
+
+
+def _number(text: str) -> float:
+    """A finite float: ``nan`` and ``inf`` parse as floats but mean no delay or probability."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must not be negative")
+    return value
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be between 0 and 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535 (0 picks a free one)")
     return value
 
 
 def parser() -> argparse.ArgumentParser:
     env = os.environ
-    p = argparse.ArgumentParser(
-        prog="python -m worker.sandbox",
+    p = _OneLineParser(
+        prog="creditq sandbox",
         description="Fake Inveterate and Chargebee APIs on loopback, with a ledger and faults.",
     )
-    p.add_argument("--port", type=int, default=8099, help="0 picks a free port (default 8099)")
+    p.add_argument("--port", type=_port, default=8099, help="0 picks a free port (default 8099)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--lag", type=float, default=0.0, help="seconds before a credit is listed")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    p.add_argument("--lag", type=_seconds, default=0.0, help="seconds before a credit is listed")
+    p.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every call")
     p.add_argument("--page-size", type=int, default=None, help="cap on listing page size")
     p.add_argument("--fail-before", type=_probability, default=0.0, help="P(500, not applied)")
     p.add_argument("--fail-after", type=_probability, default=0.0, help="P(applied, then 500)")
     p.add_argument(
         "--timeout-after", type=_probability, default=0.0, help="P(applied, then no answer)"
     )
-    p.add_argument("--hold", type=float, default=2.0, help="seconds a timeout holds the reply")
+    p.add_argument("--hold", type=_seconds, default=2.0, help="seconds a timeout holds the reply")
     p.add_argument("--rate-limit", type=int, default=None, help="calls per window and provider")
-    p.add_argument("--rate-window", type=float, default=60.0, help="window in seconds")
+    p.add_argument("--rate-window", type=_number, default=60.0, help="window in seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     p.add_argument("--no-echo-notes", dest="echo_notes", action="store_false")
     p.add_argument(
