@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from benchmarks.common import benchmark_redis  # noqa: E402
+from benchmarks.common import benchmark_redis, settings_for  # noqa: E402
 from benchmarks.fleet import start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes  # noqa: E402
 from tests.fixtures.workers import FAST, wait_until  # noqa: E402
@@ -67,7 +67,6 @@ from worker.models import CreditGrant  # noqa: E402
 from worker.producer import enqueue  # noqa: E402
 from worker.sandbox import Sandbox  # noqa: E402
 from worker.sandbox.options import creditq_env  # noqa: E402
-from worker.settings import get_settings  # noqa: E402
 from worker.states import JobState  # noqa: E402
 from worker.store import JobStore  # noqa: E402
 
@@ -658,22 +657,6 @@ def _crash_durable_store(b: Bench, story: Story, durable: EmbeddedRedis) -> Stor
 def _state(store: JobStore, key: str) -> str | None:
     job = store.get(key, history=False)
     return job.state.value if job else None
-
-
-@contextlib.contextmanager
-def settings_for(redis_url: str) -> Iterator[None]:
-    """creditq's settings (and so ``create_app``'s broker) pointed at another Redis."""
-    previous = os.environ.get("CREDITQ_REDIS_URL")
-    os.environ["CREDITQ_REDIS_URL"] = redis_url
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("CREDITQ_REDIS_URL", None)
-        else:
-            os.environ["CREDITQ_REDIS_URL"] = previous
-        get_settings.cache_clear()
 
 
 def production_worker_refuses(b: Bench) -> str | None:

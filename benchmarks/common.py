@@ -16,20 +16,27 @@ from worker.settings import get_settings
 
 
 @contextlib.contextmanager
+def settings_for(redis_url: str) -> Iterator[None]:
+    """creditq's settings in this process (and so ``create_app``'s broker) pointed at
+    ``redis_url`` (CREDITQ_REDIS_URL), put back on the way out."""
+    previous = os.environ.get("CREDITQ_REDIS_URL")
+    os.environ["CREDITQ_REDIS_URL"] = redis_url
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CREDITQ_REDIS_URL", None)
+        else:
+            os.environ["CREDITQ_REDIS_URL"] = previous
+        get_settings.cache_clear()
+
+
+@contextlib.contextmanager
 def benchmark_redis(*, appendonly: bool = False) -> Iterator[str]:
     """A private redis-server (never the machine's shared one), exported as CREDITQ_REDIS_URL."""
-    with EmbeddedRedis(appendonly=appendonly) as server:
-        previous = os.environ.get("CREDITQ_REDIS_URL")
-        os.environ["CREDITQ_REDIS_URL"] = server.url
-        get_settings.cache_clear()
-        try:
-            yield server.url
-        finally:
-            if previous is None:
-                os.environ.pop("CREDITQ_REDIS_URL", None)
-            else:
-                os.environ["CREDITQ_REDIS_URL"] = previous
-            get_settings.cache_clear()
+    with EmbeddedRedis(appendonly=appendonly) as server, settings_for(server.url):
+        yield server.url
 
 
 def rate(count: int, seconds: float) -> str:

@@ -314,12 +314,9 @@ class Pipeline(Confirmation):
         if now < ready_at:
             self._issue_later(job, ready_at - now)
             return "settling"
-        try:
-            verdict = self._confirm_focus(job)
-        except (NoSlot, ProviderError) as failed:
-            return self._read_later(job, failed, unknown_since)
-        if verdict is Verdict.FOUND:
-            return "confirmed"
+        verdict = self._read_for(job, unknown_since)
+        if not isinstance(verdict, Verdict):  # the task ends here
+            return verdict
         now = self.clock()
         why = "a listing read could not tell (cut short, or an unmarked credit of its amount)"
         if verdict is Verdict.ABSENT:
@@ -345,16 +342,23 @@ class Pipeline(Confirmation):
         must not be all that stands between the customer and a second credit. The read is
         written down, so a retry waiting for its budget slot does not read again."""
         if (job.number("listing_checked_at") or 0.0) < attempt_end:
-            try:
-                verdict = self._confirm_focus(job)
-            except (NoSlot, ProviderError) as failed:
-                return self._read_later(job, failed, unknown_since)
-            if verdict is Verdict.FOUND:
-                return "confirmed"
+            verdict = self._read_for(job, unknown_since)
+            if not isinstance(verdict, Verdict):  # the task ends here
+                return verdict
             job, _ = self._move(job, JobState.SUBMITTING,
                                 "not in the listing yet: retry with the same idempotency key",
                                 fields={"listing_checked_at": self.clock()})  # fmt: skip
         return self._submit(job, grant)
+
+    def _read_for(self, job: Job, unknown_since: float) -> Verdict | str:
+        """Read the customer's listing for an unknown outcome: its verdict when it is still
+        to be settled, or (a plain ``str``) how the task ends: found, confirmed; no read
+        possible, read later."""
+        try:
+            verdict = self._confirm_focus(job)
+        except (NoSlot, ProviderError) as failed:
+            return self._read_later(job, failed, unknown_since)
+        return "confirmed" if verdict is Verdict.FOUND else verdict
 
     def _read_later(self, job: Job, failed: NoSlot | ProviderError, unknown_since: float) -> str:
         """The listing could not be read now (no budget slot, an error): read it later, or,
