@@ -320,14 +320,7 @@ class JobStore:
         move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
                     dlq_reason, version, flag)  # fmt: skip
         keys, args = self._move_args(move, time.time() if now is None else now)
-        waits = self._hold_commands() if hold else []
-        if not waits:
-            reply, held = self._transition(keys=keys, args=args), True
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            self._transition(keys=keys, args=args, client=pipe)
-            reply, *answers = self._run_holding(pipe, waits)
-            held = self._held(waits, answers)
+        reply, held = self._run_held(self._transition, keys, args, hold)
         outcome = self._outcome_of(move, reply)
         if isinstance(outcome, TransitionRefused):
             raise outcome
@@ -350,6 +343,18 @@ class JobStore:
         if self.min_replicas > 0:
             waits.append(("WAIT", self.min_replicas, HOLD_TIMEOUT_MS))
         return waits
+
+    def _run_held(self, script: Any, keys: list[str], args: list[Any],
+                  hold: bool) -> tuple[Any, bool]:  # fmt: skip
+        """Run a move script; with ``hold``, in one pipeline with what makes it durable
+        (``_hold_commands``). Its reply, and whether the move is held (True without hold)."""
+        waits = self._hold_commands() if hold else []
+        if not waits:
+            return script(keys=keys, args=args), True
+        pipe = self.redis.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        reply, *answers = self._run_holding(pipe, waits)
+        return reply, self._held(waits, answers)
 
     @staticmethod
     def _run_holding(pipe: Any, waits: list[tuple[Any, ...]]) -> list[Any]:
@@ -449,14 +454,7 @@ class JobStore:
         keys, move_args = self._move_args(move, time.time())
         slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
         args = [payload_of(grant), max_attempts, _encode_field(now), *slot_args, *move_args]
-        waits = self._hold_commands()
-        if not waits:
-            reply, held = self._begin_post(keys=keys, args=args), True
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            self._begin_post(keys=keys, args=args, client=pipe)
-            reply, *answers = self._run_holding(pipe, waits)
-            held = self._held(waits, answers)
+        reply, held = self._run_held(self._begin_post, keys, args, hold=True)
         outcome = reply[0]
         if outcome == "started" and not held:
             return PostStart("unheld", _job_of(reply[1]))
