@@ -26,6 +26,7 @@ Choices, each for the exactly-once guarantee or for operators:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery, signals
@@ -112,11 +113,32 @@ def _check_store(sender: Any = None, **_: Any) -> None:
 
 signals.worker_init.connect(_check_store)
 
-# The settings are read here, when ``celery -A worker.app worker|beat|flower`` imports this
-# module: a bad one must end the process in one line per variable (exit 2), where Celery
-# would print its "Unable to load celery application" block and a traceback. SystemExit is
-# not an Exception, so Celery's loader lets it through.
-try:
-    app = create_app()
-except SettingsError as bad:
-    exit_on(bad)
+_app: Celery | None = None
+_app_lock = threading.Lock()
+
+
+def get_app() -> Celery:
+    """The process's creditq app, built on first use, not on import: a producer that only
+    reads a grant's rules, ``creditq --help`` and the demo's parent never build one.
+
+    The settings are read here, when ``celery -A worker.app worker|beat|flower`` asks for
+    ``worker.app.app``: a bad one must end the process in one line per variable (exit 2),
+    where Celery would print its "Unable to load celery application" block and a traceback.
+    SystemExit is not an Exception, so Celery's loader lets it through.
+    """
+    global _app
+    with _app_lock:
+        if _app is None:
+            try:
+                _app = create_app()
+            except SettingsError as bad:
+                exit_on(bad)
+        return _app
+
+
+def __getattr__(name: str) -> Any:
+    """``worker.app.app`` (what ``celery -A worker.app`` and the task modules use), built
+    on first access."""
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module 'worker.app' has no attribute {name!r}")

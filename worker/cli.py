@@ -252,7 +252,9 @@ def _budget_slot_taker(settings: Any) -> Any:
 def demo() -> None:
     """Run the pipeline on this machine: its own Redis, the provider sandbox, a real worker."""
     from worker.demo import run
+    from worker.settings import get_settings
 
+    get_settings()  # a bad CREDITQ_* setting (the Redis URL the demo would use) stops it here
     raise typer.Exit(run())
 
 

@@ -15,8 +15,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.app import ISSUE_TASK
-from worker.app import app as default_app
+from worker.app import ISSUE_TASK, get_app
 from worker.errors import IdempotencyConflict, InvalidGrant
 from worker.job import Job
 from worker.models import CreditGrant
@@ -40,7 +39,7 @@ def default_store() -> JobStore:
 
 def publish(grant: CreditGrant, *, app: Celery | None = None, producer: Any = None) -> None:
     """Send the issue message: the key and the grant's non-secret fields, readable in Flower."""
-    (app or default_app).send_task(ISSUE_TASK, kwargs=grant.to_message(), producer=producer)
+    (app or get_app()).send_task(ISSUE_TASK, kwargs=grant.to_message(), producer=producer)
 
 
 def enqueue(
@@ -79,7 +78,7 @@ def enqueue_many(
             raise IdempotencyConflict(grant.idempotency_key)
 
     store = store or default_store()
-    app = app or default_app
+    app = app or get_app()
     existing = store.fingerprints(seen)
     for key, fingerprint in existing.items():
         if fingerprint is not None and fingerprint != seen[key]:

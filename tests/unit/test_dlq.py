@@ -326,7 +326,7 @@ def cli_store(store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.Mo
     import worker.producer
 
     monkeypatch.setattr(worker.producer, "default_store", lambda: store)
-    monkeypatch.setattr(worker.producer, "default_app", recorder)
+    monkeypatch.setattr(worker.producer, "get_app", lambda: recorder)
     monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps cells to fit otherwise
     return store
 
