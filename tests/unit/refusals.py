@@ -12,21 +12,10 @@ import pytest
 import respx
 
 from tests.fixtures.celery import PublishRecorder
+from tests.fixtures.grants import raw_grant
 from worker.errors import InvalidGrant
 from worker.producer import enqueue
 from worker.store import JobStore
-
-
-def raw_grant(**overrides: Any) -> dict[str, Any]:
-    """A grant every rule accepts; ``overrides`` change or add fields."""
-    fields: dict[str, Any] = {
-        "idempotency_key": "order-1001-cashback",
-        "provider": "chargebee",
-        "customer_id": "cust_42",
-        "amount": "10.50",
-    }
-    fields.update(overrides)
-    return fields
 
 
 def refused_at_enqueue(
@@ -35,7 +24,7 @@ def refused_at_enqueue(
     """Enqueue the grant with ``overrides``; return the refusal's message after proving that
     it names ``field`` in one line and that nothing was written, published or requested."""
     with respx.mock(assert_all_called=False) as http, pytest.raises(InvalidGrant) as caught:
-        enqueue(raw_grant(**overrides), store=store, app=recorder)  # type: ignore[arg-type]
+        enqueue(raw_grant(**overrides), store=store, app=recorder)
     message = str(caught.value)
     assert caught.value.field == field, message
     assert message.startswith(f"{field}: ") and "\n" not in message and "\r" not in message
@@ -43,3 +32,6 @@ def refused_at_enqueue(
     assert recorder.sent == [], "a refused grant was published"
     assert not http.calls, "a refused grant made an HTTP request"
     return message
+
+
+__all__ = ["raw_grant", "refused_at_enqueue"]
