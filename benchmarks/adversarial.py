@@ -20,7 +20,7 @@ after the flush), and restarts the workers if that does not happen in time. The 
 kombu's queue bindings, which workers would declare again on reconnecting to a Redis that
 lost everything but do not after a FLUSHDB.
 
-One row per case: keys, credits per key (``worker.demo.credits_per_key``: creditq's own ledger
+One row per case: keys, credits per key (``worker.demo.run.credits_per_key``: creditq's own ledger
 entries carrying the job's marker; a person's copy of the marker is named beside), final states (and
 DLQ reasons), provider POSTs and listing reads of the case, and a verdict: OK when every key
 has exactly one credit of its own and is ``confirmed`` by that entry, or is in the DLQ with
@@ -58,17 +58,17 @@ from benchmarks.fleet import start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes  # noqa: E402
 from tests.fixtures.workers import FAST, wait_until  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, create_app  # noqa: E402
-from worker.demo import credits_per_key  # noqa: E402
-from worker.dlq import replay, select  # noqa: E402
-from worker.embedded_redis import EmbeddedRedis  # noqa: E402
+from worker.demo.run import credits_per_key  # noqa: E402
+from worker.domain.grant import CreditGrant  # noqa: E402
+from worker.domain.job import Job  # noqa: E402
+from worker.domain.states import JobState  # noqa: E402
 from worker.errors import InvalidGrant  # noqa: E402
-from worker.job import Job  # noqa: E402
-from worker.models import CreditGrant  # noqa: E402
 from worker.producer import enqueue  # noqa: E402
 from worker.sandbox import Sandbox  # noqa: E402
 from worker.sandbox.options import creditq_env  # noqa: E402
-from worker.states import JobState  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.dlq import replay, select  # noqa: E402
+from worker.store.embedded import EmbeddedRedis  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
 
 # FAST without its lifted budgets: the workers run at the defaults (100 and 150 a minute).
 TIMINGS = {k: v for k, v in FAST.items() if not k.endswith("_RATE_LIMIT_PER_MINUTE")}
@@ -714,7 +714,7 @@ def creditq_stats(redis_url: str) -> dict[str, Any]:
     command = (
         [str(script)]
         if script.exists()
-        else [sys.executable, "-c", "from worker.cli import main; main()"]
+        else [sys.executable, "-c", "from worker.cli.main import main; main()"]
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env.update(CREDITQ_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))

@@ -24,7 +24,7 @@ app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_res
                 task_acks_late=True, worker_prefetch_multiplier=1,
                 worker_send_task_events=TASK_EVENTS)  # fmt: skip
 # Only for throughput.py --tuned-baseline: the baseline given creditq's worker transport
-# (worker/broker.py), to show how much of creditq's rate that transport alone buys.
+# (worker/app/broker.py), to show how much of creditq's rate that transport alone buys.
 if os.environ.get("BASELINE_BROKER_TRANSPORT"):
     app.conf.broker_transport = os.environ["BASELINE_BROKER_TRANSPORT"]
 

@@ -32,10 +32,10 @@ from benchmarks.common import benchmark_redis  # noqa: E402
 from benchmarks.fleet import start_beat, start_worker  # noqa: E402
 from benchmarks.throughput import Processes, sandbox_stats, start_sandbox, wait  # noqa: E402
 from benchmarks.throughput import worker_env as creditq_env  # noqa: E402
-from worker.models import CreditGrant, Provider  # noqa: E402
+from worker.domain.grant import CreditGrant, Provider  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
 
 PROVIDERS = [p.value for p in Provider]
 

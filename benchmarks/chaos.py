@@ -41,13 +41,13 @@ from benchmarks.fleet import credits_for, ledger_by_marker, start_beat, start_wo
 from benchmarks.throughput import Processes, grant_batch, sandbox_stats, start_sandbox, worker_env  # noqa: E402
 from tests.fixtures.workers import FAST  # noqa: E402
 from worker.app import create_app  # noqa: E402
-from worker.dlq import dlq_depth, replay, select  # noqa: E402
-from worker.embedded_redis import EmbeddedRedis  # noqa: E402
-from worker.models import CreditGrant  # noqa: E402
+from worker.domain.grant import CreditGrant  # noqa: E402
+from worker.domain.states import JobState  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
-from worker.states import JobState  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.dlq import dlq_depth, replay, select  # noqa: E402
+from worker.store.embedded import EmbeddedRedis  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
 
 
 def add_faults(sandbox: str, args: argparse.Namespace) -> None:

@@ -10,9 +10,9 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from worker.embedded_redis import EmbeddedRedis
-from worker.models import CreditGrant
+from worker.domain.grant import CreditGrant
 from worker.settings import get_settings
+from worker.store.embedded import EmbeddedRedis
 
 
 @contextlib.contextmanager

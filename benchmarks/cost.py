@@ -44,10 +44,10 @@ from benchmarks.throughput import (  # noqa: E402
     worker_env,
 )
 from worker.app import create_app  # noqa: E402
-from worker.keys import Keys  # noqa: E402
+from worker.domain.states import JobState  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
-from worker.states import JobState  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
+from worker.store.keys import Keys  # noqa: E402
 
 IGNORED = {"info", "monitor", "client", "echo", "memory", "object", "config"}
 END = "cost-benchmark-end"

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 
 from benchmarks.common import benchmark_redis, rate
-from worker import dlq
-from worker.cli import main as cli_main
-from worker.keys import Keys
-from worker.models import CreditGrant
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
-from worker.store_scripts import TRANSITION
+from worker.cli.main import main as cli_main
+from worker.domain.grant import CreditGrant
+from worker.domain.states import DlqReason, JobState
+from worker.store import dlq
+from worker.store.jobs import JobStore
+from worker.store.keys import Keys
+from worker.store.scripts import TRANSITION
 
 # reason class, share of the DLQ, providers it happens at. Configuration errors only at
 # Chargebee, so "--provider inveterate --reason configuration" is the empty intersection:
@@ -155,7 +155,7 @@ def main() -> None:
             print(f"{label:<66} {list_ms:7.2f}ms {cli_ms:9.2f}ms  {len(jobs)}")
         print(f"(median of {args.runs} runs each, one process, loopback Redis, "
               f"{depth:,} jobs in the DLQ)")  # fmt: skip
-        command = [sys.executable, "-c", "from worker.cli import main; main()", "dlq", "list",
+        command = [sys.executable, "-c", "from worker.cli.main import main; main()", "dlq", "list",
                    "--limit", "50", "--json"]  # fmt: skip
         env = {**os.environ, "CREDITQ_REDIS_URL": url}
         wall_ms, done = median_ms(

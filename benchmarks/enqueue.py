@@ -23,7 +23,7 @@ import redis
 from benchmarks.common import benchmark_redis, grant_batch, rate
 from worker.app import ISSUE_TASK, create_app
 from worker.producer import enqueue, enqueue_many
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 def main() -> None:

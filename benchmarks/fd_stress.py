@@ -10,7 +10,7 @@ against the in-process sandbox (POSTs, listing reads, key checks), a share of th
 call deadline of a few milliseconds that fires mid-call, so httpcore closes that connection
 itself. Meanwhile R threads use Redis as a worker does: SET and GET through one shared client
 (each reads back what it wrote: a reply handed to the wrong caller is counted), and broker
-traffic through ``worker.broker``'s transport (publishes, a consumer, acknowledgements from
+traffic through ``worker.app.broker``'s transport (publishes, a consumer, acknowledgements from
 other threads), while Redis drops every client connection every ``--kill-every`` seconds
 (all the server's clients: on by default only with the private Redis).
 
@@ -49,14 +49,14 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.broker import Transport  # noqa: E402
-from worker.embedded_redis import EmbeddedRedis  # noqa: E402
-from worker.models import CreditGrant  # noqa: E402
+from worker.app.broker import Transport  # noqa: E402
+from worker.domain.grant import CreditGrant  # noqa: E402
 from worker.providers.base import ProviderError  # noqa: E402
 from worker.providers.deadline import call_deadline  # noqa: E402
 from worker.providers.inveterate import InveterateClient  # noqa: E402
 from worker.sandbox.harness import Sandbox  # noqa: E402
 from worker.sandbox.options import DEFAULT_INVETERATE_KEY  # noqa: E402
+from worker.store.embedded import EmbeddedRedis  # noqa: E402
 
 EBADF_TEXTS = ("[Errno 9]", "Bad file descriptor")
 KEY_PREFIX = "fd-stress:"
@@ -226,7 +226,7 @@ def redis_worker(client: redis.Redis, stop: threading.Event, tally: Tally, seed:
 
 def broker_traffic(url: str, stop: threading.Event, tally: Tally, ackers: int) -> list[Any]:
     """A publisher, a consumer and ``ackers`` threads acknowledging on the consumer's channel
-    (Celery's thread pool acknowledges from the task's thread): ``worker.broker``'s shared
+    (Celery's thread pool acknowledges from the task's thread): ``worker.app.broker``'s shared
     client under several threads. Returns the threads, started."""
     exchange: Any = Exchange(QUEUE_NAME, type="direct")  # type: ignore[no-untyped-call]
     bindings: Any = Queue(QUEUE_NAME, exchange, routing_key=QUEUE_NAME)  # type: ignore[no-untyped-call]

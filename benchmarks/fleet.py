@@ -19,11 +19,11 @@ import httpx
 from celery import Celery
 
 from benchmarks.throughput import Processes, wait
-from worker.job import Job
-from worker.models import CreditGrant
+from worker.domain.grant import CreditGrant
+from worker.domain.job import Job
+from worker.domain.states import JobState
 from worker.producer import enqueue
-from worker.states import JobState
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 def start_worker(

@@ -31,10 +31,10 @@ from benchmarks.common import benchmark_redis  # noqa: E402
 from benchmarks.fleet import percentile, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes, grant_batch, start_sandbox, wait, worker_env  # noqa: E402
 from worker.app import create_app  # noqa: E402
-from worker.job import Job  # noqa: E402
+from worker.domain.job import Job  # noqa: E402
+from worker.domain.states import JobState  # noqa: E402
 from worker.producer import enqueue  # noqa: E402
-from worker.states import JobState  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
 
 
 def offer(

@@ -40,7 +40,7 @@ Its tail is the time from the end of the body (the 90th percentile confirmation)
 grant's confirmation, against the bound settle + one read at the learned lag (the learned
 first-read delay + the batching window).
 
-creditq's workers use worker/broker.py's transport (kombu's, one Redis client per channel);
+creditq's workers use worker/app/broker.py's transport (kombu's, one Redis client per channel);
 the baseline, as a user writes it first, kombu's own. `--tuned-baseline` also runs the
 baseline with creditq's transport, so the report shows what that transport alone buys.
 `--profile PREFIX` attaches py-spy to each worker for the timed part: PREFIX.<run>.txt.
@@ -75,10 +75,10 @@ from benchmarks.common import (  # noqa: E402
     longest_stall,
     nearest_rank,
 )
-from worker.broker import TRANSPORT  # noqa: E402
-from worker.embedded_redis import free_port  # noqa: E402
-from worker.job import Job  # noqa: E402
-from worker.models import CreditGrant  # noqa: E402
+from worker.app.broker import TRANSPORT  # noqa: E402
+from worker.domain.grant import CreditGrant  # noqa: E402
+from worker.domain.job import Job  # noqa: E402
+from worker.domain.states import TERMINAL, JobState  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import (  # noqa: E402
     DEFAULT_CHARGEBEE_KEY,
@@ -86,8 +86,8 @@ from worker.sandbox.options import (  # noqa: E402
     creditq_env,
 )
 from worker.settings import Settings  # noqa: E402
-from worker.states import TERMINAL, JobState  # noqa: E402
-from worker.store import JobStore  # noqa: E402
+from worker.store.embedded import free_port  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
 
 # The first listing read after a 2xx when the listing is in step: soon, never at once.
 FIRST_POLL_FLOOR = 0.2
@@ -608,7 +608,7 @@ def parse_args() -> argparse.Namespace:
                                            "ambiguous"])  # fmt: skip
     parser.add_argument("--tuned-baseline", action="store_true",
                         help="also run the baseline with creditq's worker transport "
-                             "(worker/broker.py)")  # fmt: skip
+                             "(worker/app/broker.py)")  # fmt: skip
     parser.add_argument(
         "--ambiguous",
         action=argparse.BooleanOptionalAction,

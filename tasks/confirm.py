@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from worker.app import CONFIRM_TASK, app
-from worker.runtime import pipeline
+from worker.app.runtime import pipeline
 
 
 @app.task(name=CONFIRM_TASK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.app import ISSUE_TASK, app
-from worker.runtime import pipeline
+from worker.app.runtime import pipeline
 
 
 @app.task(name=ISSUE_TASK)

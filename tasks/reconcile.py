@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.app import RECONCILE_TASK, app
-from worker.runtime import pipeline
+from worker.app.runtime import pipeline
 
 
 @app.task(name=RECONCILE_TASK)

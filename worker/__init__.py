@@ -13,12 +13,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from worker.domain.grant import CreditGrant
     from worker.errors import IdempotencyConflict, InvalidGrant
-    from worker.models import CreditGrant
     from worker.producer import EnqueueResult, enqueue, enqueue_many
 
 _HOMES = {
-    "CreditGrant": "worker.models",
+    "CreditGrant": "worker.domain.grant",
     "EnqueueResult": "worker.producer",
     "IdempotencyConflict": "worker.errors",
     "InvalidGrant": "worker.errors",

@@ -31,9 +31,9 @@ from typing import Any
 
 import redis
 
-from worker.keys import PREFIX
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.settings import Settings, get_settings
+from worker.store.keys import PREFIX
 
 # Both providers lift a rate-limit block after about a minute (see DESIGN.md, "Request
 # budgets"); each further 429 in a row doubles the pause, up to five minutes.

@@ -16,10 +16,10 @@ from typing import Any
 from celery import Celery
 
 from worker.app import ISSUE_TASK, get_app
+from worker.domain.grant import CreditGrant
+from worker.domain.job import Job
 from worker.errors import IdempotencyConflict, InvalidGrant
-from worker.job import Job
-from worker.models import CreditGrant
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 GrantLike = CreditGrant | Mapping[str, Any]
 

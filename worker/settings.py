@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         default=False,
         description=(
             "Let workers use a job store that keeps nothing on disk or evicts keys: for a "
-            "demo or a test only (worker.durability)."
+            "demo or a test only (worker.store.durability)."
         ),
     )
 
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     def _currency(cls, code: str) -> str:
         """Written as grants must write it (``usd`` is refused, not read as USD: a setting
         says exactly what it means), and a currency a grant may be in (ISO 4217)."""
-        from worker.currencies import check_currency  # the ISO table loads on first use
+        from worker.domain.currencies import check_currency  # the ISO table loads on first use
 
         expected = "expected an ISO 4217 currency code in capitals, such as USD"
         if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from worker.embedded_redis import EmbeddedRedis
+from worker.store.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASES = range(16)

@@ -12,7 +12,7 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.providers.base import Outcome, ProviderError
 from worker.providers.errors import CONFIGURATION_CODE
 from worker.providers.inveterate import InveterateClient
@@ -75,7 +75,7 @@ BAD_SETTINGS = {
     ),
 }  # fmt: skip
 
-CLI = "from worker.cli import main; main()"
+CLI = "from worker.cli.main import main; main()"
 COMMANDS = {
     "stats": [CLI, "stats", "--json"],
     "status": [CLI, "status", "k-1", "--json"],

@@ -12,12 +12,12 @@ from kombu import Connection
 from tests.fixtures.workers import Fleet, wait_until, worker_env
 from tests.integration.test_pipeline_e2e import grants
 from worker.app import ISSUE_QUEUE, _worker_transport, create_app
-from worker.broker import Transport, transport_for
-from worker.embedded_redis import EmbeddedRedis
+from worker.app.broker import Transport, transport_for
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.settings import get_settings
-from worker.store import JobStore
+from worker.store.embedded import EmbeddedRedis
+from worker.store.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("redis://127.0.0.1:6379/0", "worker.broker:Transport"),
-        ("redis://:secret@redis:6379/3", "worker.broker:Transport"),
+        ("redis://127.0.0.1:6379/0", "worker.app.broker:Transport"),
+        ("redis://:secret@redis:6379/3", "worker.app.broker:Transport"),
         ("rediss://redis:6380/0", None),
         ("sentinel://redis:26379", None),
         ("redis+socket:///tmp/redis.sock", None),
@@ -40,7 +40,7 @@ def test_only_plain_redis_urls_take_the_worker_transport(url: str, expected: str
 def test_a_starting_worker_switches_its_app_to_the_transport(celery_app: Celery) -> None:
     assert celery_app.conf.broker_transport is None  # producers, beat and Flower: kombu's own
     _worker_transport(conf=celery_app.conf)
-    assert celery_app.conf.broker_transport == "worker.broker:Transport"
+    assert celery_app.conf.broker_transport == "worker.app.broker:Transport"
     with celery_app.connection_for_write() as connection:
         assert isinstance(connection.transport, Transport)
 

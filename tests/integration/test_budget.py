@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from worker.budget import BudgetKeys, ProviderBudget
-from worker.models import Provider
+from worker.domain.grant import Provider
 
 PER_MINUTE = 600  # 10 per second, the figure the fleet test runs at
 INTERVAL = 60 / PER_MINUTE

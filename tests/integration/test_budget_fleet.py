@@ -13,7 +13,7 @@ from tests.fixtures.workers import Fleet, wait_until
 from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 BUDGET = {
     "CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE": "600",

@@ -8,16 +8,16 @@ import subprocess
 import sys
 import time
 
-from worker.models import CreditGrant
+from worker.domain.grant import CreditGrant
 from worker.sandbox import Sandbox
 from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 def run_cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-c", "from worker.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from worker.cli.main import main; main()", *args],
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
 
 

@@ -9,10 +9,10 @@ from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
 from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count, grants
+from worker.domain.states import JobState
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
-from worker.states import JobState
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 RECOVERY_BOUND_SECONDS = 60  # lease (14 s with a 1 s HTTP timeout) + sweep grace + work
 

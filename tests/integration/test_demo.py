@@ -20,8 +20,8 @@ import redis
 from rich.console import Console
 
 from tests.fixtures.workers import wait_until
-from worker import demo
 from worker.app import ISSUE_QUEUE
+from worker.demo import run as demo
 
 CREDITQ = str(Path(sys.executable).parent / "creditq")
 MARKER = "CREDITQ_DEMO_TEST_MARKER_"  # not a CREDITQ_ variable: the demo keeps it for its worker

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.canary_redis import ROOT
-from worker.embedded_redis import free_port
+from worker.store.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

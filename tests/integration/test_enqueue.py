@@ -14,11 +14,11 @@ import redis
 from celery import Celery
 
 from tests.fixtures.celery import queued_messages
-from worker.models import CreditGrant
+from worker.domain.grant import CreditGrant
+from worker.domain.states import DlqReason, JobState
 from worker.producer import enqueue, enqueue_many
 from worker.settings import get_settings
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 SECRET = "sk_live_SENTINEL_never_store_me"
 
@@ -92,7 +92,7 @@ def run_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env["CREDITQ_REDIS_URL"] = redis_url
     return subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", *args],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", *args],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
 

@@ -13,13 +13,13 @@ import redis
 from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
-from worker import dlq
 from worker.app import ISSUE_TASK
-from worker.demo import credits_per_key
+from worker.demo.run import credits_per_key
+from worker.domain.states import DlqReason, JobState
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.store import dlq
+from worker.store.jobs import JobStore
 
 
 def grants(n: int, prefix: str = "g") -> list[dict[str, Any]]:
@@ -68,7 +68,7 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
     """Every key ends with exactly one credit of its own. An Inveterate 500 among the very
     last POSTs has no later credit to witness that the listing would show it by now: its job
     is never POSTed again on a guess but ends in the DLQ as ``outcome_unknown`` (the cost
-    named in worker/outcome.py); replayed once later traffic has shown, it is confirmed."""
+    named in worker/pipeline/outcome.py); replayed once later traffic has shown, it is confirmed."""
     sandbox = make_sandbox(latency=0.02, lag=0.5, hold=1.5, seed=11)
     for kind, p in (("error_before", 0.05), ("error_after", 0.05), ("timeout_after", 0.04),
                     ("rate_limited", 0.03)):  # fmt: skip
@@ -84,7 +84,7 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
     done = wait_until(lambda: ended(real_store, keys), timeout=150)
     assert done, json.dumps([real_store.count_by_state(), unfinished(real_store, keys)],
                             indent=1, default=str)  # fmt: skip
-    assert "transport:   worker.broker:Transport" in fleet.log_text()  # the workers' banner
+    assert "transport:   worker.app.broker:Transport" in fleet.log_text()  # the workers' banner
     faults = sandbox.stats()
     assert sum(sum(p["faults"].values()) for p in faults.values()) > 20, faults
     unknown = [j.idempotency_key for j in real_store.get_many(keys, history=False)

@@ -21,13 +21,13 @@ from kombu import Connection
 from tests.fixtures.workers import Fleet, wait_until, worker_env
 from tests.integration.test_pipeline_e2e import grants
 from worker.app import ISSUE_QUEUE, create_app
-from worker.broker import FAILOVER_ERRORS, Transport
-from worker.embedded_redis import EmbeddedRedis, free_port
+from worker.app.broker import FAILOVER_ERRORS, Transport
+from worker.domain.states import JobState
 from worker.producer import enqueue, enqueue_many
 from worker.sandbox import Sandbox
 from worker.settings import get_settings
-from worker.states import JobState
-from worker.store import JobStore
+from worker.store.embedded import EmbeddedRedis, free_port
+from worker.store.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from celery import Celery
 
 from tests.fixtures.workers import ROOT, wait_until, worker_env
 from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count, grants
-from worker.embedded_redis import free_port
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
-from worker.store import JobStore
+from worker.store.embedded import free_port
+from worker.store.jobs import JobStore
 
 BIN = Path(sys.executable).parent
 STOP_SECONDS = 15.0

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.embedded_redis import EmbeddedRedis
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
+from worker.store.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

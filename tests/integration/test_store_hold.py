@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from tests.fixtures.simulation import World
-from worker.models import CreditGrant, Provider
-from worker.states import JobState
-from worker.store import JobStore
+from worker.domain.grant import CreditGrant, Provider
+from worker.domain.states import JobState
+from worker.store.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.grants import raw_grant
 from worker.errors import InvalidGrant
 from worker.producer import enqueue
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 def refused_at_enqueue(

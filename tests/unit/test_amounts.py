@@ -11,17 +11,17 @@ from hypothesis import strategies as st
 
 from tests.fixtures.celery import PublishRecorder
 from tests.unit.refusals import raw_grant, refused_at_enqueue
-from worker.amounts import (
+from worker.domain.amounts import (
     MAX_FRACTION_DIGITS,
     MAX_INTEGER_DIGITS,
     decimal_places,
     parse_amount,
 )
+from worker.domain.grant import CreditGrant
 from worker.errors import InvalidGrant
-from worker.models import CreditGrant
 from worker.providers.chargebee import to_minor_units
 from worker.providers.inveterate import credit_body
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 SPELLING = "is not a plain decimal number: write ASCII digits with at most one '.', e.g. 10.50"
 TOO_LARGE = "amount: has more than 15 digits before the point"

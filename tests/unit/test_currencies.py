@@ -9,10 +9,10 @@ import pytest
 
 from tests.fixtures.celery import PublishRecorder
 from tests.unit.refusals import raw_grant, refused_at_enqueue
-from worker.currencies import check_currency, credited_currencies, minor_units
+from worker.domain.currencies import check_currency, credited_currencies, minor_units
+from worker.domain.grant import CreditGrant
 from worker.errors import InvalidGrant
-from worker.models import CreditGrant
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 @pytest.mark.parametrize("code", ["ZZZ", "ABC", "QQQ", "EUX"])

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from tests.fixtures.celery import PublishRecorder
 from tests.unit.refusals import raw_grant, refused_at_enqueue
+from worker.domain.grant import CUSTOMER_ID_CHARACTERS, CreditGrant
 from worker.errors import InvalidGrant
-from worker.models import CUSTOMER_ID_CHARACTERS, CreditGrant
 from worker.providers.inveterate import InveterateClient
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 ONLY = (
     "customer_id: may hold only ASCII letters, digits and -._~!$&'()*+,=:@ "

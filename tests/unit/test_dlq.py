@@ -9,14 +9,14 @@ import pytest
 
 from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.simulation import World
-from worker import dlq
 from worker.app import ISSUE_TASK
-from worker.cli import main
-from worker.dlq import PurgeResult, ReplayResult
-from worker.keys import Keys
-from worker.models import CreditGrant, Provider
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.cli.main import main
+from worker.domain.grant import CreditGrant, Provider
+from worker.domain.states import DlqReason, JobState
+from worker.store import dlq
+from worker.store.dlq import PurgeResult, ReplayResult
+from worker.store.jobs import JobStore
+from worker.store.keys import Keys
 
 T0 = 1_800_000_000.0
 
@@ -236,7 +236,7 @@ def test_a_failed_publish_leaves_the_job_queued_and_due_for_the_sweep(store: Job
 
 
 def _replay_in(world: World, key: str) -> None:
-    """`dlq replay` for real (worker/dlq.py), its message run by the simulated workers."""
+    """`dlq replay` for real (worker/store/dlq.py), its message run by the simulated workers."""
     sent = PublishRecorder()
     dlq.replay(world.store, [key], app=sent)  # type: ignore[arg-type]
     for _, message in sent.sent:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.durability import judge, refusal
+from worker.store.durability import judge, refusal
 
 
 def test_a_redis_that_keeps_nothing_on_disk_is_refused_in_one_line() -> None:

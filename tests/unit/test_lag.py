@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from worker.job import Job
-from worker.lag import LearnedLag
-from worker.models import Provider
-from worker.states import JobState
-from worker.store import JobStore
+from worker.domain.grant import Provider
+from worker.domain.job import Job
+from worker.domain.states import JobState
+from worker.pipeline.lag import LearnedLag
+from worker.store.jobs import JobStore
 
 NOW = 1_800_000_000.0
 INV = Provider.INVETERATE

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from worker.models import CreditGrant, Provider, marker_for
+from worker.domain.grant import CreditGrant, Provider, marker_for
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, SubmitResult
 from worker.providers.matching import (
     MatchWindow,

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.grants import raw_grant
-from worker.errors import InvalidGrant
-from worker.models import (
+from worker.domain.grant import (
     CHARGEBEE_CUSTOMER_ID_MAX,
     IDEMPOTENCY_KEY_MAX,
     NOTE_MAX,
@@ -21,6 +20,7 @@ from worker.models import (
     marker_for,
     minor_units,
 )
+from worker.errors import InvalidGrant
 
 grant = raw_grant  # a grant every rule accepts; keyword overrides change fields
 

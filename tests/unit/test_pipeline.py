@@ -13,11 +13,11 @@ import pytest
 
 from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.simulation import World
-from worker import dlq
+from worker.domain.grant import CreditGrant, Provider
+from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
-from worker.models import CreditGrant, Provider
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.store import dlq
+from worker.store.jobs import JobStore
 
 
 def message(key: str = "g1", provider: str = "inveterate", **overrides: Any) -> dict[str, Any]:
@@ -259,7 +259,7 @@ def test_without_markers_equal_amounts_each_claim_a_different_entry(world: World
 
 
 def replay(world: World, key: str) -> None:
-    """`creditq dlq replay` for real (worker/dlq.py), its message run by the simulation."""
+    """`creditq dlq replay` for real (worker/store/dlq.py), its message run by the simulation."""
     sent = PublishRecorder()
     dlq.replay(world.store, [key], app=sent)  # type: ignore[arg-type]
     for _, grant_message in sent.sent:
@@ -372,7 +372,7 @@ def test_a_sweep_stopped_by_the_budget_leaves_the_unread_listings_for_the_next_o
 
 
 def test_a_sweep_message_superseded_by_a_newer_schedule_does_nothing(world: World) -> None:
-    from worker.keys import Keys
+    from worker.store.keys import Keys
 
     world.store.create(CreditGrant.parse(message()))
     world.pipeline.issue(message())  # submitted; its sweep is scheduled under a token
@@ -405,7 +405,7 @@ def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(
 def test_a_sweep_reads_at_most_its_share_of_listings_and_the_next_one_reads_the_rest(
     world: World,
 ) -> None:
-    from worker.confirmation import MAX_READS_PER_SWEEP
+    from worker.pipeline.confirm import MAX_READS_PER_SWEEP
 
     members = MAX_READS_PER_SWEEP + 5
     start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(members)))

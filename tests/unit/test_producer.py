@@ -10,7 +10,7 @@ from tests.fixtures.celery import PublishRecorder
 from worker.app import ISSUE_TASK
 from worker.errors import IdempotencyConflict, InvalidGrant
 from worker.producer import enqueue, enqueue_many
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 
 def raw(key: str = "k1", **overrides: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from worker.models import CreditGrant
+from worker.domain.grant import CreditGrant
 from worker.providers.chargebee import (
     ChargebeeClient,
     add_form,
@@ -40,7 +40,7 @@ PC = {
     "object": "promotional_credit",
 }
 
-MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+MARKER = "cq-0011223344556677"  # a job's marker (worker.domain.grant.marker_for)
 
 
 def grant(**fields: object) -> CreditGrant:

@@ -13,7 +13,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from worker.models import CreditGrant, Provider
+from worker.domain.grant import CreditGrant, Provider
 from worker.providers import client_for
 from worker.providers.base import Outcome, ProviderClient, ProviderError
 from worker.providers.chargebee import ChargebeeClient
@@ -30,7 +30,7 @@ ROUTES = {
 }
 OK_STATUS = {Provider.INVETERATE: 201, Provider.CHARGEBEE: 200}
 
-MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+MARKER = "cq-0011223344556677"  # a job's marker (worker.domain.grant.marker_for)
 
 
 def make(provider: Provider) -> ProviderClient:

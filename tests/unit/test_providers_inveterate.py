@@ -12,7 +12,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from worker.models import CreditGrant, Provider
+from worker.domain.grant import CreditGrant, Provider
 from worker.providers.base import Outcome, ProviderError
 from worker.providers.http import user_agent
 from worker.providers.inveterate import InveterateClient, credit_body, parse_credit_listing
@@ -20,7 +20,7 @@ from worker.providers.inveterate import InveterateClient, credit_body, parse_cre
 BASE = "https://inveterate.test"
 KEY = "inv-SECRET-key-0001"
 
-MARKER = "cq-0011223344556677"  # a job's marker (worker.models.marker_for)
+MARKER = "cq-0011223344556677"  # a job's marker (worker.domain.grant.marker_for)
 
 
 def grant(**fields: object) -> CreditGrant:

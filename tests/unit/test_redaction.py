@@ -12,7 +12,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.providers.base import Outcome, ProviderError
 from worker.providers.errors import CONFIGURATION_CODE, classify_exception, classify_response
 from worker.providers.inveterate import InveterateClient

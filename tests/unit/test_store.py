@@ -8,11 +8,11 @@ from typing import Any
 import fakeredis
 import pytest
 
+from worker.domain.grant import CreditGrant
+from worker.domain.states import ALLOWED, TERMINAL, DlqReason, JobState, can_move, sources_of
 from worker.errors import IdempotencyConflict, TransitionRefused
-from worker.keys import Keys
-from worker.models import CreditGrant
-from worker.states import ALLOWED, TERMINAL, DlqReason, JobState, can_move, sources_of
-from worker.store import JobStore
+from worker.store.jobs import JobStore
+from worker.store.keys import Keys
 
 
 def make_grant(key: str = "k1", **overrides: Any) -> CreditGrant:

@@ -7,9 +7,9 @@ import fakeredis
 
 from tests.unit.test_store import make_grant
 from worker.budget import ProviderBudget
-from worker.models import Provider
-from worker.states import JobState
-from worker.store import JobStore
+from worker.domain.grant import Provider
+from worker.domain.states import JobState
+from worker.store.jobs import JobStore
 
 NOW = 1_800_000_000.0
 

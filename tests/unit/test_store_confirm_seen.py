@@ -4,9 +4,9 @@ job is its own compare-and-set, and an entry confirms one job only."""
 from __future__ import annotations
 
 from tests.unit.test_store import make_grant
+from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, TransitionRefused
-from worker.states import DlqReason, JobState
-from worker.store import JobStore, Moved, Seen
+from worker.store.jobs import JobStore, Moved, Seen
 
 
 def submitted(store: JobStore, key: str, customer: str = "c1") -> int:

@@ -7,10 +7,10 @@ import pytest
 
 from tests.fixtures.simulation import World
 from tests.unit.test_pipeline import message, state
-from worker.keys import Keys
-from worker.models import CreditGrant, Provider
-from worker.states import JobState
-from worker.store import JobStore, Seen
+from worker.domain.grant import CreditGrant, Provider
+from worker.domain.states import JobState
+from worker.store.jobs import JobStore, Seen
+from worker.store.keys import Keys
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 
 from tests.fixtures.simulation import World
 from tests.unit.refusals import raw_grant
-from worker import dlq
-from worker.models import CreditGrant, Provider
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.domain.grant import CreditGrant, Provider
+from worker.domain.states import DlqReason, JobState
+from worker.store import dlq
+from worker.store.jobs import JobStore
 
 
 @pytest.fixture

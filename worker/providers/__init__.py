@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.providers.base import (
     LedgerEntry,
     ListingPage,

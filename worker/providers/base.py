@@ -15,7 +15,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-from worker.models import CreditGrant, Provider
+from worker.domain.grant import CreditGrant, Provider
 
 MESSAGE_MAX = 300
 

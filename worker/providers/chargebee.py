@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
-from worker.models import MARKER_PATTERN, CreditGrant, CreditType, Provider, minor_units
+from worker.domain.grant import MARKER_PATTERN, CreditGrant, CreditType, Provider, minor_units
 from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult
 from worker.providers.http import BasicKeyAuth, HttpProviderClient
 from worker.settings import Settings

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from worker.domain.grant import Provider
 from worker.errors import MissingCredentials
-from worker.models import Provider
 from worker.providers import client_for
 from worker.providers.base import ProviderError
 from worker.settings import Settings

@@ -2,7 +2,7 @@
 
 httpx's timeouts bound each socket operation, not the call: a provider whose answer trickles
 out (every read quick, the whole answer taking minutes) keeps a POST open for as long as it
-likes. The job's lease (``Policy.lease`` in ``worker.pipeline_core``) runs out meanwhile, the
+likes. The job's lease (``Policy.lease`` in ``worker.pipeline.mover``) runs out meanwhile, the
 reconciler takes the job as abandoned, and a second POST leaves while the first is still
 open (FAULTS.md, "slow answer"). So every call gets a deadline shorter than the lease
 (``call_deadline_seconds``), and every socket operation of the call waits at most until it.

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.providers.base import MESSAGE_MAX, Outcome, ProviderError, one_line
 from worker.redaction import scrub
 

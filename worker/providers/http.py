@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.providers.base import Outcome, ProviderClient, ProviderError
 from worker.providers.deadline import call_deadline, call_deadline_seconds, install_deadline
 from worker.providers.errors import classify_exception, classify_response

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from worker.models import MARKER_PATTERN, CreditGrant, Provider
+from worker.domain.grant import MARKER_PATTERN, CreditGrant, Provider
 from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult, one_line
 from worker.providers.http import HeaderKeyAuth, HttpProviderClient
 from worker.settings import Settings

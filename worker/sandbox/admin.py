@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from worker.models import CreditType, Provider
+from worker.domain.grant import CreditType, Provider
 from worker.sandbox.chargebee import DESCRIPTION_MAX
 from worker.sandbox.ledger import LedgerEntry
 from worker.sandbox.money import to_minor

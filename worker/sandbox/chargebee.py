@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
-from worker.models import CreditType, Provider, minor_units
+from worker.domain.grant import CreditType, Provider, minor_units
 from worker.sandbox.cursors import BadCursor, decode_chargebee, encode_chargebee
 from worker.sandbox.idempotency import Verdict
 from worker.sandbox.ledger import LedgerEntry

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.sandbox.cursors import BadCursor, decode_inveterate, encode_inveterate
 from worker.sandbox.ledger import LedgerEntry
 from worker.sandbox.options import SandboxOptions

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from worker.models import MARKER_PREFIX, Provider
+from worker.domain.grant import MARKER_PREFIX, Provider
 
 _MARKER = re.compile(re.escape(MARKER_PREFIX) + r"[0-9a-f]{16}")
 _ID_PREFIX = {Provider.INVETERATE.value: "cr_sbx", Provider.CHARGEBEE.value: "pc_sbx"}

@@ -1,10 +1,10 @@
-"""Chargebee's minor units, exact both ways (``worker.models.minor_units`` is the one table)."""
+"""Chargebee's minor units, exact both ways (``domain.grant.minor_units``: the one table)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from worker.models import minor_units
+from worker.domain.grant import minor_units
 
 
 def to_minor(amount: Decimal, currency_code: str) -> int:

@@ -10,7 +10,7 @@ import dataclasses
 import threading
 from typing import Any
 
-from worker.models import Provider
+from worker.domain.grant import Provider
 from worker.sandbox.faults import FaultPlan
 from worker.sandbox.idempotency import IdempotencyStore
 from worker.sandbox.ledger import Ledger

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-# minor_units and parse_amount live in worker.currencies and worker.amounts; they are
+# minor_units and parse_amount live in worker.domain.currencies and worker.domain.amounts; they are
 # re-exported because providers and the sandbox import them from here.
-from worker.amounts import decimal_places
-from worker.amounts import parse_amount as parse_amount
-from worker.currencies import check_currency
-from worker.currencies import minor_units as minor_units
+from worker.domain.amounts import decimal_places
+from worker.domain.amounts import parse_amount as parse_amount
+from worker.domain.currencies import check_currency
+from worker.domain.currencies import minor_units as minor_units
 from worker.errors import InvalidGrant
 from worker.settings import get_settings
 

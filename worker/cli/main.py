@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.config_errors import SettingsError, exit_on
+from worker.domain.states import WAITING, JobState
 from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant
-from worker.states import WAITING, JobState
 
 try:  # typer >= 0.26 vendors click; older typer uses click itself
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -102,7 +102,7 @@ def enqueue(
     as_json: JsonFlag = False,
 ) -> None:
     """Accept one grant (validated first; a duplicate key with the same grant sends nothing)."""
-    from worker.models import CreditGrant
+    from worker.domain.grant import CreditGrant
     from worker.producer import enqueue as enqueue_grant
 
     raw = {
@@ -188,7 +188,7 @@ def stats(as_json: JsonFlag = False) -> None:
 
 
 # Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).
-from worker.cli_dlq import dlq_app  # noqa: E402
+from worker.cli.dlq import dlq_app  # noqa: E402
 
 cli.add_typer(dlq_app, name="dlq")
 
@@ -231,7 +231,7 @@ def _budget_slot_taker(settings: Any) -> Any:
     """A check spends the fleet's request budget like any call: wait for a slot first.
     Without a reachable Redis there is no fleet to share with, so the call goes ahead."""
     from worker.budget import Budgets
-    from worker.models import Provider
+    from worker.domain.grant import Provider
 
     try:
         budgets = Budgets(redis.Redis.from_url(settings.redis_url, socket_timeout=2), settings)
@@ -251,7 +251,7 @@ def _budget_slot_taker(settings: Any) -> Any:
 @cli.command()
 def demo() -> None:
     """Run the pipeline on this machine: its own Redis, the provider sandbox, a real worker."""
-    from worker.demo import run
+    from worker.demo.run import run
     from worker.settings import get_settings
 
     get_settings()  # a bad CREDITQ_* setting (the Redis URL the demo would use) stops it here

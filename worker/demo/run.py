@@ -46,16 +46,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app
-from worker.embedded_redis import EmbeddedRedis, NoRedisServer, reachable
+from worker.domain.grant import CreditGrant
+from worker.domain.job import Job
+from worker.domain.states import JobState
 from worker.errors import InvalidGrant
-from worker.job import Job
-from worker.models import CreditGrant
 from worker.producer import enqueue, enqueue_many
 from worker.redaction import redact_url
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
-from worker.states import JobState
-from worker.store import JobStore
+from worker.store.embedded import EmbeddedRedis, NoRedisServer, reachable
+from worker.store.jobs import JobStore
 
 DEADLINE_SECONDS = 60.0  # every accepted grant reaches its end state in ~10 s here
 POLL_SECONDS = 0.1
@@ -84,7 +84,7 @@ DEMO_TIMINGS: dict[str, str] = {
 # The faults the sandbox serves, each to the first POST for one customer, so every run tells
 # the same story: (provider, customer, fault). A fault that strikes by arrival order could
 # fall on the 404 customer, or on a POST no later credit follows, whose failure creditq then
-# rightly leaves unknown (worker/outcome.py) instead of showing a retry.
+# rightly leaves unknown (worker/pipeline/outcome.py) instead of showing a retry.
 FAULTS: list[tuple[str, str, str]] = [
     ("inveterate", "cust-di", "error_after"),  # applied, then 500: found, not paid twice
     ("inveterate", "cust-bo", "timeout_after"),  # applied, no answer in time: the same

@@ -1,7 +1,7 @@
 """The Redis job store: one hash per job, its history, and one sorted set per state.
 
 Every change of state is a Lua compare-and-set, so two workers racing on one
-job can never both win, and no move outside ``worker.states.ALLOWED`` can
+job can never both win, and no move outside ``worker.domain.states.ALLOWED`` can
 happen. The per-state sorted sets (score: when the job entered the state) make
 counting, the DLQ and the reconciler's "stuck since" queries range reads
 instead of scans, the way rq keeps one registry per state.
@@ -17,14 +17,14 @@ from typing import Any, cast
 
 import redis
 
-from worker.durability import has_waitaof
+from worker.domain.grant import CreditGrant, new_incarnation
+from worker.domain.job import Job, iso
+from worker.domain.states import DlqReason, JobState, sources_of
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
-from worker.job import Job, iso
-from worker.keys import HISTORY_LIMIT, Keys
-from worker.models import CreditGrant, new_incarnation
 from worker.settings import get_settings
-from worker.states import DlqReason, JobState, sources_of
-from worker.store_scripts import (
+from worker.store.durability import has_waitaof
+from worker.store.keys import HISTORY_LIMIT, Keys
+from worker.store.scripts import (
     BEGIN_POST,
     CONFIRM_SEEN,
     CREATE,

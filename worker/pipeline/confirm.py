@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from worker.domain.grant import Provider
+from worker.domain.job import Job, iso
+from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
-from worker.job import Job, iso
-from worker.models import Provider
-from worker.pipeline_core import NoSlot, PipelineCore
+from worker.pipeline.mover import NoSlot, PipelineCore
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
 from worker.providers.matching import (
     ListingRead,
@@ -30,8 +31,7 @@ from worker.providers.matching import (
     match,
     read_back,
 )
-from worker.states import DlqReason, JobState
-from worker.store import Seen
+from worker.store.jobs import Seen
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -430,7 +430,7 @@ class Confirmation(PipelineCore):
             jobs[next(iter(found))].provider if found else "",
             {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed}, now,
         )  # fmt: skip
-        if accepted:  # what the listing has shown: the witness and the lag (worker.outcome)
+        if accepted:  # what the listing has shown: the witness and the lag (pipeline.outcome)
             self.store.record_visibility(jobs[next(iter(confirmed))].provider,
                                          max(a for a, _ in accepted),
                                          max(t for _, t in accepted), now)  # fmt: skip

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.store import Visibility
+from worker.store.jobs import Visibility
 
 # How many times the longest lag measured lately an absence must outlast.
 LAG_MARGIN = 2.0

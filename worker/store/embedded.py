@@ -67,7 +67,7 @@ class EmbeddedRedis:
 
     ``appendonly=True`` turns on the append-only file (fsync on every write) so that
     ``restart()`` keeps everything acknowledged, the way a production Redis that creditq
-    accepts does (see worker/durability.py).
+    accepts does (see worker/store/durability.py).
     """
 
     def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
@@ -133,7 +133,7 @@ class EmbeddedRedis:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m worker.embedded_redis --port P``: serve in the foreground until signalled."""
+    """``python -m worker.store.embedded --port P``: serve in the foreground until signalled."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--appendonly", action="store_true")

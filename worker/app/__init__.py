@@ -11,7 +11,7 @@ Choices, each for the exactly-once guarantee or for operators:
   The producer's "task-sent" event is off: it costs 40% of the enqueue rate
   (measured, benchmarks/enqueue.py), and grants still waiting are counted by
   ``creditq stats`` and found by ``creditq status``.
-- A worker's Redis broker connections go through ``worker.broker``: kombu's transport
+- A worker's Redis broker connections go through ``worker.app.broker``: kombu's transport
   with one client per channel instead of one per message (0.5 ms of worker CPU per
   grant, measured), and which rides through a failover (READONLY, LOADING: reconnect
   with backoff, where kombu's own makes the worker exit). Only in workers: producers,
@@ -32,10 +32,10 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue  # type: ignore[attr-defined]
 
-from worker.broker import transport_for
+from worker.app.broker import transport_for
 from worker.config_errors import SettingsError, exit_on
-from worker.durability import refuse_volatile_store
 from worker.settings import get_settings
+from worker.store.durability import refuse_volatile_store
 
 CREDITQ_APP = "creditq"
 ISSUE_TASK = "creditq.issue"
@@ -94,7 +94,7 @@ def create_app() -> Celery:
 
 
 def _worker_transport(conf: Any = None, **_: Any) -> None:
-    """A worker of a creditq app starting: its broker connections take ``worker.broker``."""
+    """A worker of a creditq app starting: its broker connections take ``worker.app.broker``."""
     transport = conf.get("creditq_worker_transport") if conf is not None else None
     if transport:
         conf.broker_transport = transport
@@ -105,7 +105,7 @@ signals.celeryd_init.connect(_worker_transport)
 
 def _check_store(sender: Any = None, **_: Any) -> None:
     """A creditq worker refuses a job store that keeps nothing on disk or evicts
-    (worker.durability). Only creditq's: importing ``worker`` (its broker transport, say)
+    (worker.store.durability). Only creditq's: importing ``worker`` (its broker transport, say)
     connects this for every Celery app of the process."""
     if getattr(getattr(sender, "app", None), "main", None) == CREDITQ_APP:
         refuse_volatile_store()

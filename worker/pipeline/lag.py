@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from worker.job import Job
-from worker.models import Provider
-from worker.store import JobStore
+from worker.domain.grant import Provider
+from worker.domain.job import Job
+from worker.store.jobs import JobStore
 
 
 class LearnedLag:

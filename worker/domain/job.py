@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.models import CreditGrant, marker_for
-from worker.states import JobState
+from worker.domain.grant import CreditGrant, marker_for
+from worker.domain.states import JobState
 
 
 def iso(epoch: float | None) -> str | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 
 from worker.app import app
+from worker.app.scheduler import CeleryScheduler
 from worker.budget import Budgets
-from worker.models import Provider
-from worker.pipeline import Pipeline, Policy
+from worker.domain.grant import Provider
+from worker.pipeline.issue import Pipeline, Policy
 from worker.providers import ProviderClient, client_for
-from worker.scheduler import CeleryScheduler
 from worker.settings import Settings, get_settings
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 _lock = threading.Lock()
 _pipeline: Pipeline | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.states import JobState
+from worker.domain.states import JobState
 
 PREFIX = "creditq"
 HISTORY_LIMIT = 200  # a job that needs more moves than this has a bug; keep memory bounded

@@ -2,8 +2,8 @@
 every path uses (the one compare-and-set move with its log line, taking a budget slot,
 scheduling a confirmation sweep).
 
-``Pipeline`` (worker.pipeline) is built on this in two layers: ``Confirmation``
-(worker.confirmation) reads the listings, and the pipeline issues and reconciles.
+``Pipeline`` (worker.pipeline.issue) is built on this in two layers: ``Confirmation``
+(worker.pipeline.confirm) reads the listings, and the pipeline issues and reconciles.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from worker.backoff import retry_delay
+from worker.app.scheduler import Scheduler
+from worker.domain.backoff import retry_delay
+from worker.domain.grant import Provider
+from worker.domain.job import Job, iso
+from worker.domain.states import DlqReason, JobState
 from worker.errors import InvalidGrant, MissingCredentials
-from worker.job import Job, iso
-from worker.lag import LearnedLag
-from worker.models import Provider
+from worker.pipeline.lag import LearnedLag
 from worker.providers.base import ProviderClient, ProviderError
 from worker.providers.matching import MatchWindow
-from worker.scheduler import Scheduler
 from worker.settings import Settings
-from worker.states import DlqReason, JobState
-from worker.store import JobStore
+from worker.store.jobs import JobStore
 
 log = logging.getLogger("creditq.pipeline")
 

@@ -3,7 +3,7 @@
 Flower serves its pages and its API (every task with its arguments, the workers, revoke
 and shutdown buttons) to whoever reaches its port, on every interface, unless an
 authentication option is set; a Procfile runner sets none. The Procfile starts Flower
-with ``--conf=worker/flowerconfig.py`` (a path from the project root, where Procfile
+with ``--conf=worker/app/flowerconfig.py`` (a path from the project root, where Procfile
 runners and the image's ``WORKDIR`` start), and Flower executes this file before it
 listens: without a login it stops with one line instead.
 

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from worker.domain.grant import Provider
+from worker.domain.job import Job, iso
+from worker.domain.states import DEAD_LETTER, DlqReason, JobState
 from worker.errors import InvalidGrant, TransitionRefused
-from worker.job import Job, iso
-from worker.keys import Keys
-from worker.models import Provider
-from worker.states import DEAD_LETTER, DlqReason, JobState
-from worker.store import JobStore
+from worker.store.jobs import JobStore
+from worker.store.keys import Keys
 
 if TYPE_CHECKING:  # listing and purging never touch Celery; only replay publishes
     from celery import Celery

@@ -1,6 +1,6 @@
 """``creditq dlq``: list, show, replay and purge dead letters from the command line.
 
-Same conventions as the rest of the CLI (``worker.cli``): a rich table for people, one
+Same conventions as the rest of the CLI (``worker.cli.main``): a rich table for people, one
 JSON object per line with ``--json``, bad input exits 2 with one line on stderr before
 anything is read or written, and a key that could not be handled makes the exit 1.
 """
@@ -14,11 +14,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-import worker.cli as base
-from worker import dlq
-from worker.job import Job, iso
-from worker.models import Provider
-from worker.states import DlqReason
+import worker.cli.main as base
+from worker.domain.grant import Provider
+from worker.domain.job import Job, iso
+from worker.domain.states import DlqReason
+from worker.store import dlq
 
 dlq_app = typer.Typer(
     name="dlq",

@@ -22,18 +22,18 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from worker.backoff import retry_delay
-from worker.confirmation import Confirmation, Verdict
+from worker.domain.backoff import retry_delay
+from worker.domain.grant import CreditGrant, Provider, check_idempotency_key
+from worker.domain.job import Job, iso
+from worker.domain.states import DlqReason, JobState
 from worker.errors import IdempotencyConflict, InvalidGrant, MissingCredentials, TransitionRefused
-from worker.job import Job, iso
-from worker.keys import Keys
-from worker.models import CreditGrant, Provider, check_idempotency_key
-from worker.outcome import absence_proves, poll_delay
-from worker.pipeline_core import NoSlot, NotHeld, Policy, error_record
+from worker.pipeline.confirm import Confirmation, Verdict
+from worker.pipeline.mover import NoSlot, NotHeld, Policy, error_record
+from worker.pipeline.outcome import absence_proves, poll_delay
 from worker.providers.base import Outcome, ProviderError
 from worker.providers.errors import CONFIGURATION_CODE
-from worker.states import DlqReason, JobState
-from worker.store import PostStart, sweep_marker
+from worker.store.jobs import PostStart, sweep_marker
+from worker.store.keys import Keys
 
 __all__ = ["Pipeline", "Policy"]
 
@@ -286,7 +286,7 @@ class Pipeline(Confirmation):
 
         Chargebee answers a same-key retry from its idempotency record, so inside its window
         the retry is the answer. Otherwise the listing decides, and its absence counts only
-        as ``worker.outcome`` allows: a complete read, a later credit already shown, and the
+        as ``pipeline.outcome`` allows: a complete read, a later credit already shown, and the
         measured lag given time. Short of that the outcome stays unknown: the listing is read
         again later, and past the confirm deadline the job goes to the DLQ as
         ``outcome_unknown``. A proven absence is written down at once (back to ``queued``),
