@@ -9,4 +9,4 @@ from worker.app.runtime import pipeline
 
 @app.task(name=CONFIRM_TASK)
 def confirm(provider: str, customer_id: str = "", token: str = "") -> str:
-    return pipeline().confirm(provider, customer_id, token)
+    return str(pipeline().confirm(provider, customer_id, token))

@@ -10,4 +10,4 @@ from worker.app.runtime import pipeline
 
 @app.task(name=ISSUE_TASK)
 def issue(**message: Any) -> str:
-    return pipeline().issue(message)
+    return str(pipeline().issue(message))  # the word itself in Flower, not the enum's repr

@@ -199,7 +199,7 @@ def test_two_deliveries_racing_on_one_queued_job_post_once(world: World) -> None
     assert stale is not None
     assert world.pipeline.issue(m) == "submitted"  # the first delivery wins
     with pytest.raises(TransitionRefused):  # the second read the job before that move
-        world.pipeline._issue_job(stale)
+        world.pipeline.issuer._issue_job(stale)
     assert world.providers[Provider.INVETERATE].submits == 1
 
 
@@ -362,7 +362,7 @@ def test_a_sweep_stopped_by_the_budget_leaves_the_unread_listings_for_the_next_o
     from worker.budget import ProviderBudget
 
     slots = ProviderBudget(world.store.redis, Provider.INVETERATE, 60, clock=world.clock)
-    world.pipeline.budgets = lambda p: slots if p is Provider.INVETERATE else None
+    world.pipeline.mover.budgets = lambda p: slots if p is Provider.INVETERATE else None
     start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(3)))
     inv = world.providers[Provider.INVETERATE]
     assert all(state(world, f"g{i}") is JobState.CONFIRMED for i in range(3))
@@ -639,7 +639,7 @@ def test_a_sweep_that_confirms_before_the_2xx_is_recorded_is_a_lost_race_not_a_f
 
     def submit_then_confirmed_meanwhile(grant: CreditGrant, marker: str) -> Any:
         result = original(grant, marker)
-        assert world.pipeline._confirm_focus(world.store.get("g1")).value == "found"  # type: ignore[arg-type]
+        assert world.pipeline.confirmer.focus(world.store.get("g1")).value == "found"  # type: ignore[arg-type]
         return result
 
     monkeypatch.setattr(inv, "submit", submit_then_confirmed_meanwhile)

@@ -8,7 +8,7 @@ from worker.app import app
 from worker.app.scheduler import CeleryScheduler
 from worker.budget import Budgets
 from worker.domain.grant import Provider
-from worker.pipeline.issue import Pipeline, Policy
+from worker.pipeline import Pipeline, Policy
 from worker.providers import ProviderClient, client_for
 from worker.settings import Settings, get_settings
 from worker.store.jobs import JobStore

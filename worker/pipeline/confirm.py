@@ -21,11 +21,14 @@ from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
-from worker.pipeline.mover import NoSlot, PipelineCore
+from worker.pipeline.lag import LearnedLag
+from worker.pipeline.mover import Mover, NoSlot, scope_of
+from worker.pipeline.results import SweepEnd
 from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
 from worker.providers.matching import (
     ListingRead,
     Matches,
+    MatchWindow,
     PendingGrant,
     could_be_its,
     match,
@@ -46,20 +49,28 @@ MAX_READS_PER_SWEEP = 25
 class _BudgetedListing:
     """A client whose every listing page first takes a slot of the provider's budget: the
     first page a free slot now (else the read is put off, nothing lost), each further page
-    a reserved one (``PipelineCore._spend_next_page``)."""
+    a reserved one (``Mover.spend_next_page``)."""
 
-    def __init__(self, client: ProviderClient, spend: Callable[[], None],
-                 spend_next: Callable[[], None],
-                 renew: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: ProviderClient,
+        spend: Callable[[], None],
+        spend_next: Callable[[], None],
+        renew: Callable[[], None] | None = None,
+    ) -> None:
         self.client = client
         self.spend = spend
         self.spend_next = spend_next
         self.renew = renew  # a sweep's lease, extended before every page it reads
 
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage:  # fmt: skip
+    ) -> ListingPage:
         if self.renew is not None:
             self.renew()
         (self.spend if cursor is None else self.spend_next)()
@@ -80,15 +91,30 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class ReadResult:
-    """What ``Confirmation._read_listing`` did: the jobs it confirmed, and what it read."""
+    """What ``Confirmer._read_listing`` did: the jobs it confirmed, and what it read."""
 
     confirmed: set[str]
     read: ListingRead
     matches: Matches
 
 
-class Confirmation(PipelineCore):
-    """The confirmation sweeps of ``Pipeline``."""
+class Confirmer:
+    """The confirmation sweeps, and the focused read the issue path asks for (``focus``)."""
+
+    def __init__(
+        self,
+        mover: Mover,
+        clients: Callable[[Provider], ProviderClient],
+        lag: LearnedLag,
+        window: MatchWindow,
+    ) -> None:
+        self.mover = mover
+        self.store = mover.store
+        self.policy = mover.policy
+        self.clock = mover.clock
+        self.clients = clients
+        self.lag = lag
+        self.window = window
 
     def confirm(self, provider: str, customer_id: str, token: str = "") -> str:
         """A scheduled confirmation sweep of one provider (``customer_id`` empty) or of one
@@ -112,11 +138,11 @@ class Confirmation(PipelineCore):
         lease = self.policy.lease
         sweep = self.store.start_sweep(provider, token, self.clock() + DUE_SLACK, lease)
         if sweep.superseded:
-            return "superseded"
+            return SweepEnd.SUPERSEDED
         if sweep.busy:  # word is left: the running sweep schedules the next when it ends,
             # and should it have died, this one comes back once its lease has run out
-            self.scheduler.confirm(provider, "", (sweep.next_due or 0.0) + DUE_SLACK, token)
-            return "another sweep is running"
+            self.mover.scheduler.confirm(provider, "", (sweep.next_due or 0.0) + DUE_SLACK, token)
+            return SweepEnd.BUSY
 
         def renew() -> None:
             if not self.store.renew_sweep(provider, token, lease):
@@ -126,31 +152,38 @@ class Confirmation(PipelineCore):
             summary, following = self._sweep(provider, "", sweep.due, sweep.next_due, renew)
         except BaseException:
             if self.store.end_sweep(provider, token):
-                self._schedule_confirm(provider, 0.0, force=True)
+                self.mover.schedule_confirm(provider, 0.0, force=True)
             raise
         if self.store.end_sweep(provider, token):  # one came meanwhile: its jobs may be due
             following = (0.0, True)
         if following is not None:  # only now: a next sweep due at once must not find it busy
-            self._schedule_confirm(provider, following[0], force=following[1])
+            self.mover.schedule_confirm(provider, following[0], force=following[1])
         return summary
 
     def _sweep(
-        self, provider: str, customer_id: str, keys: list[str], later: float | None,
+        self,
+        provider: str,
+        customer_id: str,
+        keys: list[str],
+        later: float | None,
         renew: Callable[[], None] | None,
-    ) -> tuple[str, tuple[float, bool] | None]:  # fmt: skip
+    ) -> tuple[str, tuple[float, bool] | None]:
         """The body of ``confirm``: read, confirm, bury; returns its summary and the next
         sweep it wants (in how long, and whether it supersedes an earlier schedule)."""
         now = self.clock()
         jobs, due = self._waiting_jobs(keys)
         groups: dict[str | None, dict[str, Job]] = {}
         for key, job in jobs.items():
-            groups.setdefault(self._scope(job), {})[key] = job
+            groups.setdefault(scope_of(job), {})[key] = job
         # The listings with a job due, the longest-waiting first.
         reads = sorted(
-            ((min(due[k] or 0.0 for k in targets), scope, targets)
-             for scope, group in groups.items() if (targets := self._due(group, due, now))),
+            (
+                (min(due[k] or 0.0 for k in targets), scope, targets)
+                for scope, group in groups.items()
+                if (targets := self._due(group, due, now))
+            ),
             key=lambda read: read[0],
-        )  # fmt: skip
+        )
         members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
         if not customer_id:  # a one-customer confirm loaded that customer's whole set
             self._load_more(provider, members, jobs, due, groups)
@@ -169,18 +202,25 @@ class Confirmation(PipelineCore):
                 return groups[scope]
 
             try:
-                found = self._read_listing(provider, scope, groups[scope], targets,
-                                           claimed.get(scope or "", set()),
-                                           everyone, renew).confirmed  # fmt: skip
+                found = self._read_listing(
+                    provider,
+                    scope,
+                    groups[scope],
+                    targets,
+                    claimed.get(scope or "", set()),
+                    everyone,
+                    renew,
+                ).confirmed
             except SweepLost:
-                log.warning("provider=%s a sweep outlived its lease; the next one reads on",
-                            provider)  # fmt: skip
-                return "lease lost", None
+                log.warning(
+                    "provider=%s a sweep outlived its lease; the next one reads on", provider
+                )
+                return SweepEnd.LEASE_LOST, None
             except NoSlot as slot:
                 retry = slot.wait
                 break
             except ProviderError as err:
-                wait = self._listing_retry(provider, err)
+                wait = self.mover.listing_retry(provider, err)
                 retry = wait if retry is None else min(retry, wait)
                 continue
             confirmed |= found
@@ -203,9 +243,9 @@ class Confirmation(PipelineCore):
         elif delay is not None:
             following = (max(delay, 0.0), False)
         if customer_id and following is not None:
-            self._schedule_confirm(provider, following[0], force=following[1])
+            self.mover.schedule_confirm(provider, following[0], force=following[1])
             following = None
-        unread = len(reads) - len({self._scope(jobs[k]) for k in read})
+        unread = len(reads) - len({scope_of(jobs[k]) for k in read})
         summary = f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
         return summary, following
 
@@ -222,9 +262,14 @@ class Confirmation(PipelineCore):
         jobs = {j.idempotency_key: j for j in found if j is not None and j.state in waiting}
         return jobs, {key: due.get(key) for key in jobs}
 
-    def _load_more(self, provider: str, scopes: Sequence[str | None], jobs: dict[str, Job],
-                   due: dict[str, float | None],
-                   groups: dict[str | None, dict[str, Job]]) -> None:  # fmt: skip
+    def _load_more(
+        self,
+        provider: str,
+        scopes: Sequence[str | None],
+        jobs: dict[str, Job],
+        due: dict[str, float | None],
+        groups: dict[str | None, dict[str, Job]],
+    ) -> None:
         """Add the waiting jobs of these listings (a member's, or with None the provider's)
         that are not loaded yet."""
         if not scopes:
@@ -234,17 +279,21 @@ class Confirmation(PipelineCore):
         jobs.update(more)
         due.update(more_due)
         for key, job in more.items():
-            groups.setdefault(self._scope(job), {})[key] = job
+            groups.setdefault(scope_of(job), {})[key] = job
 
     @staticmethod
     def _due(group: Mapping[str, Job], due: Mapping[str, float | None], now: float) -> list[str]:
         """The jobs a read is for: accepted (``submitted``) and due. A job whose POST may not
         have applied is the issue path's to resolve; it is confirmed if a read shows it."""
-        return [k for k, j in group.items() if j.state is JobState.SUBMITTED
-                and (due.get(k) or 0.0) <= now + DUE_SLACK]  # fmt: skip
+        return [
+            k
+            for k, j in group.items()
+            if j.state is JobState.SUBMITTED and (due.get(k) or 0.0) <= now + DUE_SLACK
+        ]
 
-    def _next_reads(self, waiting: list[Job], due: Mapping[str, float | None],
-                    read: set[str], now: float) -> dict[str, float]:  # fmt: skip
+    def _next_reads(
+        self, waiting: list[Job], due: Mapping[str, float | None], read: set[str], now: float
+    ) -> dict[str, float]:
         """Bury the jobs past the confirm deadline; return when each other waiting job should
         be read for next. A job whose listing was not read this sweep keeps its time."""
         first_read = self.lag.delay(Provider(waiting[0].provider)) if waiting else 0.0
@@ -256,9 +305,12 @@ class Confirmation(PipelineCore):
             waited = now - (job.number("submitted_at") or job.state_at)
             if waited >= self.policy.confirm_deadline:
                 with suppress(TransitionRefused):
-                    self._move(job, JobState.DEAD,
-                               f"not visible in the listing {waited:.0f}s after it was accepted",
-                               dlq=DlqReason.NOT_VISIBLE)  # fmt: skip
+                    self.mover.move(
+                        job,
+                        JobState.DEAD,
+                        f"not visible in the listing {waited:.0f}s after it was accepted",
+                        dlq=DlqReason.NOT_VISIBLE,
+                    )
                 continue
             own = due.get(key)
             if key not in read:
@@ -266,13 +318,16 @@ class Confirmation(PipelineCore):
                 continue
             # Each read waits about half the time already waited: frequent while the lag
             # is young, sparse for a late credit, never past the deadline.
-            delay = min(self.policy.poll_max, max(first_read, waited / 2),
-                        self.policy.confirm_deadline - waited + 0.01)  # fmt: skip
+            delay = min(
+                self.policy.poll_max,
+                max(first_read, waited / 2),
+                self.policy.confirm_deadline - waited + 0.01,
+            )
             next_reads[key] = now + delay
         self.store.set_due_many({k: t for k, t in next_reads.items() if k in read})
         return next_reads
 
-    def _confirm_focus(self, job: Job) -> Verdict:
+    def focus(self, job: Job) -> Verdict:
         """Read the job's customer's listing for it alone (the issue path resolving an
         unknown outcome); every other pending job of the customer the read shows is
         confirmed too. A customer's listing even on Chargebee: a filtered read stays short
@@ -281,9 +336,13 @@ class Confirmation(PipelineCore):
         if job.idempotency_key not in jobs:
             return Verdict.UNPROVEN  # moved meanwhile: the caller reloads it
         claimed = self.store.claimed_many(job.provider, [job.customer_id])
-        result = self._read_listing(job.provider, job.customer_id, jobs,
-                                    [job.idempotency_key],
-                                    claimed.get(job.customer_id, set()))  # fmt: skip
+        result = self._read_listing(
+            job.provider,
+            job.customer_id,
+            jobs,
+            [job.idempotency_key],
+            claimed.get(job.customer_id, set()),
+        )
         if job.idempotency_key in result.confirmed:
             return Verdict.FOUND
         key = job.idempotency_key
@@ -297,11 +356,15 @@ class Confirmation(PipelineCore):
         return Verdict.ABSENT
 
     def _read_listing(
-        self, provider: str, customer_id: str | None, jobs: Mapping[str, Job],
-        targets: list[str], claimed: set[str],
+        self,
+        provider: str,
+        customer_id: str | None,
+        jobs: Mapping[str, Job],
+        targets: list[str],
+        claimed: set[str],
         everyone: Callable[[], Mapping[str, Job]] | None = None,
         renew: Callable[[], None] | None = None,
-    ) -> ReadResult:  # fmt: skip
+    ) -> ReadResult:
         """Read one listing (a customer's, or with None the provider's) as far as ``targets``
         need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
 
@@ -315,13 +378,23 @@ class Confirmation(PipelineCore):
         """
         pending = {key: self._pending(job) for key, job in jobs.items()}
         name = Provider(provider)
-        client = _BudgetedListing(self.clients(name), lambda: self._spend(name),
-                                  lambda: self._spend_next_page(name), renew)  # fmt: skip
+        client = _BudgetedListing(
+            self.clients(name),
+            lambda: self.mover.spend(name),
+            lambda: self.mover.spend_next_page(name),
+            renew,
+        )
         # A page a little larger than the jobs due: they sit among the newest entries, and a
         # smaller page is less for the provider to send and for us to parse.
         page = min(LISTING_PAGE_MAX, 2 * len(targets) + 10)
-        read = read_back(client, customer_id, [pending[k] for k in targets], claimed=claimed,
-                         window=self.window, page_size=page)  # fmt: skip
+        read = read_back(
+            client,
+            customer_id,
+            [pending[k] for k in targets],
+            claimed=claimed,
+            window=self.window,
+            page_size=page,
+        )
         if everyone is not None and self._needs_everyone(read.entries, pending, targets):
             jobs = everyone()
             pending = {key: self._pending(job) for key, job in jobs.items()}
@@ -329,7 +402,7 @@ class Confirmation(PipelineCore):
         self._raise_alarms(jobs, matches)
         self._alarm_late_duplicates(provider, pending, read.entries)
         confirmed = self._confirm_found(jobs, matches.found)
-        budget = self.budgets(Provider(provider))
+        budget = self.mover.budgets(Provider(provider))
         if confirmed and budget is not None:
             budget.record_confirmed(len(confirmed))
         return ReadResult(confirmed, read, matches)
@@ -347,15 +420,24 @@ class Confirmation(PipelineCore):
                 if not [ref for ref in refs if self.store.first_alarm(ref)]:
                     continue  # raised before, by an earlier read
                 own = matches.found.get(key)
-                log.error("ALARM %s key=%s provider=%s customer=%s: entries %s carry its marker%s",
-                          kind, key, job.provider, job.customer_id, ", ".join(refs),
-                          f" (its own: {own.ref})" if own else "")  # fmt: skip
-                self.store.raise_alarm(key, {"kind": kind, "refs": refs,
-                                             "own": own.ref if own else None,
-                                             "at": iso(now)}, now)  # fmt: skip
+                log.error(
+                    "ALARM %s key=%s provider=%s customer=%s: entries %s carry its marker%s",
+                    kind,
+                    key,
+                    job.provider,
+                    job.customer_id,
+                    ", ".join(refs),
+                    f" (its own: {own.ref})" if own else "",
+                )
+                self.store.raise_alarm(
+                    key,
+                    {"kind": kind, "refs": refs, "own": own.ref if own else None, "at": iso(now)},
+                    now,
+                )
 
-    def _alarm_late_duplicates(self, provider: str, pending: Mapping[str, PendingGrant],
-                               entries: list[LedgerEntry]) -> None:  # fmt: skip
+    def _alarm_late_duplicates(
+        self, provider: str, pending: Mapping[str, PendingGrant], entries: list[LedgerEntry]
+    ) -> None:
         """An entry carrying the marker of a job confirmed lately by another entry is a
         second payment that showed after the confirmation: raise it all the same."""
         known = {p.marker for p in pending.values()}
@@ -369,14 +451,22 @@ class Confirmation(PipelineCore):
             key, ref = confirmed.get(entry.marker or "", ("", ""))
             if not key or entry.ref == ref or not self.store.first_alarm(entry.ref):
                 continue
-            log.error("ALARM duplicate key=%s provider=%s: entry %s carries its marker; it was "
-                      "confirmed as %s", key, provider, entry.ref, ref)  # fmt: skip
-            self.store.raise_alarm(key, {"kind": "duplicate", "refs": [entry.ref], "own": ref,
-                                         "at": iso(now)}, now)  # fmt: skip
+            log.error(
+                "ALARM duplicate key=%s provider=%s: entry %s carries its marker; it was "
+                "confirmed as %s",
+                key,
+                provider,
+                entry.ref,
+                ref,
+            )
+            self.store.raise_alarm(
+                key, {"kind": "duplicate", "refs": [entry.ref], "own": ref, "at": iso(now)}, now
+            )
 
     @staticmethod
-    def _needs_everyone(entries: list[LedgerEntry], pending: Mapping[str, PendingGrant],
-                        targets: list[str]) -> bool:  # fmt: skip
+    def _needs_everyone(
+        entries: list[LedgerEntry], pending: Mapping[str, PendingGrant], targets: list[str]
+    ) -> bool:
         """Whether the jobs not loaded (not due yet) must be loaded before matching: an entry
         that says nothing of its author can only be placed by amount and time, which needs
         every candidate; and an entry with a marker no loaded job holds, newer than the
@@ -385,17 +475,26 @@ class Confirmation(PipelineCore):
         entries whose text is someone else's are nobody's here."""
         known = {p.marker for p in pending.values()}
         oldest = min(pending[k].submitted_at for k in targets)
-        return any((e.marker is None and not e.foreign)
-                   or (e.marker is not None and e.marker not in known
-                       and (e.created_at is None or e.created_at >= oldest))
-                   for e in entries)  # fmt: skip
+        return any(
+            (e.marker is None and not e.foreign)
+            or (
+                e.marker is not None
+                and e.marker not in known
+                and (e.created_at is None or e.created_at >= oldest)
+            )
+            for e in entries
+        )
 
     def _pending(self, job: Job) -> PendingGrant:
         since = job.number("first_post_at") or job.state_at
-        return PendingGrant(job.idempotency_key, job.customer_id,
-                            Decimal(str(job.grant_fields["amount"])), job.marker,
-                            datetime.fromtimestamp(since, UTC),
-                            accepted=job.state is JobState.SUBMITTED)  # fmt: skip
+        return PendingGrant(
+            job.idempotency_key,
+            job.customer_id,
+            Decimal(str(job.grant_fields["amount"])),
+            job.marker,
+            datetime.fromtimestamp(since, UTC),
+            accepted=job.state is JobState.SUBMITTED,
+        )
 
     def _confirm_found(self, jobs: Mapping[str, Job], found: Mapping[str, LedgerEntry]) -> set[str]:
         """Confirm every job a read found, in one round trip; each move is still its own
@@ -408,11 +507,23 @@ class Confirmation(PipelineCore):
             submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
             created = entry.created_at.isoformat() if entry.created_at else None
             matched_by = "marker" if entry.marker else "amount and time"
-            entry_json = {"ref": entry.ref, "amount": str(entry.amount), "created_at": created,
-                          "matched_by": matched_by}  # fmt: skip
-            seen.append(Seen(key, job.state, job.version, entry.ref,
-                             job.provider_ref or entry.ref, entry_json,
-                             round(now - submitted_at, 3)))  # fmt: skip
+            entry_json = {
+                "ref": entry.ref,
+                "amount": str(entry.amount),
+                "created_at": created,
+                "matched_by": matched_by,
+            }
+            seen.append(
+                Seen(
+                    key,
+                    job.state,
+                    job.version,
+                    entry.ref,
+                    job.provider_ref or entry.ref,
+                    entry_json,
+                    round(now - submitted_at, 3),
+                )
+            )
         confirmed: set[str] = set()
         accepted: list[tuple[float, float]] = []  # (accepted at, took to show) per confirmation
         for item, outcome in zip(seen, self.store.confirm_seen(seen, now=now), strict=True):
@@ -423,15 +534,24 @@ class Confirmation(PipelineCore):
             confirmed.add(item.idempotency_key)
             if job.state is JobState.SUBMITTED and (at := job.number("submitted_at")):
                 accepted.append((at, item.visible_after))
-            log.info("key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",
-                     job.idempotency_key, job.provider, job.state.value, job.attempts,
-                     item.ref)  # fmt: skip
+            log.info(
+                "key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",
+                job.idempotency_key,
+                job.provider,
+                job.state.value,
+                job.attempts,
+                item.ref,
+            )
         self.store.remember_markers(
             jobs[next(iter(found))].provider if found else "",
-            {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed}, now,
-        )  # fmt: skip
+            {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed},
+            now,
+        )
         if accepted:  # what the listing has shown: the witness and the lag (pipeline.outcome)
-            self.store.record_visibility(jobs[next(iter(confirmed))].provider,
-                                         max(a for a, _ in accepted),
-                                         max(t for _, t in accepted), now)  # fmt: skip
+            self.store.record_visibility(
+                jobs[next(iter(confirmed))].provider,
+                max(a for a, _ in accepted),
+                max(t for _, t in accepted),
+                now,
+            )
         return confirmed

@@ -1,4 +1,4 @@
-"""The worker's logic: issue a grant once, confirm it in the listing, re-drive lost work.
+"""Issue: POST a grant once, and settle every answer that does not say whether it applied.
 
 Exactly one credit per key rests on three things here:
 - every state change is the store's compare-and-set, so a late or duplicate delivery
@@ -18,24 +18,24 @@ The Celery tasks in ``tasks/`` only call these methods.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
 from worker.domain.backoff import retry_delay
 from worker.domain.grant import CreditGrant, Provider, check_idempotency_key
-from worker.domain.job import Job, iso
+from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
 from worker.errors import IdempotencyConflict, InvalidGrant, MissingCredentials, TransitionRefused
-from worker.pipeline.confirm import Confirmation, Verdict
-from worker.pipeline.mover import NoSlot, NotHeld, Policy, error_record
+from worker.pipeline.confirm import Confirmer, Verdict
+from worker.pipeline.lag import LearnedLag
+from worker.pipeline.mover import Mover, NoSlot, NotHeld, error_record
 from worker.pipeline.outcome import absence_proves, poll_delay
-from worker.providers.base import Outcome, ProviderError
+from worker.pipeline.results import Result
+from worker.providers.base import Outcome, ProviderClient, ProviderError
 from worker.providers.errors import CONFIGURATION_CODE
 from worker.store.jobs import PostStart, sweep_marker
 from worker.store.keys import Keys
-
-__all__ = ["Pipeline", "Policy"]
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -43,28 +43,41 @@ log = logging.getLogger("creditq.pipeline")
 CHARGEBEE_REPLAY_WINDOW_SECONDS = 25 * 60
 
 
-class Pipeline(Confirmation):
-    """Issue (``issue``), confirm (``confirm``, from ``Confirmation``) and reconcile."""
+class Issuer:
+    """The issue task's logic: one message in, the job moved on, the next step scheduled."""
 
-    # -- issue ----------------------------------------------------------------------
+    def __init__(
+        self,
+        mover: Mover,
+        clients: Callable[[Provider], ProviderClient],
+        confirmer: Confirmer,
+        lag: LearnedLag,
+    ) -> None:
+        self.mover = mover
+        self.store = mover.store
+        self.policy = mover.policy
+        self.clock = mover.clock
+        self.clients = clients
+        self.confirmer = confirmer
+        self.lag = lag
 
-    def issue(self, message: Mapping[str, Any]) -> str:
+    def issue(self, message: Mapping[str, Any]) -> Result:
         """Handle one issue message; returns a word saying what happened (for logs and tests)."""
         key = message.get("idempotency_key")
         try:
             key = check_idempotency_key(key if isinstance(key, str) else None)
         except InvalidGrant as exc:
             log.warning("dropped an issue message without a usable key: %s", exc)
-            return "dropped"
+            return Result.DROPPED
         try:
             return self._issue(key, message)
         except TransitionRefused as exc:
             # Another delivery, or a sweep that saw the credit in the listing before this
             # worker recorded the POST's 2xx, moved the job first: a lost race, not a failure.
             log.info("lost a race: %s", exc)
-            return "lost race"
+            return Result.LOST_RACE
 
-    def _issue(self, key: str, message: Mapping[str, Any]) -> str:
+    def _issue(self, key: str, message: Mapping[str, Any]) -> Result:
         begun = self._begin_post(message)
         if begun is None:
             job = self.store.get(key, history=False)
@@ -73,17 +86,17 @@ class Pipeline(Confirmation):
             if started.outcome == "started" and started.job is not None:
                 return self._post(started.job, grant)
             if started.outcome == "unheld" and started.job is not None:
-                return self._put_off(started.job)
+                return self.mover.put_off(started.job)
             if started.outcome == "wait" and started.job is not None:
-                self._issue_later(started.job, started.wait)
-                return "waiting for a request slot"
+                self.mover.issue_later(started.job, started.wait)
+                return Result.NO_SLOT
             job = started.job
         if job is None:
             if not self._adopt(key, message):
-                return "rejected"
+                return Result.REJECTED
             job = self.store.get(key, history=False)
         if job is None or job.state.terminal:
-            return "nothing to do"
+            return Result.NOTHING
         return self._issue_job(job)
 
     def _begin_post(self, message: Mapping[str, Any]) -> tuple[PostStart, CreditGrant] | None:
@@ -96,15 +109,23 @@ class Pipeline(Confirmation):
             self.clients(grant.provider)
         except (InvalidGrant, MissingCredentials):
             return None
-        budget = self.budgets(grant.provider)
+        budget = self.mover.budgets(grant.provider)
         started = self.store.begin_post(
-            grant, max_attempts=self.policy.max_attempts, now=self.clock(),
-            lease=self.policy.lease, slot=budget.slot_request() if budget else None,
-        )  # fmt: skip
+            grant,
+            max_attempts=self.policy.max_attempts,
+            now=self.clock(),
+            lease=self.policy.lease,
+            slot=budget.slot_request() if budget else None,
+        )
         if started.outcome == "started" and started.job is not None:
             job = started.job
-            log.info("key=%s provider=%s queued -> submitting attempt=%d: POST attempt %d",
-                     job.idempotency_key, job.provider, job.attempts, job.attempts)  # fmt: skip
+            log.info(
+                "key=%s provider=%s queued -> submitting attempt=%d: POST attempt %d",
+                job.idempotency_key,
+                job.provider,
+                job.attempts,
+                job.attempts,
+            )
         return started, grant
 
     def _adopt(self, key: str, message: Mapping[str, Any]) -> bool:
@@ -121,10 +142,10 @@ class Pipeline(Confirmation):
             self.store.create(grant)
         return True
 
-    def _issue_job(self, job: Job) -> str:
+    def _issue_job(self, job: Job) -> Result:
         if job.state is JobState.SUBMITTED:
-            self._schedule_confirm(job.provider, 0.0)
-            return "awaiting confirmation"
+            self.mover.schedule_confirm(job.provider, 0.0)
+            return Result.AWAITING
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
         except InvalidGrant as exc:
@@ -133,39 +154,47 @@ class Pipeline(Confirmation):
                 # Stricter rules since its POST, whose outcome is not known: the credit may
                 # exist, so "invalid" would be a false end; a person settles it.
                 why = f"outcome unknown, and the stored grant fails today's rules: {exc}"
-                self._move(job, JobState.DEAD, why, dlq=DlqReason.UNKNOWN, fields=record)
-                return "dead"
-            self._move(job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID,
-                       fields=record)  # fmt: skip
-            return "rejected"
+                self.mover.move(job, JobState.DEAD, why, dlq=DlqReason.UNKNOWN, fields=record)
+                return Result.DEAD
+            self.mover.move(
+                job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID, fields=record
+            )
+            return Result.REJECTED
         if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
             # Replayed from the DLQ after a POST that may have applied (a credit that
             # showed up late, an outcome never learned): the listing speaks first.
             now = self.clock()  # the replay starts a fresh wait for the listing to tell
-            job, _ = self._move(job, JobState.SUBMITTING, "replayed: check the listing first",
-                                fields={"reconcile_first": None, "unknown_since": now},
-                                due=now)  # fmt: skip
+            job, _ = self.mover.move(
+                job,
+                JobState.SUBMITTING,
+                "replayed: check the listing first",
+                fields={"reconcile_first": None, "unknown_since": now},
+                due=now,
+            )
             if job.number("submitted_at") is not None:
                 return self._await_again(job)
         if job.state is JobState.QUEUED:
             return self._submit(job, grant)
         return self._resolve_unknown(job, grant)
 
-    def _await_again(self, job: Job) -> str:
+    def _await_again(self, job: Job) -> Result:
         """A replayed job the provider once accepted (2xx): a second POST could pay twice,
         so it only goes back to waiting for the listing, with a fresh deadline."""
         now = self.clock()
-        token = self._sweep_token()
-        _, flagged = self._move(
-            job, JobState.SUBMITTED, "replayed: accepted before, waiting for the listing again",
-            fields={"submitted_at": now}, due=now,
+        token = self.mover.sweep_token()
+        _, flagged = self.mover.move(
+            job,
+            JobState.SUBMITTED,
+            "replayed: accepted before, waiting for the listing again",
+            fields={"submitted_at": now},
+            due=now,
             flag=(Keys.confirming(job.provider), self.policy.grace, sweep_marker(token, now)),
-        )  # fmt: skip
+        )
         if flagged:
-            self.scheduler.confirm(job.provider, "", 0.0, token)
-        return "awaiting confirmation"
+            self.mover.scheduler.confirm(job.provider, "", 0.0, token)
+        return Result.AWAITING
 
-    def _submit(self, job: Job, grant: CreditGrant) -> str:
+    def _submit(self, job: Job, grant: CreditGrant) -> Result:
         """POST once: from ``queued``, or from ``submitting`` known not to have applied.
 
         The move into ``submitting`` is the job's lease: it succeeds for one delivery only
@@ -173,31 +202,45 @@ class Pipeline(Confirmation):
         which no other delivery may decide anything about this job.
         """
         if job.attempts >= self.policy.max_attempts:
-            return self._give_up(job, f"attempts exhausted ({job.attempts})", DlqReason.EXHAUSTED)
+            return self.mover.give_up(
+                job, f"attempts exhausted ({job.attempts})", DlqReason.EXHAUSTED
+            )
         try:
             self.clients(grant.provider)
-            self._spend(grant.provider)
+            self.mover.spend(grant.provider)
         except MissingCredentials as exc:
-            self._move(job, JobState.DEAD, str(exc), dlq=DlqReason.CONFIGURATION,
-                       fields={"last_error": error_record(exc, self.clock())})  # fmt: skip
-            return "dead"
+            self.mover.move(
+                job,
+                JobState.DEAD,
+                str(exc),
+                dlq=DlqReason.CONFIGURATION,
+                fields={"last_error": error_record(exc, self.clock())},
+            )
+            return Result.DEAD
         except NoSlot as slot:
-            self._issue_later(job, slot.wait)
-            return "waiting for a request slot"
+            self.mover.issue_later(job, slot.wait)
+            return Result.NO_SLOT
         now = self.clock()
         attempt = job.attempts + 1
         try:
-            job, _ = self._move(job, JobState.SUBMITTING, f"POST attempt {attempt}",
-                                attempts="incr",
-                                fields={"first_post_at": job.number("first_post_at") or now,
-                                        "last_post_at": now,
-                                        "in_flight_until": now + self.policy.lease},
-                                due=now + self.policy.lease, hold=True)  # fmt: skip
+            job, _ = self.mover.move(
+                job,
+                JobState.SUBMITTING,
+                f"POST attempt {attempt}",
+                attempts="incr",
+                fields={
+                    "first_post_at": job.number("first_post_at") or now,
+                    "last_post_at": now,
+                    "in_flight_until": now + self.policy.lease,
+                },
+                due=now + self.policy.lease,
+                hold=True,
+            )
         except NotHeld as unheld:
-            return self._put_off(unheld.job)
+            return self.mover.put_off(unheld.job)
         return self._post(job, grant)
 
-    def _post(self, job: Job, grant: CreditGrant) -> str:
+    def _post(self, job: Job, grant: CreditGrant) -> Result:
         """The POST of a job just moved into ``submitting`` (its lease), and what follows."""
         try:
             result = self.clients(grant.provider).submit(grant, job.marker)
@@ -206,20 +249,32 @@ class Pipeline(Confirmation):
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
         first_read = self.lag.delay(grant.provider)
-        token = self._sweep_token()
-        _, flagged = self._move(
-            job, JobState.SUBMITTED, f"HTTP {result.status}{replayed}",
-            fields={"provider_ref": result.provider_ref, "submitted_at": now,
-                    "last_error": None, "in_flight_until": None, "outcome_unknown": None},
+        token = self.mover.sweep_token()
+        _, flagged = self.mover.move(
+            job,
+            JobState.SUBMITTED,
+            f"HTTP {result.status}{replayed}",
+            fields={
+                "provider_ref": result.provider_ref,
+                "submitted_at": now,
+                "last_error": None,
+                "in_flight_until": None,
+                "outcome_unknown": None,
+            },
             due=now + first_read,
-            flag=(Keys.confirming(job.provider), first_read + self.policy.batch + self.policy.grace,
-                  sweep_marker(token, now + first_read + self.policy.batch)),
-        )  # fmt: skip
+            flag=(
+                Keys.confirming(job.provider),
+                first_read + self.policy.batch + self.policy.grace,
+                sweep_marker(token, now + first_read + self.policy.batch),
+            ),
+        )
         if flagged:  # no sweep of this provider is scheduled yet: schedule one
-            self.scheduler.confirm(job.provider, "", first_read + self.policy.batch, token)
-        return "submitted"
+            self.mover.scheduler.confirm(job.provider, "", first_read + self.policy.batch, token)
+        return Result.SUBMITTED
 
-    def _after_error(self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int) -> str:
+    def _after_error(
+        self, job: Job, grant: CreditGrant, err: ProviderError, attempt: int
+    ) -> Result:
         now = self.clock()
         record = error_record(err, now)
         done = {"last_error": record, "in_flight_until": None}
@@ -228,60 +283,98 @@ class Pipeline(Confirmation):
             # An earlier try may have applied (a 409 on a Chargebee retry after a change, a
             # 400 after a 500): the refusal of this one says nothing of that one, and only
             # the listing can. Until it does, the outcome stays unknown.
-            job, _ = self._move(job, JobState.SUBMITTING,
-                                f"refused, but an earlier try still unknown: {err}",
-                                fields={**done, "listing_first": "1"},
-                                due=now + self.policy.settle)  # fmt: skip
-            self.scheduler.issue(dict(job.grant_fields), self.policy.settle)
-            return "outcome unknown"
+            job, _ = self.mover.move(
+                job,
+                JobState.SUBMITTING,
+                f"refused, but an earlier try still unknown: {err}",
+                fields={**done, "listing_first": "1"},
+                due=now + self.policy.settle,
+            )
+            self.mover.scheduler.issue(dict(job.grant_fields), self.policy.settle)
+            return Result.OUTCOME_UNKNOWN
         if err.outcome is Outcome.PERMANENT and err.code == CONFIGURATION_CODE:
             # Our side cannot send it (a key no header may carry): dead until fixed, then
             # replayable; the grant itself was never refused.
-            self._move(job, JobState.DEAD, f"configuration: {err}", dlq=DlqReason.CONFIGURATION,
-                       fields=done)  # fmt: skip
-            return "dead"
+            self.mover.move(
+                job,
+                JobState.DEAD,
+                f"configuration: {err}",
+                dlq=DlqReason.CONFIGURATION,
+                fields=done,
+            )
+            return Result.DEAD
         if err.outcome is Outcome.PERMANENT:
-            self._move(job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED,
-                       fields=done)  # fmt: skip
-            return "rejected"
+            self.mover.move(
+                job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED, fields=done
+            )
+            return Result.REJECTED
         if err.outcome is Outcome.NOT_APPLIED:
             rate_limited = err.status == 429
             wait = err.retry_after
-            budget = self.budgets(grant.provider)
+            budget = self.mover.budgets(grant.provider)
             if rate_limited and budget is not None:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
             if not rate_limited and not unknown and attempt >= self.policy.max_attempts:
-                self._move(job, JobState.DEAD, f"attempts exhausted; last: {err}",
-                           dlq=DlqReason.EXHAUSTED, fields=done)  # fmt: skip
-                return "dead"
-            delay = retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
-                                wait, self.policy.backoff_max, self.rng)  # fmt: skip
+                self.mover.move(
+                    job,
+                    JobState.DEAD,
+                    f"attempts exhausted; last: {err}",
+                    dlq=DlqReason.EXHAUSTED,
+                    fields=done,
+                )
+                return Result.DEAD
+            delay = retry_delay(
+                attempt,
+                self.policy.backoff_base,
+                self.policy.backoff_max,
+                wait,
+                self.policy.backoff_max,
+                self.mover.rng,
+            )
             # This try surely did not apply, but if an earlier one may have, the job stays
             # "outcome unknown" (queued would claim nothing applied) and is resolved first.
             target = JobState.SUBMITTING if unknown else JobState.QUEUED
             why = "an earlier try still unknown" if unknown else f"retry in {delay:.1f}s"
             # A 429 is the budget's doing, not the grant's: it does not use up an attempt.
-            job, _ = self._move(job, target, f"not applied, {why}: {err}",
-                                attempts="decr" if rate_limited else "keep", fields=done,
-                                due=now + delay)  # fmt: skip
-            self.scheduler.issue(dict(job.grant_fields), delay)
-            return "outcome unknown" if unknown else "retry"
+            job, _ = self.mover.move(
+                job,
+                target,
+                f"not applied, {why}: {err}",
+                attempts="decr" if rate_limited else "keep",
+                fields=done,
+                due=now + delay,
+            )
+            self.mover.scheduler.issue(dict(job.grant_fields), delay)
+            return Result.OUTCOME_UNKNOWN if unknown else Result.RETRY
         wait = self._unknown_wait(grant, attempt)
-        job, _ = self._move(job, JobState.SUBMITTING,
-                            f"outcome unknown, reconcile in {wait:.1f}s: {err}",
-                            fields={**done, "outcome_unknown": "1", "unknown_at": now,
-                                    "unknown_since": job.number("unknown_since") or now},
-                            due=now + wait)  # fmt: skip
-        self.scheduler.issue(dict(job.grant_fields), wait)
-        return "outcome unknown"
+        job, _ = self.mover.move(
+            job,
+            JobState.SUBMITTING,
+            f"outcome unknown, reconcile in {wait:.1f}s: {err}",
+            fields={
+                **done,
+                "outcome_unknown": "1",
+                "unknown_at": now,
+                "unknown_since": job.number("unknown_since") or now,
+            },
+            due=now + wait,
+        )
+        self.mover.scheduler.issue(dict(job.grant_fields), wait)
+        return Result.OUTCOME_UNKNOWN
 
     def _unknown_wait(self, grant: CreditGrant, attempt: int) -> float:
         if grant.provider is Provider.CHARGEBEE:  # a same-key retry is answered from the record
-            return retry_delay(attempt, self.policy.backoff_base, self.policy.backoff_max,
-                               None, self.policy.backoff_max, self.rng)  # fmt: skip
+            return retry_delay(
+                attempt,
+                self.policy.backoff_base,
+                self.policy.backoff_max,
+                None,
+                self.policy.backoff_max,
+                self.mover.rng,
+            )
         return self.policy.settle
 
-    def _resolve_unknown(self, job: Job, grant: CreditGrant) -> str:
+    def _resolve_unknown(self, job: Job, grant: CreditGrant) -> Result:
         """A ``submitting`` job: learn whether its last POST applied before any new one.
 
         Chargebee answers a same-key retry from its idempotency record, so inside its window
@@ -296,46 +389,62 @@ class Pipeline(Confirmation):
         now = self.clock()
         in_flight_until = job.number("in_flight_until")
         if in_flight_until is not None and now < in_flight_until:
-            self._issue_later(job, in_flight_until - now)  # another delivery's POST is in flight
-            return "post in flight"
+            self.mover.issue_later(
+                job, in_flight_until - now
+            )  # another delivery's POST is in flight
+            return Result.POST_IN_FLIGHT
         first_post = job.number("first_post_at")
         if first_post is None:
             return self._submit(job, grant)
         # When the last attempt ended: its answer, or (a worker killed mid-POST) its lease,
         # which outlasts any call (http.call_deadline_seconds is shorter).
-        attempt_end = (job.number("unknown_at") or in_flight_until
-                       or job.number("last_post_at") or job.state_at)  # fmt: skip
+        attempt_end = (
+            job.number("unknown_at")
+            or in_flight_until
+            or job.number("last_post_at")
+            or job.state_at
+        )
         unknown_since = job.number("unknown_since") or attempt_end
-        if (grant.provider is Provider.CHARGEBEE and not job.extra.get("listing_first")
-                and job.attempts < self.policy.max_attempts
-                and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS):  # fmt: skip
+        if (
+            grant.provider is Provider.CHARGEBEE
+            and not job.extra.get("listing_first")
+            and job.attempts < self.policy.max_attempts
+            and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS
+        ):
             return self._retry_same_key(job, grant, attempt_end, unknown_since)
         ready_at = attempt_end + self.policy.settle
         if now < ready_at:
-            self._issue_later(job, ready_at - now)
-            return "settling"
+            self.mover.issue_later(job, ready_at - now)
+            return Result.SETTLING
         verdict = self._read_for(job, unknown_since)
         if not isinstance(verdict, Verdict):  # the task ends here
             return verdict
         now = self.clock()
         why = "a listing read could not tell (cut short, or an unmarked credit of its amount)"
         if verdict is Verdict.ABSENT:
-            absence = absence_proves(attempt_end, now, self.policy.settle,
-                                     self.store.visibility(job.provider, now))  # fmt: skip
+            absence = absence_proves(
+                attempt_end, now, self.policy.settle, self.store.visibility(job.provider, now)
+            )
             if absence.proven:
                 return self._did_not_apply(job, absence.why)
             why = absence.why
         if now - unknown_since >= self.policy.confirm_deadline:
             reason = f"outcome unknown {now - unknown_since:.0f}s after the attempt: {why}"
-            return self._give_up(job, reason, DlqReason.UNKNOWN)
+            return self.mover.give_up(job, reason, DlqReason.UNKNOWN)
         delay = poll_delay(now - attempt_end, self.policy.first_poll, self.policy.poll_max)
-        log.info("key=%s provider=%s outcome still unknown, reading again in %.1fs: %s",
-                 job.idempotency_key, job.provider, delay, why)  # fmt: skip
-        self._issue_later(job, delay)
-        return "outcome unknown"
+        log.info(
+            "key=%s provider=%s outcome still unknown, reading again in %.1fs: %s",
+            job.idempotency_key,
+            job.provider,
+            delay,
+            why,
+        )
+        self.mover.issue_later(job, delay)
+        return Result.OUTCOME_UNKNOWN
 
-    def _retry_same_key(self, job: Job, grant: CreditGrant, attempt_end: float,
-                        unknown_since: float) -> str:  # fmt: skip
+    def _retry_same_key(
+        self, job: Job, grant: CreditGrant, attempt_end: float, unknown_since: float
+    ) -> Result:
         """Chargebee, inside its idempotency window: the retry with the same key is answered
         from the record if the last try applied. One listing read first all the same (the
         customer's, filtered by time): a record lost early, or a proxy that drops the header,
@@ -345,79 +454,65 @@ class Pipeline(Confirmation):
             verdict = self._read_for(job, unknown_since)
             if not isinstance(verdict, Verdict):  # the task ends here
                 return verdict
-            job, _ = self._move(job, JobState.SUBMITTING,
-                                "not in the listing yet: retry with the same idempotency key",
-                                fields={"listing_checked_at": self.clock()})  # fmt: skip
+            job, _ = self.mover.move(
+                job,
+                JobState.SUBMITTING,
+                "not in the listing yet: retry with the same idempotency key",
+                fields={"listing_checked_at": self.clock()},
+            )
         return self._submit(job, grant)
 
-    def _read_for(self, job: Job, unknown_since: float) -> Verdict | str:
+    def _read_for(self, job: Job, unknown_since: float) -> Verdict | Result:
         """Read the customer's listing for an unknown outcome: its verdict when it is still
         to be settled, or (a plain ``str``) how the task ends: found, confirmed; no read
         possible, read later."""
         try:
-            verdict = self._confirm_focus(job)
+            verdict = self.confirmer.focus(job)
         except (NoSlot, ProviderError) as failed:
             return self._read_later(job, failed, unknown_since)
-        return "confirmed" if verdict is Verdict.FOUND else verdict
+        return Result.CONFIRMED if verdict is Verdict.FOUND else verdict
 
-    def _read_later(self, job: Job, failed: NoSlot | ProviderError, unknown_since: float) -> str:
+    def _read_later(self, job: Job, failed: NoSlot | ProviderError, unknown_since: float) -> Result:
         """The listing could not be read now (no budget slot, an error): read it later, or,
         past the confirm deadline, hand the unknown outcome to a person."""
         now = self.clock()
         if now - unknown_since >= self.policy.confirm_deadline:
-            reason = (f"outcome unknown {now - unknown_since:.0f}s after the attempt: the "
-                      f"listing could not be read ({failed})")  # fmt: skip
-            return self._give_up(job, reason, DlqReason.UNKNOWN)
+            reason = (
+                f"outcome unknown {now - unknown_since:.0f}s after the attempt: the "
+                f"listing could not be read ({failed})"
+            )
+            return self.mover.give_up(job, reason, DlqReason.UNKNOWN)
         if isinstance(failed, NoSlot):
-            self._issue_later(job, failed.wait)
-            return "waiting for a request slot"
-        self._issue_later(job, self._listing_retry(job.provider, failed))
-        return "listing unavailable"
+            self.mover.issue_later(job, failed.wait)
+            return Result.NO_SLOT
+        self.mover.issue_later(job, self.mover.listing_retry(job.provider, failed))
+        return Result.LISTING_UNAVAILABLE
 
-    def _did_not_apply(self, job: Job, why: str) -> str:
+    def _did_not_apply(self, job: Job, why: str) -> Result:
         """The listing proved that no earlier try applied: record it, then POST (or, if the
         last answer was a refusal, let the refusal stand)."""
-        cleared = {"outcome_unknown": None, "unknown_at": None, "unknown_since": None,
-                   "listing_first": None}  # fmt: skip
+        cleared = {
+            "outcome_unknown": None,
+            "unknown_at": None,
+            "unknown_since": None,
+            "listing_first": None,
+        }
         error = job.last_error or {}
         if job.extra.get("listing_first") and error.get("class") == Outcome.PERMANENT.value:
-            self._move(job, JobState.REJECTED, f"refused: {error.get('message')}; {why}",
-                       dlq=DlqReason.REFUSED, fields=cleared)  # fmt: skip
-            return "rejected"
+            self.mover.move(
+                job,
+                JobState.REJECTED,
+                f"refused: {error.get('message')}; {why}",
+                dlq=DlqReason.REFUSED,
+                fields=cleared,
+            )
+            return Result.REJECTED
         if job.attempts >= self.policy.max_attempts:
             reason = f"attempts exhausted ({job.attempts}), none applied: {why}"
-            self._move(job, JobState.DEAD, reason, dlq=DlqReason.EXHAUSTED, fields=cleared)
-            return "dead"
-        job, _ = self._move(job, JobState.QUEUED, f"did not apply: {why}", fields=cleared,
-                            due=self.clock())  # fmt: skip
-        self.scheduler.issue(dict(job.grant_fields), 0.0)
-        return "retry"
-
-    # -- reconcile ------------------------------------------------------------------
-
-    def reconcile(self, limit: int = 500) -> int:
-        """Re-drive unfinished jobs that nobody has worked on since they were due.
-
-        That covers a crash between "saved" and "published", a worker killed mid-job
-        (its message waits for the broker's visibility timeout), and messages lost in a
-        Redis restart. Re-driving is safe: every path starts by reading the job's state.
-        """
-        now = self.clock()
-        keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
-        redriven = 0
-        providers: set[str] = set()
-        for key, job in zip(keys, self.store.get_many(keys, history=False), strict=True):
-            if job is None or job.state.terminal:
-                self.store.forget_due(key)
-                continue
-            self.store.set_due(key, now)  # the next sweep waits a full grace again
-            if job.state is JobState.SUBMITTED:
-                providers.add(job.provider)
-            else:
-                self.scheduler.issue(dict(job.grant_fields), 0.0)
-            log.warning("re-driving key=%s provider=%s stuck in %s since %s",
-                        key, job.provider, job.state.value, iso(job.state_at))  # fmt: skip
-            redriven += 1
-        for provider in providers:
-            self._schedule_confirm(provider, 0.0, force=True)
-        return redriven
+            self.mover.move(job, JobState.DEAD, reason, dlq=DlqReason.EXHAUSTED, fields=cleared)
+            return Result.DEAD
+        job, _ = self.mover.move(
+            job, JobState.QUEUED, f"did not apply: {why}", fields=cleared, due=self.clock()
+        )
+        self.mover.scheduler.issue(dict(job.grant_fields), 0.0)
+        return Result.RETRY

@@ -33,8 +33,14 @@ class LearnedLag:
     GROW, SHRINK, FLOOR, CACHE_SECONDS = 1.3, 0.95, 0.2, 5.0
     PROMPT = 1.5  # a read that found its youngest credit within this many delays (+ slack)
 
-    def __init__(self, store: JobStore, initial: float, ceiling: float,
-                 clock: Callable[[], float], slack: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: JobStore,
+        initial: float,
+        ceiling: float,
+        clock: Callable[[], float],
+        slack: float = 1.0,
+    ) -> None:
         self.store = store
         self.initial = initial
         self.ceiling = ceiling
@@ -60,8 +66,9 @@ class LearnedLag:
         now = self.clock()
         votes = 0.0
         for found, missed in reads:
-            young = [j for j in missed
-                     if now - (j.number("submitted_at") or j.state_at) < self.ceiling]  # fmt: skip
+            young = [
+                j for j in missed if now - (j.number("submitted_at") or j.state_at) < self.ceiling
+            ]
             if young:
                 votes += math.log(self.GROW)
             elif not missed and found is not None and found <= self.PROMPT * current + self.slack:

@@ -1,9 +1,9 @@
-"""What the pipeline's parts share: its timings, the budget it spends, and the plumbing
-every path uses (the one compare-and-set move with its log line, taking a budget slot,
-scheduling a confirmation sweep).
+"""The mover: what the pipeline's parts share, and the only way any of them changes a job.
 
-``Pipeline`` (worker.pipeline.issue) is built on this in two layers: ``Confirmation``
-(worker.pipeline.confirm) reads the listings, and the pipeline issues and reconciles.
+Issue (``issue.Issuer``), confirm (``confirm.Confirmer``) and reconcile
+(``reconcile.Reconciler``) each hold one ``Mover``: it carries the pipeline's timings and
+budgets, and does the plumbing every path uses (the one compare-and-set move with its log
+line, taking a budget slot, putting work off to the broker, scheduling a sweep).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
 from worker.errors import InvalidGrant, MissingCredentials
-from worker.pipeline.lag import LearnedLag
-from worker.providers.base import ProviderClient, ProviderError
-from worker.providers.matching import MatchWindow
+from worker.pipeline.results import Result
+from worker.providers.base import ProviderError
 from worker.settings import Settings
 from worker.store.jobs import JobStore
 
@@ -39,6 +38,11 @@ PROVIDER_WIDE_LISTING = frozenset({Provider.CHARGEBEE})
 def listing_scope(provider: str, customer_id: str) -> str | None:
     """Whose listing confirms this job: the customer's, or (None) the whole provider's."""
     return None if Provider(provider) in PROVIDER_WIDE_LISTING else customer_id
+
+
+def scope_of(job: Job) -> str | None:
+    """Whose listing confirms ``job`` (``listing_scope``)."""
+    return listing_scope(job.provider, job.customer_id)
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,17 @@ class Policy:
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
         return cls(
-            max_attempts=s.max_attempts, backoff_base=s.backoff_base_seconds,
-            backoff_max=s.backoff_max_seconds, confirm_deadline=s.confirm_deadline_seconds,
-            first_poll=s.confirm_first_poll_seconds, batch=s.confirm_batch_seconds,
+            max_attempts=s.max_attempts,
+            backoff_base=s.backoff_base_seconds,
+            backoff_max=s.backoff_max_seconds,
+            confirm_deadline=s.confirm_deadline_seconds,
+            first_poll=s.confirm_first_poll_seconds,
+            batch=s.confirm_batch_seconds,
             poll_max=s.confirm_poll_max_seconds,
-            settle=s.settle_seconds, lease=4 * s.http_timeout_seconds + 10,
+            settle=s.settle_seconds,
+            lease=4 * s.http_timeout_seconds + 10,
             grace=s.reconcile_grace_seconds,
-        )  # fmt: skip
+        )
 
 
 class Budget(Protocol):
@@ -111,60 +119,64 @@ Failure = ProviderError | InvalidGrant | MissingCredentials
 def error_record(err: Failure, now: float) -> dict[str, Any]:
     """What the job keeps of a failure: class, status and the provider's message, never a key."""
     if isinstance(err, ProviderError):
-        return {"class": err.outcome.value, "status": err.status, "message": err.message,
-                "code": err.code, "at": iso(now)}  # fmt: skip
+        return {
+            "class": err.outcome.value,
+            "status": err.status,
+            "message": err.message,
+            "code": err.code,
+            "at": iso(now),
+        }
     kind = "validation" if isinstance(err, InvalidGrant) else "configuration"
     return {"class": kind, "status": None, "message": str(err), "at": iso(now)}
 
 
-class PipelineCore:
-    """The state and plumbing every part of the pipeline uses."""
+class Mover:
+    """The store, the broker and the budgets, as every part of the pipeline uses them."""
 
     def __init__(
         self,
         store: JobStore,
         scheduler: Scheduler,
-        clients: Callable[[Provider], ProviderClient],
         policy: Policy,
         budgets: Callable[[Provider], Budget | None] = lambda _: None,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
-        window: MatchWindow | None = None,
     ) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.clients = clients
         self.policy = policy
         self.budgets = budgets
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
-        self.window = window or MatchWindow()
-        self.lag = LearnedLag(store, policy.first_poll, policy.poll_max, clock, policy.batch)
 
-    def _listing_retry(self, provider: str, err: ProviderError) -> float:
+    def listing_retry(self, provider: str, err: ProviderError) -> float:
         """A listing read failed: nothing about any job changed; when to read again."""
         wait = err.retry_after
         budget = self.budgets(Provider(provider))
         if err.status == 429 and budget is not None:
             wait = budget.pause_after_429(err.retry_after)
-        delay = retry_delay(2, self.policy.backoff_base, self.policy.backoff_max, wait,
-                            self.policy.backoff_max, self.rng)  # fmt: skip
+        delay = retry_delay(
+            2,
+            self.policy.backoff_base,
+            self.policy.backoff_max,
+            wait,
+            self.policy.backoff_max,
+            self.rng,
+        )
         log.warning("listing read failed provider=%s: %s; again in %.1fs", provider, err, delay)
         return delay
 
-    # -- plumbing -------------------------------------------------------------------
-
-    def _spend(self, provider: Provider) -> None:
+    def spend(self, provider: Provider) -> None:
         budget = self.budgets(provider)
         if budget is not None:
             wait = budget.try_acquire()
             if wait > 0:
                 raise NoSlot(wait)
 
-    def _spend_next_page(self, provider: Provider) -> None:
+    def spend_next_page(self, provider: Provider) -> None:
         """A slot for a further page of a listing read under way: reserved and waited for
         (at most ``PAGE_WAIT_SECONDS``), so the pages read so far are not thrown away for
         want of a slot only a few hundred milliseconds off (see ``ProviderBudget.reserve``)."""
@@ -177,70 +189,105 @@ class PipelineCore:
         if wait > 0:
             self.sleep(wait)
 
-    @staticmethod
-    def _scope(job: Job) -> str | None:
-        return listing_scope(job.provider, job.customer_id)
-
-    def _sweep_token(self) -> str:
-        """Names one scheduled confirmation sweep (``confirm``): it only has to differ from
-        the other sweeps scheduled around the same time, so no system entropy is spent."""
+    def sweep_token(self) -> str:
+        """Names one scheduled confirmation sweep (``Confirmer.confirm``): it only has to
+        differ from the other sweeps scheduled around the same time, so no system entropy
+        is spent."""
         return f"{self.rng.getrandbits(48):012x}"
 
-    def _schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
+    def schedule_confirm(self, provider: str, delay: float, *, force: bool = False) -> None:
         """One scheduled sweep serves all the provider's pending jobs: the marker names it,
         and expires a grace after it was due, so a lost message cannot block the next one.
         A sweep wanted earlier than the scheduled one supersedes it; ``force`` schedules
         this sweep even if an earlier one is scheduled."""
-        token = self._sweep_token()
+        token = self.sweep_token()
         due_at = self.clock() + delay
-        if self.store.schedule_sweep(provider, token, due_at, delay + self.policy.grace,
-                                     force=force):  # fmt: skip
+        if self.store.schedule_sweep(
+            provider, token, due_at, delay + self.policy.grace, force=force
+        ):
             self.scheduler.confirm(provider, "", delay, token)
 
-    def _issue_later(self, job: Job, delay: float) -> None:
+    def issue_later(self, job: Job, delay: float) -> None:
         self.store.set_due(job.idempotency_key, self.clock() + delay)
         self.scheduler.issue(dict(job.grant_fields), delay)
 
-    def _give_up(self, job: Job, reason: str, why: DlqReason) -> str:
-        self._move(job, JobState.DEAD, reason, dlq=why)
-        return "dead"
+    def give_up(self, job: Job, reason: str, why: DlqReason) -> Result:
+        self.move(job, JobState.DEAD, reason, dlq=why)
+        return Result.DEAD
 
-    def _move(self, job: Job, target: JobState, reason: str, *, attempts: str = "keep",
-              fields: Mapping[str, Any] | None = None, due: float | None = None,
-              claim: str | None = None, dlq: DlqReason | None = None,
-              flag: tuple[str, float, str] | None = None,
-              hold: bool = False) -> tuple[Job, bool]:  # fmt: skip
+    def move(
+        self,
+        job: Job,
+        target: JobState,
+        reason: str,
+        *,
+        attempts: str = "keep",
+        fields: Mapping[str, Any] | None = None,
+        due: float | None = None,
+        claim: str | None = None,
+        dlq: DlqReason | None = None,
+        flag: tuple[str, float, str] | None = None,
+        hold: bool = False,
+    ) -> tuple[Job, bool]:
         """One compare-and-set from the job exactly as it was read (its version), and its
         log line. Returns the job as it now stands and whether ``flag`` was set. ``hold``:
         the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable."""
-        moved = self.store.transition(job.idempotency_key, target, reason=reason,
-                                      expect=[job.state], attempts=attempts, fields=fields,
-                                      due=due, claim=claim, dlq_reason=dlq,
-                                      version=job.version, flag=flag, hold=hold)  # fmt: skip
+        moved = self.store.transition(
+            job.idempotency_key,
+            target,
+            reason=reason,
+            expect=[job.state],
+            attempts=attempts,
+            fields=fields,
+            due=due,
+            claim=claim,
+            dlq_reason=dlq,
+            version=job.version,
+            flag=flag,
+            hold=hold,
+        )
         count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
-        log.info("key=%s provider=%s %s -> %s attempt=%d: %s", job.idempotency_key,
-                 job.provider, job.state.value, target.value, count, reason)  # fmt: skip
+        log.info(
+            "key=%s provider=%s %s -> %s attempt=%d: %s",
+            job.idempotency_key,
+            job.provider,
+            job.state.value,
+            target.value,
+            count,
+            reason,
+        )
         extra = dict(job.extra)  # what the move wrote, so the next move of this call sees it
         for name, value in (fields or {}).items():
             if value is None:
                 extra.pop(name, None)
             else:
                 extra[name] = value if isinstance(value, str) else json.dumps(value, default=str)
-        now_as = replace(job, state=target, attempts=max(count, 0), version=job.version + 1,
-                         extra=extra)  # fmt: skip
+        now_as = replace(
+            job, state=target, attempts=max(count, 0), version=job.version + 1, extra=extra
+        )
         if not moved.held:
             raise NotHeld(now_as)
         return now_as, moved.flagged
 
-    def _put_off(self, job: Job) -> str:
+    def put_off(self, job: Job) -> Result:
         """A POST whose move was not held: nothing was sent, so back to ``queued`` (the
         attempt given back), to try again after a backoff."""
-        delay = retry_delay(1, self.policy.backoff_base, self.policy.backoff_max, None,
-                            self.policy.backoff_max, self.rng)  # fmt: skip
-        job, _ = self._move(job, JobState.QUEUED,
-                            "not posted: the store did not hold the move in time "
-                            f"(disk or replicas); retry in {delay:.1f}s",
-                            attempts="decr", fields={"in_flight_until": None},
-                            due=self.clock() + delay)  # fmt: skip
+        delay = retry_delay(
+            1,
+            self.policy.backoff_base,
+            self.policy.backoff_max,
+            None,
+            self.policy.backoff_max,
+            self.rng,
+        )
+        job, _ = self.move(
+            job,
+            JobState.QUEUED,
+            "not posted: the store did not hold the move in time "
+            f"(disk or replicas); retry in {delay:.1f}s",
+            attempts="decr",
+            fields={"in_flight_until": None},
+            due=self.clock() + delay,
+        )
         self.scheduler.issue(dict(job.grant_fields), delay)
-        return "store not durable yet"
+        return Result.NOT_DURABLE
