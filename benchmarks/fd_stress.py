@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from worker.app.broker import Transport  # noqa: E402
 from worker.domain.grant import CreditGrant  # noqa: E402
-from worker.providers.base import ProviderError  # noqa: E402
+from worker.errors import ProviderError  # noqa: E402
 from worker.providers.deadline import call_deadline  # noqa: E402
 from worker.providers.inveterate import InveterateClient  # noqa: E402
 from worker.sandbox.harness import Sandbox  # noqa: E402

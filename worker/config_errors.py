@@ -19,7 +19,7 @@ from typing import IO, Any, NoReturn, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from worker.errors import CreditqError
+from worker.errors import SettingsError
 from worker.redaction import redact_url
 
 EXIT_BAD_SETTING = 2
@@ -27,14 +27,6 @@ ENV_PREFIX = "CREDITQ_"
 SHOWN_MAX = 60
 # A field named like a secret is never echoed, whatever its type.
 _SECRET_WORDS = ("key", "token", "password", "secret", "auth")
-
-
-class SettingsError(CreditqError):
-    """One or more settings are refused; ``lines`` holds one sentence per variable."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        super().__init__("; ".join(lines))
 
 
 def settings_error_lines(

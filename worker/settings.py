@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.config_errors import SettingsError, settings_error_lines
-from worker.errors import InvalidGrant, MissingCredentials
+from worker.config_errors import settings_error_lines
+from worker.errors import InvalidGrant, MissingCredentials, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from worker.domain.grant import Provider
-from worker.providers.base import Outcome, ProviderError
+from worker.errors import Outcome, ProviderError
 from worker.providers.errors import CONFIGURATION_CODE
 from worker.providers.inveterate import InveterateClient
 from worker.redaction import MASK

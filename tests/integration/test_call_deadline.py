@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from worker.providers.base import Outcome, ProviderError
+from worker.errors import Outcome, ProviderError
 from worker.providers.deadline import call_deadline_seconds
 from worker.providers.inveterate import InveterateClient
 

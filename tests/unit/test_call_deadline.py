@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from worker.errors import Outcome, ProviderError
 from worker.pipeline.mover import Policy
-from worker.providers.base import Outcome, ProviderError
 from worker.providers.chargebee import ChargebeeClient
 from worker.providers.deadline import (
     DeadlineBackend,

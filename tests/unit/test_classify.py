@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from worker.providers.base import Outcome, ProviderError
+from worker.errors import Outcome, ProviderError
 from worker.providers.errors import (
     RATE_LIMIT_DEFAULT_WAIT_SECONDS,
     classify_exception,

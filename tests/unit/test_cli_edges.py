@@ -14,7 +14,8 @@ from rich.console import Console
 import worker.producer
 from worker.cli.main import main
 from worker.demo import run as demo
-from worker.store.embedded import NO_SERVER_HINT, EmbeddedRedis, NoRedisServer
+from worker.errors import NoRedisServer
+from worker.store.embedded import NO_SERVER_HINT, EmbeddedRedis
 
 CREDITQ = str(Path(sys.executable).parent / "creditq")
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from worker.config_errors import SettingsError, accepts, exit_on, settings_error_lines
+from worker.config_errors import accepts, exit_on, settings_error_lines
+from worker.errors import SettingsError
 from worker.settings import (
     BROKER_SCHEMES,
     STORE_SCHEMES,

@@ -14,8 +14,9 @@ import respx
 from pydantic import SecretStr
 
 from worker.domain.grant import CreditGrant, Provider
+from worker.errors import Outcome, ProviderError
 from worker.providers import client_for
-from worker.providers.base import Outcome, ProviderClient, ProviderError
+from worker.providers.base import ProviderClient
 from worker.providers.chargebee import ChargebeeClient
 from worker.providers.check import check_credentials
 from worker.providers.inveterate import InveterateClient

@@ -13,7 +13,7 @@ import respx
 from pydantic import SecretStr
 
 from worker.domain.grant import CreditGrant, Provider
-from worker.providers.base import Outcome, ProviderError
+from worker.errors import Outcome, ProviderError
 from worker.providers.http import user_agent
 from worker.providers.inveterate import InveterateClient, credit_body, parse_credit_listing
 

@@ -104,7 +104,7 @@ def test_a_job_whose_post_may_have_applied_is_not_called_invalid_under_stricter_
 
 
 def test_a_key_no_header_can_carry_ends_in_the_dlq_as_configuration(world: World) -> None:
-    from worker.providers.base import Outcome, ProviderError
+    from worker.errors import Outcome, ProviderError
     from worker.providers.errors import CONFIGURATION_CODE
 
     inv = world.providers[Provider.INVETERATE]

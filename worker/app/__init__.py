@@ -33,7 +33,8 @@ from celery import Celery, signals
 from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.app.broker import transport_for
-from worker.config_errors import SettingsError, exit_on
+from worker.config_errors import exit_on
+from worker.errors import SettingsError
 from worker.settings import get_settings
 from worker.store.durability import refuse_volatile_store
 

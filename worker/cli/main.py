@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worker.config_errors import SettingsError, exit_on
+from worker.config_errors import exit_on
 from worker.domain.states import WAITING, JobState
-from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant
+from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant, SettingsError
 
 try:  # typer >= 0.26 vendors click; older typer uses click itself
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError

@@ -49,12 +49,12 @@ from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app
 from worker.domain.grant import CreditGrant
 from worker.domain.job import Job
 from worker.domain.states import JobState
-from worker.errors import InvalidGrant
+from worker.errors import DemoError, InvalidGrant, NoRedisServer
 from worker.producer import enqueue, enqueue_many
 from worker.redaction import redact_url
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
-from worker.store.embedded import EmbeddedRedis, NoRedisServer, reachable
+from worker.store.embedded import EmbeddedRedis, reachable
 from worker.store.jobs import JobStore
 
 DEADLINE_SECONDS = 60.0  # every accepted grant reaches its end state in ~10 s here
@@ -92,10 +92,6 @@ FAULTS: list[tuple[str, str, str]] = [
     ("chargebee", "cust-gus", "rate_limited"),  # 429 with Retry-After: retried later
 ]
 GONE_CUSTOMER = "cust-gone"  # the sandbox answers 404 for this customer
-
-
-class DemoError(Exception):
-    """The demo cannot go on; the message is the one line printed."""
 
 
 class Expect(StrEnum):

@@ -20,11 +20,11 @@ from enum import StrEnum
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
-from worker.errors import TransitionRefused
+from worker.errors import NoSlot, ProviderError, SweepLost, TransitionRefused
 from worker.pipeline.lag import LearnedLag
-from worker.pipeline.mover import Mover, NoSlot, scope_of
+from worker.pipeline.mover import Mover, scope_of
 from worker.pipeline.results import SweepEnd
-from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, ProviderError
+from worker.providers.base import LedgerEntry, ListingPage, ProviderClient
 from worker.providers.matching import (
     ListingRead,
     Matches,
@@ -75,10 +75,6 @@ class _BudgetedListing:
             self.renew()
         (self.spend if cursor is None else self.spend_next)()
         return self.client.list_page(customer_id, cursor, limit, since=since)
-
-
-class SweepLost(Exception):
-    """A sweep outlived its lease and another may be running: it stops reading."""
 
 
 class Verdict(StrEnum):

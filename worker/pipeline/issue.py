@@ -26,13 +26,22 @@ from worker.domain.backoff import retry_delay
 from worker.domain.grant import CreditGrant, Provider, check_idempotency_key
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
-from worker.errors import IdempotencyConflict, InvalidGrant, MissingCredentials, TransitionRefused
+from worker.errors import (
+    IdempotencyConflict,
+    InvalidGrant,
+    MissingCredentials,
+    NoSlot,
+    NotHeld,
+    Outcome,
+    ProviderError,
+    TransitionRefused,
+)
 from worker.pipeline.confirm import Confirmer, Verdict
 from worker.pipeline.lag import LearnedLag
-from worker.pipeline.mover import Mover, NoSlot, NotHeld, error_record
+from worker.pipeline.mover import Mover, error_record
 from worker.pipeline.outcome import absence_proves, poll_delay
 from worker.pipeline.results import Result
-from worker.providers.base import Outcome, ProviderClient, ProviderError
+from worker.providers.base import ProviderClient
 from worker.providers.errors import CONFIGURATION_CODE
 from worker.store.jobs import PostStart, sweep_marker
 from worker.store.keys import Keys

@@ -21,9 +21,8 @@ from worker.domain.backoff import retry_delay
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
-from worker.errors import InvalidGrant, MissingCredentials
+from worker.errors import InvalidGrant, MissingCredentials, NoSlot, NotHeld, ProviderError
 from worker.pipeline.results import Result
-from worker.providers.base import ProviderError
 from worker.settings import Settings
 from worker.store.jobs import JobStore
 
@@ -94,23 +93,6 @@ class Budget(Protocol):
 # at the default budgets (0.6 s apart for Inveterate). The one wait a worker thread does,
 # bounded, and only once a read has started.
 PAGE_WAIT_SECONDS = 5.0
-
-
-class NoSlot(Exception):
-    """No budget slot now: the work goes back to the broker for ``wait`` seconds."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"no request slot for {wait:.2f}s")
-        self.wait = wait
-
-
-class NotHeld(Exception):
-    """The move before a POST was made but is not durable in time (disk, replicas): the
-    POST must not leave, since a failover or a crash could forget that it did."""
-
-    def __init__(self, job: Job) -> None:
-        super().__init__(f"the move of job {job.idempotency_key!r} was not held in time")
-        self.job = job
 
 
 Failure = ProviderError | InvalidGrant | MissingCredentials

@@ -5,14 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker.domain.grant import Provider
-from worker.providers.base import (
-    LedgerEntry,
-    ListingPage,
-    Outcome,
-    ProviderClient,
-    ProviderError,
-    SubmitResult,
-)
+from worker.errors import Outcome, ProviderError
+from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, SubmitResult
 from worker.providers.chargebee import ChargebeeClient
 from worker.providers.errors import classify_exception, classify_response
 from worker.providers.inveterate import InveterateClient

@@ -11,78 +11,10 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from worker.domain.grant import CreditGrant, Provider
-
-MESSAGE_MAX = 300
-
-
-class Outcome(StrEnum):
-    """What a failed call means for the credit, which decides the next move of the job."""
-
-    PERMANENT = "permanent"  # refused for good (4xx): retrying cannot help; DLQ with the message
-    NOT_APPLIED = "not_applied"  # surely not applied (never sent, 429): safe to POST again
-    AMBIGUOUS = "ambiguous"  # may have applied (5xx, read timeout): reconcile before any new POST
-
-
-def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
-    """Collapse whitespace and truncate: provider text ends up in one-line logs and job records."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-class ProviderError(Exception):
-    """A provider call failed. Carries only the provider's own message, never headers or keys."""
-
-    def __init__(
-        self,
-        provider: Provider | str,
-        outcome: Outcome,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        code: str | None = None,
-    ) -> None:
-        self.provider = str(provider)
-        self.outcome = outcome
-        self.status = status
-        self.message = one_line(message)
-        self.retry_after = retry_after
-        self.code = code
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else "no response"
-        extra = f", retry after {self.retry_after:g}s" if self.retry_after is not None else ""
-        code = f" [{self.code}]" if self.code else ""
-        return f"{self.provider} {where} ({self.outcome}{extra}){code}: {self.message}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Celery pickles exceptions across processes; keep the keyword arguments.
-        return (
-            _rebuild_error,
-            (self.provider, self.outcome, self.message, self.status, self.retry_after, self.code),
-        )
-
-    def __repr__(self) -> str:
-        return f"ProviderError({self._render()!r})"
-
-
-def _rebuild_error(
-    provider: str,
-    outcome: Outcome,
-    message: str,
-    status: int | None,
-    retry_after: float | None,
-    code: str | None,
-) -> ProviderError:
-    return ProviderError(
-        provider, outcome, message, status=status, retry_after=retry_after, code=code
-    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import httpx
 from pydantic import SecretStr
 
 from worker.domain.grant import MARKER_PATTERN, CreditGrant, CreditType, Provider, minor_units
-from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult
+from worker.errors import ProviderError
+from worker.providers.base import LedgerEntry, ListingPage, SubmitResult
 from worker.providers.http import BasicKeyAuth, HttpProviderClient
 from worker.settings import Settings
 

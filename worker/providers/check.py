@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from worker.domain.grant import Provider
-from worker.errors import MissingCredentials
+from worker.errors import MissingCredentials, ProviderError
 from worker.providers import client_for
-from worker.providers.base import ProviderError
 from worker.settings import Settings
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from worker.domain.grant import Provider
-from worker.providers.base import MESSAGE_MAX, Outcome, ProviderError, one_line
+from worker.errors import MESSAGE_MAX, Outcome, ProviderError, one_line
 from worker.redaction import scrub
 
 # Status codes where the provider read the request and said no. 409 is Chargebee's answer to

