@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import worker.cli.main as cli
+from worker.cli import common
 from worker.cli.main import main
 
 BASE = ["enqueue", "--key", "order-1", "--provider", "chargebee", "--customer", "cust_42"]
@@ -23,7 +23,7 @@ def no_store(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any) -> Any:
         raise AssertionError("the CLI reached the store with a bad grant")
 
-    monkeypatch.setattr(cli, "_store", refuse)
+    monkeypatch.setattr(common, "open_store", refuse)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """``creditq dlq``: list, show, replay and purge dead letters from the command line.
 
-Same conventions as the rest of the CLI (``worker.cli.main``): a rich table for people, one
+Same conventions as the rest of the CLI (``worker.cli``): a rich table for people, one
 JSON object per line with ``--json``, bad input exits 2 with one line on stderr before
 anything is read or written, and a key that could not be handled makes the exit 1.
 """
@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Column, Table
 
-import worker.cli.main as base
+from worker.cli import common
+from worker.cli.common import EXIT_BAD_INPUT, EXIT_UNKNOWN, JsonFlag, emit_json, fail, out
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason
@@ -79,16 +80,16 @@ def list_command(
         typer.Option(help="Entered the DLQ since: 2h, 30m, 7d, an ISO-8601 time or epoch."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
-    as_json: base.JsonFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Dead letters, newest first: key, provider, customer, amount, reason, last error, when."""
     after = _since(since)
-    store = base._store()
+    store = common.open_store()
     p, r = (provider.value if provider else None), (reason.value if reason else None)
     jobs = dlq.list_dlq(store, provider=p, reason=r, since=after, limit=limit)
     if as_json:
         for job in jobs:
-            base.emit_json(dlq.dead_letter_json(job))
+            emit_json(dlq.dead_letter_json(job))
         return
     now = time.time()
     # Keys and times stay whole on a narrow terminal; customer and error text wrap instead.
@@ -100,28 +101,28 @@ def list_command(
         table.add_row(job.idempotency_key, job.provider, job.customer_id,
                       str(job.grant_fields.get("amount", "")), dlq.dlq_reason(job) or "",
                       status, message, str(job.attempts), _age(job.state_at, now))  # fmt: skip
-    base.out.print(table)
+    out.print(table)
     if p is None or r is None:  # with both filters the total would cost a walk of the set
-        base.out.print(f"{len(jobs)} shown; {dlq.dlq_depth(store, p, r)} in the DLQ"
+        out.print(f"{len(jobs)} shown; {dlq.dlq_depth(store, p, r)} in the DLQ"
                        f"{' matching' if p or r else ''}")  # fmt: skip
     else:
-        base.out.print(f"{len(jobs)} shown")
+        out.print(f"{len(jobs)} shown")
 
 
 @dlq_app.command("show")
 def show(
-    key: Annotated[str, typer.Argument(help="Idempotency key.")], as_json: base.JsonFlag = False
+    key: Annotated[str, typer.Argument(help="Idempotency key.")], as_json: JsonFlag = False
 ) -> None:
     """One job with its whole history; exits 1 if the key is unknown."""
-    job = base._store().get(key)
+    job = common.open_store().get(key)
     if job is None:
         if as_json:
-            base.emit_json({"idempotency_key": key, "state": None})
-            raise typer.Exit(base.EXIT_UNKNOWN)
-        base.fail(f"no job with key {key!r} (never enqueued, purged or expired)",
-                  base.EXIT_UNKNOWN)  # fmt: skip
+            emit_json({"idempotency_key": key, "state": None})
+            raise typer.Exit(EXIT_UNKNOWN)
+        fail(f"no job with key {key!r} (never enqueued, purged or expired)",
+                  EXIT_UNKNOWN)  # fmt: skip
     if as_json:
-        base.emit_json(dlq.dead_letter_json(job))
+        emit_json(dlq.dead_letter_json(job))
         return
     status, message = _error(job)
     fields = Table("field", "value", show_header=False)
@@ -136,13 +137,13 @@ def show(
         ("created", iso(job.created_at) or ""), ("in this state since", iso(job.state_at) or ""),
     ):  # fmt: skip
         fields.add_row(name, value)
-    base.out.print(fields)
+    out.print(fields)
     history = Table("at", "from", "to", "attempt", "reason", title="history")
     for entry in job.history:
         history.add_row(str(entry.get("at", "")), str(entry.get("from", "")),
                         str(entry.get("to", "")), str(entry.get("attempt", "")),
                         str(entry.get("reason", "")))  # fmt: skip
-    base.out.print(history)
+    out.print(history)
 
 
 def _selection(
@@ -152,16 +153,16 @@ def _selection(
     """Explicit keys, or the filters of a selector; refuses an ambiguous or empty choice."""
     filtered = provider is not None or reason is not None
     if keys and (everything or filtered):
-        base.fail("give keys or a selector (--all, --provider, --reason), not both",
-                  base.EXIT_BAD_INPUT)  # fmt: skip
+        fail("give keys or a selector (--all, --provider, --reason), not both",
+                  EXIT_BAD_INPUT)  # fmt: skip
     if everything and filtered:
-        base.fail("--all takes no --provider or --reason: use those alone to narrow it",
-                  base.EXIT_BAD_INPUT)  # fmt: skip
+        fail("--all takes no --provider or --reason: use those alone to narrow it",
+                  EXIT_BAD_INPUT)  # fmt: skip
     if keys:
         return keys, {}
     if not (everything or filtered):
-        base.fail("name the jobs: KEY..., --all, --provider P or --reason R",
-                  base.EXIT_BAD_INPUT)  # fmt: skip
+        fail("name the jobs: KEY..., --all, --provider P or --reason R",
+                  EXIT_BAD_INPUT)  # fmt: skip
     return None, {"provider": provider.value if provider else None,
                   "reason": reason.value if reason else None}  # fmt: skip
 
@@ -173,7 +174,7 @@ def replay_command(
     provider: ProviderOption = None,
     reason: ReasonOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen.")] = False,
-    as_json: base.JsonFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Send DLQ jobs again: back to queued (attempts reset), republished, oldest first.
 
@@ -181,7 +182,7 @@ def replay_command(
     that was ever POSTed has the listing checked before any new POST.
     """
     chosen, filters = _selection(keys, everything, provider, reason)
-    store = base._store()
+    store = common.open_store()
     if chosen is None:
         chosen = dlq.select(store, **filters)
     outcomes = dlq.replay(store, chosen, dry_run=dry_run)
@@ -193,20 +194,20 @@ def purge_command(
     keys: KeysArgument = None,
     everything: Annotated[bool, typer.Option("--all", help="Every job in the DLQ.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm purging with --all.")] = False,
-    as_json: base.JsonFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Delete DLQ jobs for good (record, history, index entries). Live jobs are never purged.
 
     A purged key is forgotten: enqueueing it again makes a new grant.
     """
     if keys and everything:
-        base.fail("give keys or --all, not both", base.EXIT_BAD_INPUT)
+        fail("give keys or --all, not both", EXIT_BAD_INPUT)
     if not keys and not everything:
-        base.fail("name the jobs: KEY... or --all --yes", base.EXIT_BAD_INPUT)
+        fail("name the jobs: KEY... or --all --yes", EXIT_BAD_INPUT)
     if everything and not yes:
-        base.fail("--all deletes every dead letter for good: add --yes to confirm",
-                  base.EXIT_BAD_INPUT)  # fmt: skip
-    store = base._store()
+        fail("--all deletes every dead letter for good: add --yes to confirm",
+                  EXIT_BAD_INPUT)  # fmt: skip
+    store = common.open_store()
     outcomes = dlq.purge(store, keys if keys else dlq.select(store))
     _report(outcomes, as_json, "purge")
 
@@ -215,15 +216,15 @@ def _report(outcomes: list[Any], as_json: bool, what: str) -> None:
     """One line per key (or JSON object); exit 1 if any key could not be handled."""
     if as_json:
         for outcome in outcomes:
-            base.emit_json(outcome.to_json())
+            emit_json(outcome.to_json())
     elif not outcomes:
-        base.out.print(f"{what}: the DLQ holds no matching job; nothing done")
+        out.print(f"{what}: the DLQ holds no matching job; nothing done")
     else:
         for o in outcomes:
             detail = getattr(o, "detail", None) or (f"it is {o.state}" if o.state else "")
-            base.out.print(f"{o.idempotency_key}: {o.result.value}"
+            out.print(f"{o.idempotency_key}: {o.result.value}"
                            f"{f' ({detail})' if detail else ''}")  # fmt: skip
         done = sum(1 for o in outcomes if o.result.ok)
-        base.out.print(f"{what}: {done} of {len(outcomes)} done")
+        out.print(f"{what}: {done} of {len(outcomes)} done")
     if any(not o.result.ok for o in outcomes):
-        raise typer.Exit(base.EXIT_UNKNOWN)
+        raise typer.Exit(EXIT_UNKNOWN)

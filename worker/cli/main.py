@@ -7,17 +7,24 @@ writes nothing; an idempotency conflict exits 3; an unknown key in ``status`` ex
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from decimal import Decimal
 from typing import Annotated, Any, NoReturn
 
 import redis
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from worker.cli import common
+from worker.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_CONFLICT,
+    EXIT_UNKNOWN,
+    JsonFlag,
+    emit_json,
+    out,
+)
+from worker.cli.dlq import dlq_app
 from worker.config_errors import exit_on
 from worker.domain.states import WAITING, JobState
 from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant, SettingsError
@@ -31,10 +38,6 @@ except ImportError:  # pragma: no cover - depends on the installed typer
         UsageError,
     )
 
-EXIT_UNKNOWN = 1
-EXIT_BAD_INPUT = 2
-EXIT_CONFLICT = 3
-
 cli = typer.Typer(
     name="creditq",
     help="Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee).",
@@ -43,9 +46,6 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out = Console(highlight=False, soft_wrap=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 
 
 def _print_version(wanted: bool) -> None:
@@ -65,28 +65,6 @@ def _root(
     ] = False,
 ) -> None:  # fmt: skip
     """Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee)."""
-
-
-def emit_json(obj: Any) -> None:
-    """One compact JSON object per line; Decimals stay exact strings."""
-    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"creditq: {message}\n")
-    raise typer.Exit(code)
-
-
-def _store() -> Any:
-    from worker.producer import default_store
-
-    return default_store()
 
 
 @cli.command()
@@ -110,7 +88,7 @@ def enqueue(
         "note": note, "force": force, "currency_code": currency, "credit_type": credit_type,
     }  # fmt: skip
     grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
-    result = enqueue_grant(grant, store=_store())
+    result = enqueue_grant(grant, store=common.open_store())
     if as_json:
         emit_json({**result.job.to_json(), "created": result.created})
         return
@@ -124,7 +102,7 @@ def status(
     as_json: JsonFlag = False,
 ) -> None:
     """Show jobs by key; exits 1 if any key is unknown."""
-    jobs = _store().get_many(keys)
+    jobs = common.open_store().get_many(keys)
     if as_json:
         for key, job in zip(keys, jobs, strict=True):
             emit_json(job.to_json() if job else {"idempotency_key": key, "state": None})
@@ -147,7 +125,7 @@ def status(
 @cli.command()
 def stats(as_json: JsonFlag = False) -> None:
     """Jobs per state, DLQ depth, and the age of the oldest job waiting in each waiting state."""
-    store = _store()
+    store = common.open_store()
     counts = store.count_by_state()
     now = time.time()
     oldest = {
@@ -188,7 +166,6 @@ def stats(as_json: JsonFlag = False) -> None:
 
 
 # Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).
-from worker.cli.dlq import dlq_app  # noqa: E402
 
 cli.add_typer(dlq_app, name="dlq")
 
