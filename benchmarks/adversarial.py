@@ -58,7 +58,7 @@ from benchmarks.fleet import start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes  # noqa: E402
 from tests.fixtures.workers import FAST, wait_until  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, create_app  # noqa: E402
-from worker.demo.run import credits_per_key  # noqa: E402
+from worker.demo.report import credits_per_key  # noqa: E402
 from worker.domain.grant import CreditGrant  # noqa: E402
 from worker.domain.job import Job  # noqa: E402
 from worker.domain.states import JobState  # noqa: E402

@@ -14,7 +14,7 @@ from celery import Celery
 
 from tests.fixtures.workers import Fleet, wait_until
 from worker.app import ISSUE_TASK
-from worker.demo.run import credits_per_key
+from worker.demo.report import credits_per_key
 from worker.domain.states import DlqReason, JobState
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
