@@ -21,6 +21,19 @@ out = Console(highlight=False, soft_wrap=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 
 
+def command_group(name: str, help: str) -> typer.Typer:
+    """A ``typer`` group as every creditq group is: help without arguments, plain text (no
+    rich markup to escape), and no tracebacks (``main`` turns errors into one line)."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
 def emit_json(obj: Any) -> None:
     """One compact JSON object per line; Decimals stay exact strings."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=_json_default) + "\n")

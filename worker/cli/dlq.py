@@ -15,18 +15,22 @@ import typer
 from rich.table import Column, Table
 
 from worker.cli import common
-from worker.cli.common import EXIT_BAD_INPUT, EXIT_UNKNOWN, JsonFlag, emit_json, fail, out
+from worker.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_UNKNOWN,
+    JsonFlag,
+    command_group,
+    emit_json,
+    fail,
+    out,
+)
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason
 from worker.store import dlq
 
-dlq_app = typer.Typer(
-    name="dlq",
-    help="The dead-letter queue: jobs that ended rejected or dead, and their replay.",
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode=None,
+dlq_app = command_group(
+    "dlq", "The dead-letter queue: jobs that ended rejected or dead, and their replay."
 )
 
 ProviderOption = Annotated[

@@ -21,6 +21,7 @@ from worker.cli.common import (
     EXIT_CONFLICT,
     EXIT_UNKNOWN,
     JsonFlag,
+    command_group,
     emit_json,
     out,
 )
@@ -38,13 +39,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
         UsageError,
     )
 
-cli = typer.Typer(
-    name="creditq",
-    help="Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee).",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+cli = command_group(
+    "creditq", "Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee)."
 )
 
 

@@ -105,9 +105,7 @@ class Confirmer:
         window: MatchWindow,
     ) -> None:
         self.mover = mover
-        self.store = mover.store
-        self.policy = mover.policy
-        self.clock = mover.clock
+        self.store, self.policy, self.clock = mover.store, mover.policy, mover.clock
         self.clients = clients
         self.lag = lag
         self.window = window

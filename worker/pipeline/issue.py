@@ -63,9 +63,7 @@ class Issuer:
         lag: LearnedLag,
     ) -> None:
         self.mover = mover
-        self.store = mover.store
-        self.policy = mover.policy
-        self.clock = mover.clock
+        self.store, self.policy, self.clock = mover.store, mover.policy, mover.clock
         self.clients = clients
         self.confirmer = confirmer
         self.lag = lag

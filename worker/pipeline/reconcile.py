@@ -21,9 +21,7 @@ class Reconciler:
 
     def __init__(self, mover: Mover) -> None:
         self.mover = mover
-        self.store = mover.store
-        self.policy = mover.policy
-        self.clock = mover.clock
+        self.store, self.policy, self.clock = mover.store, mover.policy, mover.clock
 
     def reconcile(self, limit: int = 500) -> int:
         """Re-drive unfinished jobs that nobody has worked on since they were due.
