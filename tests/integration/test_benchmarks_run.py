@@ -24,6 +24,8 @@ SMALL = {
     "latency": (["--rate", "20", "--seconds", "2"], ["p50", "0.2 s"]),
     "cost": (["--grants", "40", "--idle-seconds", "0.5"],
              ["Redis commands per grant", "HTTP calls per grant", "1,000,000 terminal records"]),
+    "call_path": ([], ["chain at publish", "chain at the POST", "answered 'submitted'",
+                       "distinct project functions called", "modules under worker/"]),
     "enqueue": (["--single", "100", "--batch", "200"], ["enqueue_many"]),
     "dlq_list": (["--jobs", "500", "--runs", "3"], ["dlq list"]),
     "budget": (["--grants", "20", "--lag", "0.5"],
