@@ -2,8 +2,9 @@
 
 Three parts, composed around one ``Mover`` (``mover.py``, the only way a part changes a job):
 
-- ``issue.Issuer``: POST a grant once, and settle every answer that leaves its outcome
-  unknown (``outcome.py`` says when a listing's silence proves a POST did not apply);
+- ``issue.Issuer``: POST a grant once; a POST whose answer leaves its outcome unknown is
+  settled by its ``unknown.Resolver`` before any other is sent (``outcome.py`` says when a
+  listing's silence proves a POST did not apply);
 - ``confirm.Confirmer``: the sweeps that read the providers' listings and confirm what they
   show (``lag.py`` learns how late a listing shows a credit);
 - ``reconcile.Reconciler``: re-drive the work nobody is doing.
