@@ -40,6 +40,14 @@ class DlqReason(StrEnum):
     # later credit): creditq will not guess, a person checks the provider's ledger.
     UNKNOWN = "outcome_unknown"
 
+    @property
+    def end_state(self) -> JobState:
+        """A grant refused (by its rules or by the provider) ends ``rejected``; every other
+        reason ends ``dead``: replayable once what stood in the way is fixed."""
+        return (
+            JobState.REJECTED if self in (DlqReason.INVALID, DlqReason.REFUSED) else JobState.DEAD
+        )
+
 
 TERMINAL = frozenset({JobState.CONFIRMED, JobState.REJECTED, JobState.DEAD})
 DEAD_LETTER = frozenset({JobState.REJECTED, JobState.DEAD})

@@ -158,12 +158,8 @@ class Issuer:
                 # Stricter rules since its POST, whose outcome is not known: the credit may
                 # exist, so "invalid" would be a false end; a person settles it.
                 why = f"outcome unknown, and the stored grant fails today's rules: {exc}"
-                self.mover.move(job, JobState.DEAD, why, dlq=DlqReason.UNKNOWN, fields=record)
-                return Result.DEAD
-            self.mover.move(
-                job, JobState.REJECTED, f"invalid: {exc}", dlq=DlqReason.INVALID, fields=record
-            )
-            return Result.REJECTED
+                return self.mover.give_up(job, why, DlqReason.UNKNOWN, fields=record)
+            return self.mover.give_up(job, f"invalid: {exc}", DlqReason.INVALID, fields=record)
         if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
             # Replayed from the DLQ after a POST that may have applied (a credit that
             # showed up late, an outcome never learned): the listing speaks first.
@@ -213,14 +209,12 @@ class Issuer:
             self.clients(grant.provider)
             self.mover.spend(grant.provider)
         except MissingCredentials as exc:
-            self.mover.move(
+            return self.mover.give_up(
                 job,
-                JobState.DEAD,
                 str(exc),
-                dlq=DlqReason.CONFIGURATION,
+                DlqReason.CONFIGURATION,
                 fields={"last_error": error_record(exc, self.clock())},
             )
-            return Result.DEAD
         except NoSlot as slot:
             self.mover.issue_later(job, slot.wait)
             return Result.NO_SLOT
@@ -299,19 +293,11 @@ class Issuer:
         if err.outcome is Outcome.PERMANENT and err.code == CONFIGURATION_CODE:
             # Our side cannot send it (a key no header may carry): dead until fixed, then
             # replayable; the grant itself was never refused.
-            self.mover.move(
-                job,
-                JobState.DEAD,
-                f"configuration: {err}",
-                dlq=DlqReason.CONFIGURATION,
-                fields=done,
+            return self.mover.give_up(
+                job, f"configuration: {err}", DlqReason.CONFIGURATION, fields=done
             )
-            return Result.DEAD
         if err.outcome is Outcome.PERMANENT:
-            self.mover.move(
-                job, JobState.REJECTED, f"refused: {err}", dlq=DlqReason.REFUSED, fields=done
-            )
-            return Result.REJECTED
+            return self.mover.give_up(job, f"refused: {err}", DlqReason.REFUSED, fields=done)
         if err.outcome is Outcome.NOT_APPLIED:
             rate_limited = err.status == 429
             wait = err.retry_after
@@ -319,14 +305,9 @@ class Issuer:
             if rate_limited and budget is not None:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
             if not rate_limited and not unknown and attempt >= self.policy.max_attempts:
-                self.mover.move(
-                    job,
-                    JobState.DEAD,
-                    f"attempts exhausted; last: {err}",
-                    dlq=DlqReason.EXHAUSTED,
-                    fields=done,
+                return self.mover.give_up(
+                    job, f"attempts exhausted; last: {err}", DlqReason.EXHAUSTED, fields=done
                 )
-                return Result.DEAD
             delay = retry_delay(
                 attempt,
                 self.policy.backoff_base,

@@ -193,9 +193,13 @@ class Mover:
         self.store.set_due(job.idempotency_key, self.clock() + delay)
         self.scheduler.issue(dict(job.grant_fields), delay)
 
-    def give_up(self, job: Job, reason: str, why: DlqReason) -> Result:
-        self.move(job, JobState.DEAD, reason, dlq=why)
-        return Result.DEAD
+    def give_up(
+        self, job: Job, reason: str, why: DlqReason, fields: Mapping[str, Any] | None = None
+    ) -> Result:
+        """Into the DLQ for ``why``: ``rejected`` or ``dead`` (``DlqReason.end_state``)."""
+        end = why.end_state
+        self.move(job, end, reason, dlq=why, fields=fields)
+        return Result.REJECTED if end is JobState.REJECTED else Result.DEAD
 
     def move(
         self,

@@ -171,18 +171,12 @@ class Resolver:
         }
         error = job.last_error or {}
         if job.extra.get("listing_first") and error.get("class") == Outcome.PERMANENT.value:
-            self.mover.move(
-                job,
-                JobState.REJECTED,
-                f"refused: {error.get('message')}; {why}",
-                dlq=DlqReason.REFUSED,
-                fields=cleared,
+            return self.mover.give_up(
+                job, f"refused: {error.get('message')}; {why}", DlqReason.REFUSED, fields=cleared
             )
-            return Result.REJECTED
         if job.attempts >= self.policy.max_attempts:
             reason = f"attempts exhausted ({job.attempts}), none applied: {why}"
-            self.mover.move(job, JobState.DEAD, reason, dlq=DlqReason.EXHAUSTED, fields=cleared)
-            return Result.DEAD
+            return self.mover.give_up(job, reason, DlqReason.EXHAUSTED, fields=cleared)
         job, _ = self.mover.move(
             job, JobState.QUEUED, f"did not apply: {why}", fields=cleared, due=self.clock()
         )
