@@ -16,13 +16,12 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import redis
 
+from tests.fixtures.paths import ROOT
 from worker.store.embedded import EmbeddedRedis
 
-ROOT = Path(__file__).resolve().parents[2]
 DATABASES = range(16)
 CANARY = "developer:canary"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.canary_redis import ROOT
+from tests.fixtures.paths import ROOT
 from worker.store.embedded import free_port
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from celery import Celery
 
-from tests.fixtures.workers import ROOT, wait_until, worker_env
+from tests.fixtures.paths import ROOT
+from tests.fixtures.workers import wait_until, worker_env
 from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count, grants
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox

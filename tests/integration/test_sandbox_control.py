@@ -8,14 +8,12 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fixtures.paths import ROOT
 from worker.sandbox import Sandbox, cli
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_faults_customers_and_config_are_steerable_over_http(

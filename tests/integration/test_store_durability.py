@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fixtures.paths import ROOT
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
 from worker.store.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.fixtures.paths import ROOT
 from worker.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 CELERY_SERVICES = ("worker", "beat", "flower")
 
 
