@@ -10,7 +10,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.celery import PublishRecorder
-from tests.unit.refusals import raw_grant, refused_at_enqueue
+from tests.fixtures.grants import raw_grant
+from tests.fixtures.refusals import refused_at_enqueue
 from worker.domain.amounts import (
     MAX_FRACTION_DIGITS,
     MAX_INTEGER_DIGITS,

@@ -8,7 +8,8 @@ import iso4217
 import pytest
 
 from tests.fixtures.celery import PublishRecorder
-from tests.unit.refusals import raw_grant, refused_at_enqueue
+from tests.fixtures.grants import raw_grant
+from tests.fixtures.refusals import refused_at_enqueue
 from worker.domain.currencies import check_currency, credited_currencies, minor_units
 from worker.domain.grant import CreditGrant
 from worker.errors import InvalidGrant

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.celery import PublishRecorder
-from tests.unit.refusals import raw_grant, refused_at_enqueue
+from tests.fixtures.grants import raw_grant
+from tests.fixtures.refusals import refused_at_enqueue
 from worker.domain.grant import CUSTOMER_ID_CHARACTERS, CreditGrant
 from worker.errors import InvalidGrant
 from worker.providers.inveterate import InveterateClient

@@ -12,19 +12,13 @@ from typing import Any
 import pytest
 
 from tests.fixtures.celery import PublishRecorder
-from tests.fixtures.simulation import World
+from tests.fixtures.grants import message
+from tests.fixtures.simulation import World, state
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
 from worker.store import dlq
 from worker.store.jobs import JobStore
-
-
-def message(key: str = "g1", provider: str = "inveterate", **overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"idempotency_key": key, "provider": provider,
-                              "customer_id": "m-1", "amount": "5.00"}  # fmt: skip
-    fields.update(overrides)
-    return CreditGrant.parse(fields).to_message()
 
 
 def start(world: World, *messages: dict[str, Any], witness_after: float | None = None) -> None:
@@ -39,12 +33,6 @@ def start(world: World, *messages: dict[str, Any], witness_after: float | None =
         world.store.create(CreditGrant.parse(w))
         world.scheduler.issue(w, witness_after)
     world.run()
-
-
-def state(world: World, key: str = "g1") -> JobState:
-    job = world.store.get(key)
-    assert job is not None
-    return job.state
 
 
 @pytest.fixture

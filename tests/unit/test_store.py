@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import fakeredis
 import pytest
 
-from worker.domain.grant import CreditGrant
+from tests.fixtures.grants import make_grant
 from worker.domain.states import ALLOWED, TERMINAL, DlqReason, JobState, can_move, sources_of
 from worker.errors import IdempotencyConflict, TransitionRefused
 from worker.store.jobs import JobStore
 from worker.store.keys import Keys
-
-
-def make_grant(key: str = "k1", **overrides: Any) -> CreditGrant:
-    fields: dict[str, Any] = {
-        "idempotency_key": key, "provider": "inveterate", "customer_id": "c1", "amount": "5.00",
-    }  # fmt: skip
-    fields.update(overrides)
-    return CreditGrant.parse(fields)
 
 
 def walk(store: JobStore, key: str, *states: JobState) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from tests.unit.test_store import make_grant
+from tests.fixtures.grants import make_grant
 from worker.budget import ProviderBudget
 from worker.domain.grant import Provider
 from worker.domain.states import JobState

@@ -3,7 +3,7 @@ job is its own compare-and-set, and an entry confirms one job only."""
 
 from __future__ import annotations
 
-from tests.unit.test_store import make_grant
+from tests.fixtures.grants import make_grant
 from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, TransitionRefused
 from worker.store.jobs import JobStore, Moved, Seen

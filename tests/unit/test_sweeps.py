@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.simulation import World
-from tests.unit.test_pipeline import message, state
+from tests.fixtures.grants import message
+from tests.fixtures.simulation import World, state
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import JobState
 from worker.store.jobs import JobStore, Seen

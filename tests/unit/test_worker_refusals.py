@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.grants import raw_grant
 from tests.fixtures.simulation import World
-from tests.unit.refusals import raw_grant
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import DlqReason, JobState
 from worker.store import dlq
