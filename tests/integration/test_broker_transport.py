@@ -9,8 +9,8 @@ import redis
 from celery import Celery
 from kombu import Connection
 
+from tests.fixtures.grants import grants
 from tests.fixtures.workers import Fleet, wait_until, worker_env
-from tests.integration.test_pipeline_e2e import grants
 from worker.app import ISSUE_QUEUE, _worker_transport, create_app
 from worker.app.broker import Transport, transport_for
 from worker.producer import enqueue_many

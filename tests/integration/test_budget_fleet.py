@@ -9,8 +9,8 @@ from typing import Any
 
 from celery import Celery
 
+from tests.fixtures.exactly_once import assert_exactly_once, confirmed_count
 from tests.fixtures.workers import Fleet, wait_until
-from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.store.jobs import JobStore

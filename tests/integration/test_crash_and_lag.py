@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from celery import Celery
 
+from tests.fixtures.exactly_once import assert_exactly_once, confirmed_count
+from tests.fixtures.grants import grants
 from tests.fixtures.workers import Fleet, wait_until
-from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count, grants
 from worker.domain.states import JobState
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox

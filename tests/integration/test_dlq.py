@@ -11,9 +11,9 @@ from typing import Any
 import redis
 from celery import Celery
 
+from tests.fixtures.cli import run_cli
+from tests.fixtures.exactly_once import assert_exactly_once
 from tests.fixtures.workers import Fleet, wait_until
-from tests.integration.test_enqueue import run_cli
-from tests.integration.test_pipeline_e2e import assert_exactly_once
 from worker.demo.report import credits_per_key
 from worker.domain.states import DlqReason, JobState
 from worker.producer import enqueue_many

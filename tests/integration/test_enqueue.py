@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from typing import Any
 
@@ -14,6 +11,7 @@ import redis
 from celery import Celery
 
 from tests.fixtures.celery import queued_messages
+from tests.fixtures.cli import run_cli
 from worker.domain.grant import CreditGrant
 from worker.domain.states import DlqReason, JobState
 from worker.producer import enqueue, enqueue_many
@@ -86,15 +84,6 @@ def test_no_api_key_reaches_redis_or_the_broker(
         dumped.append(repr(real_redis.dump(key)))
     blob = "\n".join(dumped)
     assert "s-1" in blob and SECRET not in blob
-
-
-def run_cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-    env["CREDITQ_REDIS_URL"] = redis_url
-    return subprocess.run(
-        [sys.executable, "-c", "from worker.cli.main import main; main()", *args],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
 
 
 ENQUEUE = ["enqueue", "--key", "cli-1", "--provider", "chargebee", "--customer", "c-7"]

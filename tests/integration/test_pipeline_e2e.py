@@ -5,13 +5,14 @@ the sandbox ledger holding exactly one credit per key."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import Celery
 
+from tests.fixtures.exactly_once import assert_exactly_once, confirmed_count
+from tests.fixtures.grants import grants
 from tests.fixtures.workers import Fleet, wait_until
 from worker.app import ISSUE_TASK
 from worker.demo.report import credits_per_key
@@ -22,43 +23,9 @@ from worker.store import dlq
 from worker.store.jobs import JobStore
 
 
-def grants(n: int, prefix: str = "g") -> list[dict[str, Any]]:
-    rng = random.Random(7)
-    out = []
-    for i in range(n):
-        chargebee = i % 2 == 1
-        out.append({
-            "idempotency_key": f"{prefix}-{i}",
-            "provider": "chargebee" if chargebee else "inveterate",
-            "customer_id": f"cust-{i % 17}",
-            "amount": f"{rng.randint(1, 90)}.{rng.randint(0, 99):02d}",
-            "currency_code": ("USD", "JPY", "KWD")[i % 3] if chargebee else None,
-            "note": f"order {i}",
-        })  # fmt: skip
-        if out[-1]["currency_code"] == "JPY":
-            out[-1]["amount"] = str(rng.randint(100, 9000))
-        elif out[-1]["currency_code"] == "KWD":
-            out[-1]["amount"] = f"{rng.randint(1, 90)}.{rng.randint(0, 999):03d}"
-    return out
-
-
-def confirmed_count(store: JobStore) -> int:
-    return store.count_by_state()[JobState.CONFIRMED.value]
-
-
 def unfinished(store: JobStore, keys: list[str]) -> list[dict[str, Any]]:
     """The jobs that have not ended, with their histories: what a failure message needs."""
     return [j.to_json() for j in store.get_many(keys) if j is not None and not j.state.terminal]
-
-
-def assert_exactly_once(store: JobStore, sandbox: Sandbox, keys: list[str]) -> None:
-    jobs = store.get_many(keys)
-    not_confirmed = {j.idempotency_key: j.state.value for j in jobs
-                     if j is not None and j.state is not JobState.CONFIRMED}  # fmt: skip
-    assert not not_confirmed, not_confirmed
-    counts = credits_per_key(sandbox, store, keys)
-    wrong = {k: n for k, n in counts.items() if n != 1}
-    assert not wrong, f"keys without exactly one credit: {wrong}"
 
 
 def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(

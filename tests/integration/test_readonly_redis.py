@@ -18,8 +18,8 @@ import pytest
 import redis
 from kombu import Connection
 
+from tests.fixtures.grants import grants
 from tests.fixtures.workers import Fleet, wait_until, worker_env
-from tests.integration.test_pipeline_e2e import grants
 from worker.app import ISSUE_QUEUE, create_app
 from worker.app.broker import FAILOVER_ERRORS, Transport
 from worker.domain.states import JobState

@@ -17,9 +17,10 @@ import httpx
 import pytest
 from celery import Celery
 
+from tests.fixtures.exactly_once import assert_exactly_once, confirmed_count
+from tests.fixtures.grants import grants
 from tests.fixtures.paths import ROOT
 from tests.fixtures.workers import wait_until, worker_env
-from tests.integration.test_pipeline_e2e import assert_exactly_once, confirmed_count, grants
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.store.embedded import free_port
