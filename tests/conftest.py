@@ -14,6 +14,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.celery",
+    "tests.fixtures.simulation",
     "tests.fixtures.sandbox",
     "tests.fixtures.workers",
 ]

@@ -12,19 +12,12 @@ import pytest
 from rich.console import Console
 
 import worker.producer
-from worker.cli.main import main
+from tests.fixtures.cli import run
 from worker.demo import run as demo
 from worker.errors import NoRedisServer
 from worker.store.embedded import NO_SERVER_HINT, EmbeddedRedis
 
 CREDITQ = str(Path(sys.executable).parent / "creditq")
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture

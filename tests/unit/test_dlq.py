@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.celery import PublishRecorder
+from tests.fixtures.cli import run
 from tests.fixtures.simulation import World
 from worker.app import ISSUE_TASK
-from worker.cli.main import main
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import DlqReason, JobState
 from worker.store import dlq
@@ -329,13 +329,6 @@ def cli_store(store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.Mo
     monkeypatch.setattr(worker.producer, "get_app", lambda: recorder)
     monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps cells to fit otherwise
     return store
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 def test_cli_list_json_prints_one_dead_letter_per_line(

@@ -35,11 +35,6 @@ def start(world: World, *messages: dict[str, Any], witness_after: float | None =
     world.run()
 
 
-@pytest.fixture
-def world(store: JobStore) -> World:
-    return World(store)
-
-
 def test_a_grant_is_posted_once_and_confirmed_from_the_listing(world: World) -> None:
     start(world, message())
     inv = world.providers[Provider.INVETERATE]

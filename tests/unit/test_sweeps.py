@@ -3,19 +3,12 @@ new credit needs, and never confirming again what another already settled."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.fixtures.grants import message
 from tests.fixtures.simulation import World, state
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import JobState
 from worker.store.jobs import JobStore, Seen
 from worker.store.keys import Keys
-
-
-@pytest.fixture
-def world(store: JobStore) -> World:
-    return World(store)
 
 
 def scheduled(store: JobStore, provider: str = "inveterate") -> str:

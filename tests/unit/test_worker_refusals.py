@@ -18,12 +18,6 @@ from tests.fixtures.simulation import World
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import DlqReason, JobState
 from worker.store import dlq
-from worker.store.jobs import JobStore
-
-
-@pytest.fixture
-def world(store: JobStore) -> World:
-    return World(store)
 
 
 def valid_message(key: str) -> dict[str, Any]:
