@@ -4,7 +4,7 @@ benchmarks/fd_stress.py at a small size, in this process: 32 threads share one p
 client (a share of their calls ended by a deadline mid-call) while others use Redis and the
 worker's broker transport, and the private Redis drops every connection twice a second.
 Before the pool guard, httpcore closed about one in 5,000 calls' sockets under them; the
-deterministic proof of the guard is tests/unit/test_pool_guard.py.
+deterministic proof of the guard is tests/unit/providers/test_pool_guard.py.
 """
 
 from __future__ import annotations

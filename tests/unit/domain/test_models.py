@@ -75,7 +75,7 @@ def test_trailing_zeros_beyond_the_currency_decimals_are_the_same_value() -> Non
 
 
 def test_a_decimal_with_an_exponent_is_stored_plain() -> None:
-    # As text, "1E+2" is refused (one plain spelling: tests/unit/test_amounts.py).
+    # As text, "1E+2" is refused (one plain spelling: tests/unit/domain/test_amounts.py).
     assert str(CreditGrant.parse(grant(amount=Decimal("1E+2"))).amount) == "100"
 
 
