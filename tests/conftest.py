@@ -1,4 +1,5 @@
-"""Shared fixtures live in tests/fixtures/, one module per real part.
+"""Shared fixtures and helpers live in tests/fixtures/, one module for each thing they hold;
+a test module imports from there, never from another test module.
 
 Every test that needs a server (a redis-server, the sandbox's HTTP server, worker processes)
 is marked ``integration`` here, wherever it lives: ``pytest -m "not integration"`` is the fast
