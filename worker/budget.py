@@ -8,9 +8,10 @@ Why a short Lua GCRA and not the ``limits`` library (weighed for issue 9):
   takes the slot or returns the wait, and the fleet-wide 429 pause is checked in the
   same call.
 - **Clocks.** ``limits`` hands its scripts the caller's ``time.time()``; two workers
-  whose clocks differ by a second disagree on the window. The scripts here read Redis'
-  ``TIME``, so every worker uses one clock (a script that reads TIME and then writes
-  needs Redis 5 or later, which replicates scripts by their effects).
+  whose clocks differ by a second disagree on the window. The scripts here
+  (``worker/store/lua/budget_*.lua``) read Redis' ``TIME``, so every worker uses one
+  clock (a script that reads TIME and then writes needs Redis 5 or later, which
+  replicates scripts by their effects).
 - **Evenness.** A moving window of 100 per minute lets all 100 go in the first second;
   a provider that counts over a shorter window (Chargebee's concurrency limits, the
   sandbox's 3-second window) then sees a burst. GCRA with no burst tolerance spaces the
@@ -19,7 +20,7 @@ Why a short Lua GCRA and not the ``limits`` library (weighed for issue 9):
   one number, the theoretical arrival time (TAT) of the next slot.
 
 Both are atomic (a Lua script runs alone on the server). ``limits`` would also be a new
-dependency for the few lines below, and its moving window alone does not give us
+dependency for a few short scripts, and its moving window alone does not give us
 spacing. Counters for ``creditq stats`` live in one hash per provider and minute, written
 by the same scripts and expiring after an hour, so memory stays bounded.
 """
