@@ -177,6 +177,11 @@ def test_the_move_arguments_are_named_alike_in_python_and_lua() -> None:
         assert tuple(re.findall(r"'([a-z_]+)'", found.group(1))) == names
 
 
+def test_transition_s_header_lists_the_move_arguments_in_order() -> None:
+    listed = re.findall(r"^--   ([a-z_]+)", header("transition.lua"), re.M)
+    assert listed[: len(MOVE_LAYOUT) + len(MOVE_REQUEST)] == [*MOVE_LAYOUT, *MOVE_REQUEST]
+
+
 # -- names: fields, states, keys --------------------------------------------------------
 
 

@@ -5,12 +5,33 @@
 -- KEYS[1] job_key       the job hash
 -- KEYS[2] history_key   the job's history list
 -- KEYS[3] due_key       the due index
--- ARGV, in order (read by name: move.lua documents each):
---   index_prefix, history_limit, pending_prefix, pending_states, claimed_prefix,
---   dlq_all, dlq_by_provider, dlq_by_reason    the key layout (MOVE_LAYOUT)
---   key, target, sources, now, now_iso, reason, attempts, ttl, due, claim, claim_ref,
---   dlq_reason, version, flag_key, flag_ttl, flag_value, detail    the move (MOVE_REQUEST)
---   then field/value pairs to set on the job ('' deletes the field), to the end
+-- ARGV, in this order (move.lua reads them by these names and says what each holds):
+--   index_prefix      the key layout (MOVE_LAYOUT), the same for every move
+--   history_limit
+--   pending_prefix
+--   pending_states
+--   claimed_prefix
+--   dlq_all
+--   dlq_by_provider
+--   dlq_by_reason
+--   key               the move (MOVE_REQUEST)
+--   target
+--   sources
+--   now
+--   now_iso
+--   reason
+--   attempts
+--   ttl
+--   due
+--   claim
+--   claim_ref
+--   dlq_reason
+--   version
+--   flag_key
+--   flag_ttl
+--   flag_value
+--   detail
+--   field, value...   pairs to set on the job ('' deletes the field), to the end
 -- Returns {1, previous state, 1 if the move set the flag else 0}, {0, current state or ''}
 -- when refused, or {0, state, 'claimed'} when another job claimed the ledger entry.
 
