@@ -32,10 +32,9 @@ from benchmarks.common import benchmark_redis, rate
 from worker.cli.main import main as cli_main
 from worker.domain.grant import CreditGrant
 from worker.domain.states import DlqReason, JobState
-from worker.store import dlq
+from worker.store import dlq, lua
 from worker.store.jobs import JobStore
 from worker.store.keys import Keys
-from worker.store.scripts import TRANSITION
 
 # reason class, share of the DLQ, providers it happens at. Configuration errors only at
 # Chargebee, so "--provider inveterate --reason configuration" is the empty intersection:
@@ -69,7 +68,7 @@ class BulkStore(JobStore):
     """
 
     def queue_on(self, pipe: Any) -> None:
-        script = self.redis.register_script(TRANSITION)
+        script = lua.script(self.redis, "transition.lua")
 
         def queued(keys: list[str], args: list[Any]) -> list[Any]:
             script(keys=keys, args=args, client=pipe)

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from worker.budget import BudgetKeys, ProviderBudget
+from worker.budget import ProviderBudget
 from worker.domain.grant import Provider
+from worker.store.keys import BudgetKeys
 
 PER_MINUTE = 600  # 10 per second, the figure the fleet test runs at
 INTERVAL = 60 / PER_MINUTE

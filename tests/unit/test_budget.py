@@ -8,12 +8,12 @@ import pytest
 from worker.budget import (
     DEFAULT_PAUSE_SECONDS,
     MAX_PAUSE_SECONDS,
-    BudgetKeys,
     Budgets,
     ProviderBudget,
 )
 from worker.domain.grant import Provider
 from worker.settings import get_settings
+from worker.store.keys import BudgetKeys
 
 START = 1_800_000_000.0  # a minute boundary, so bucket arithmetic is easy to follow
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.domain.fields import JobField
 from worker.domain.grant import CreditGrant, marker_for
 from worker.domain.states import JobState
 
@@ -45,7 +46,7 @@ class Job:
     def customer_id(self) -> str:
         return str(self.grant_fields.get("customer_id", ""))
 
-    def number(self, name: str) -> float | None:
+    def number(self, name: JobField | str) -> float | None:
         """A numeric extra field (e.g. ``submitted_at``), or None when absent."""
         value = self.extra.get(name)
         return float(value) if value else None
@@ -61,26 +62,22 @@ class Job:
 
     @classmethod
     def from_redis(cls, fields: dict[str, str], history: list[str]) -> Job:
-        known = {
-            "grant", "fingerprint", "state", "attempts", "version", "created_at", "updated_at",
-            "state_at", "provider_ref", "last_error", "provider", "customer_id", "incarnation",
-        }  # fmt: skip
-        last_error = fields.get("last_error")
-        grant_fields = json.loads(fields["grant"])
+        last_error = fields.get(JobField.LAST_ERROR)
+        grant_fields = json.loads(fields[JobField.GRANT])
         return cls(
             idempotency_key=str(grant_fields.get("idempotency_key", "")),
-            state=JobState(fields["state"]),
+            state=JobState(fields[JobField.STATE]),
             grant_fields=grant_fields,
-            fingerprint=fields["fingerprint"],
-            attempts=int(fields.get("attempts", 0)),
-            version=int(fields.get("version", 0)),
-            created_at=float(fields["created_at"]),
-            updated_at=float(fields["updated_at"]),
-            state_at=float(fields.get("state_at", fields["updated_at"])),
-            provider_ref=fields.get("provider_ref") or None,
-            incarnation=fields.get("incarnation", ""),
+            fingerprint=fields[JobField.FINGERPRINT],
+            attempts=int(fields.get(JobField.ATTEMPTS, 0)),
+            version=int(fields.get(JobField.VERSION, 0)),
+            created_at=float(fields[JobField.CREATED_AT]),
+            updated_at=float(fields[JobField.UPDATED_AT]),
+            state_at=float(fields.get(JobField.STATE_AT, fields[JobField.UPDATED_AT])),
+            provider_ref=fields.get(JobField.PROVIDER_REF) or None,
+            incarnation=fields.get(JobField.INCARNATION, ""),
             last_error=json.loads(last_error) if last_error else None,
-            extra={k: v for k, v in fields.items() if k not in known},
+            extra={k: v for k, v in fields.items() if k not in _ATTRIBUTES},
             history=[json.loads(entry) for entry in history],
         )
 
@@ -107,6 +104,26 @@ class Job:
             out[name] = _decode_extra(value)
         out["history"] = self.history
         return out
+
+
+# The fields ``Job`` holds as attributes; every other field of the hash is in ``extra``.
+_ATTRIBUTES = frozenset(
+    {
+        JobField.GRANT,
+        JobField.FINGERPRINT,
+        JobField.STATE,
+        JobField.ATTEMPTS,
+        JobField.VERSION,
+        JobField.CREATED_AT,
+        JobField.UPDATED_AT,
+        JobField.STATE_AT,
+        JobField.PROVIDER_REF,
+        JobField.LAST_ERROR,
+        JobField.PROVIDER,
+        JobField.CUSTOMER_ID,
+        JobField.INCARNATION,
+    }
+)
 
 
 def _decode_extra(value: str) -> Any:

@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from worker.domain.fields import JobField
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DEAD_LETTER, DlqReason, JobState
 from worker.errors import InvalidGrant, TransitionRefused
+from worker.store import lua
 from worker.store.jobs import JobStore
 from worker.store.keys import Keys
 
@@ -61,7 +63,7 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def dlq_reason(job: Job) -> str | None:
-    return job.extra.get("dlq_reason")
+    return job.extra.get(JobField.DLQ_REASON)
 
 
 def dead_letter_json(job: Job) -> dict[str, Any]:
@@ -279,7 +281,7 @@ def _replay_one(
     key = job.idempotency_key
     # A credit may exist only if a POST was accepted (2xx) or its outcome is still unknown;
     # a job whose every try surely did not apply (a 4xx, a 503) is simply POSTed again.
-    reconcile = bool(job.extra.get("outcome_unknown")) or "submitted_at" in job.extra
+    reconcile = bool(job.extra.get(JobField.OUTCOME_UNKNOWN)) or JobField.SUBMITTED_AT in job.extra
     how = "the listing is read before any POST" if reconcile else "never POSTed before"
     if dry_run:
         return ReplayOutcome(key, ReplayResult.WOULD_REPLAY, job.state.value,
@@ -288,7 +290,7 @@ def _replay_one(
     try:
         store.transition(key, JobState.QUEUED, reason=REPLAY_REASON,
                          expect=[JobState.REJECTED, JobState.DEAD], attempts="reset", due=now,
-                         fields={"reconcile_first": "1"} if reconcile else None)  # fmt: skip
+                         fields={JobField.RECONCILE_FIRST: "1"} if reconcile else None)  # fmt: skip
     except TransitionRefused as exc:  # another replay (or purge) got there first
         current = exc.current
         if current is None:
@@ -306,37 +308,6 @@ def _replay_one(
 
 
 # -- purge ------------------------------------------------------------------------
-
-# KEYS: job, history, due. ARGV: 1 key, 2 state-index prefix, 3 DLQ prefix, 4 pending prefix,
-# 5 dead-letter states, 6 providers, 7 reason classes (each space separated).
-# Returns 'purged', 'stale' (only index entries were left), '' (unknown) or the live state.
-# One script, so a replay racing the purge either wins (the job is queued: kept) or loses.
-_PURGE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state then
-  local dead = false
-  for s in string.gmatch(ARGV[5], '%S+') do if s == state then dead = true end end
-  if not dead then return state end
-elseif not redis.call('ZSCORE', ARGV[3] .. 'all', ARGV[1]) then
-  return ''
-end
-local sets = {ARGV[3] .. 'all', KEYS[3]}
-for s in string.gmatch(ARGV[5], '%S+') do table.insert(sets, ARGV[2] .. s) end
-for p in string.gmatch(ARGV[6], '%S+') do table.insert(sets, ARGV[3] .. 'provider:' .. p) end
-for r in string.gmatch(ARGV[7], '%S+') do table.insert(sets, ARGV[3] .. 'reason:' .. r) end
-if state then
-  local fields = redis.call('HMGET', KEYS[1], 'provider', 'customer_id', 'dlq_reason')
-  if fields[1] then
-    table.insert(sets, ARGV[3] .. 'provider:' .. fields[1])
-    if fields[2] then table.insert(sets, ARGV[4] .. fields[1] .. ':' .. fields[2]) end
-  end
-  if fields[3] then table.insert(sets, ARGV[3] .. 'reason:' .. fields[3]) end
-end
-for _, set in ipairs(sets) do redis.call('ZREM', set, ARGV[1]) end
-redis.call('DEL', KEYS[1], KEYS[2])
-if state then return 'purged' end
-return 'stale'
-"""
 
 
 class PurgeResult(StrEnum):
@@ -365,10 +336,11 @@ def purge(store: JobStore, keys: Iterable[str]) -> list[PurgeOutcome]:
     """Delete DLQ jobs for good: the hash, the history, the state index, DLQ sets and due.
 
     Only jobs in the DLQ are purged: a live or confirmed job's record is what makes a
-    repeated enqueue of its key a duplicate, so deleting it could pay twice.
+    repeated enqueue of its key a duplicate, so deleting it could pay twice. One script per
+    job (``purge.lua``), so a replay racing the purge either wins (the job is kept) or loses.
     """
-    script = store.redis.register_script(_PURGE)
-    shared = [Keys.INDEX_PREFIX, Keys.DLQ_PREFIX, Keys.PENDING_PREFIX,
+    script = lua.script(store.redis, "purge.lua")
+    shared = [Keys.INDEX_PREFIX, Keys.PENDING_PREFIX, *Keys.dlq_layout(),
               " ".join(sorted(s.value for s in DEAD_LETTER)),
               " ".join(p.value for p in Provider),
               " ".join(r.value for r in DlqReason)]  # fmt: skip

@@ -17,24 +17,71 @@ from typing import Any, cast
 
 import redis
 
+from worker.domain.fields import JobField
 from worker.domain.grant import CreditGrant, new_incarnation
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState, sources_of
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.settings import get_settings
+from worker.store import lua
 from worker.store.durability import has_waitaof
 from worker.store.keys import HISTORY_LIMIT, Keys
-from worker.store.scripts import (
-    BEGIN_POST,
-    CONFIRM_SEEN,
-    CREATE,
-    HOLD_SWEEP,
-    RAISE_ALARM,
-    RECORD_VISIBILITY,
-    SCHEDULE_SWEEP,
-    START_SWEEP,
-    TRANSITION,
+
+# The states of a job waiting for its credit to show: the pending sets (``Keys.pending``)
+# hold the jobs in them.
+PENDING_STATES = (JobState.SUBMITTING, JobState.SUBMITTED)
+
+# A move's arguments, by name, in the order ``move.lua`` reads them (its MOVE_LAYOUT and
+# MOVE_REQUEST; tests/unit/test_lua.py keeps the lists equal). The layout is the same for
+# every move; ``move.lua`` documents each name.
+MOVE_LAYOUT = (
+    "index_prefix",
+    "history_limit",
+    "pending_prefix",
+    "pending_states",
+    "claimed_prefix",
+    "dlq_all",
+    "dlq_by_provider",
+    "dlq_by_reason",
 )
+MOVE_REQUEST = (
+    "key",
+    "target",
+    "sources",
+    "now",
+    "now_iso",
+    "reason",
+    "attempts",
+    "ttl",
+    "due",
+    "claim",
+    "claim_ref",
+    "dlq_reason",
+    "version",
+    "flag_key",
+    "flag_ttl",
+    "flag_value",
+    "detail",
+)
+
+
+def _layout_args() -> list[Any]:
+    """The key layout every move is passed, in MOVE_LAYOUT's order."""
+    dlq_all, dlq_by_provider, dlq_by_reason = Keys.dlq_layout()
+    layout: dict[str, Any] = {
+        "index_prefix": Keys.INDEX_PREFIX,
+        "history_limit": HISTORY_LIMIT,
+        "pending_prefix": Keys.PENDING_PREFIX,
+        "pending_states": " ".join(s.value for s in PENDING_STATES),
+        "claimed_prefix": Keys.CLAIMED_PREFIX,
+        "dlq_all": dlq_all,
+        "dlq_by_provider": dlq_by_provider,
+        "dlq_by_reason": dlq_by_reason,
+    }
+    return [layout[name] for name in MOVE_LAYOUT]
+
+
+_LAYOUT_ARGS = _layout_args()
 
 
 def sweep_marker(token: str, due_at: float) -> str:
@@ -57,6 +104,7 @@ class Move:
     dlq_reason: DlqReason | None = None
     version: int | None = None
     flag: tuple[str, float, str] | None = None
+    detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,15 +192,15 @@ class JobStore:
         self.min_replicas = (min_replicas if min_replicas is not None
                              else settings.redis_min_replicas)  # fmt: skip
         self._aof_wait: bool | None = None  # WAITAOF usable: found out on first need
-        self._create = client.register_script(CREATE)
-        self._transition = client.register_script(TRANSITION)
-        self._begin_post = client.register_script(BEGIN_POST)
-        self._start_sweep = client.register_script(START_SWEEP)
-        self._hold_sweep = client.register_script(HOLD_SWEEP)
-        self._schedule_sweep = client.register_script(SCHEDULE_SWEEP)
-        self._confirm_seen = client.register_script(CONFIRM_SEEN)
-        self._record_visibility = client.register_script(RECORD_VISIBILITY)
-        self._raise_alarm = client.register_script(RAISE_ALARM)
+        self._create = lua.script(client, "create.lua")
+        self._transition = lua.script(client, "transition.lua")
+        self._begin_post = lua.script(client, "begin_post.lua")
+        self._start_sweep = lua.script(client, "start_sweep.lua")
+        self._hold_sweep = lua.script(client, "hold_sweep.lua")
+        self._schedule_sweep = lua.script(client, "schedule_sweep.lua")
+        self._confirm_seen = lua.script(client, "confirm_seen.lua")
+        self._record_visibility = lua.script(client, "record_visibility.lua")
+        self._raise_alarm = lua.script(client, "raise_alarm.lua")
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -166,7 +214,7 @@ class JobStore:
         keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
         args = [grant.fingerprint(), payload_of(grant), repr(now), iso(now), grant.provider.value,
                 grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, "",
-                Keys.DLQ_PREFIX, "", new_incarnation()]  # fmt: skip
+                *Keys.dlq_layout(), "", new_incarnation()]  # fmt: skip
         return keys, args
 
     def create_rejected(
@@ -186,7 +234,7 @@ class JobStore:
                 iso(now),
                 str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
                 idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
-                self.ttl_seconds, json.dumps(error), Keys.DLQ_PREFIX,
+                self.ttl_seconds, json.dumps(error), *Keys.dlq_layout(),
                 DlqReason.INVALID.value, new_incarnation()]  # fmt: skip
         return int(self._create(keys=keys, args=args)) == 1
 
@@ -222,7 +270,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         keys = list(keys)
         for key in keys:
-            pipe.hget(Keys.job(key), "fingerprint")
+            pipe.hget(Keys.job(key), JobField.FINGERPRINT)
         return dict(zip(keys, pipe.execute(), strict=True))
 
     # -- reading ------------------------------------------------------------------
@@ -302,6 +350,7 @@ class JobStore:
         flag: tuple[str, float, str] | None = None,
         now: float | None = None,
         hold: bool = False,
+        detail: Mapping[str, Any] | None = None,
     ) -> Moved:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
 
@@ -315,10 +364,12 @@ class JobStore:
         of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
         in the same step; ``Moved.flagged`` says whether this move set it. ``hold``: the
         move precedes a POST, so it must be durable first (``held``; see ``_hold_after``).
+        ``detail`` (JSON-able) is kept as the ``detail`` object of the history entry the move
+        appends, for what the reason's words do not carry (e.g. ``{"status": 500}``).
         Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
         move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
-                    dlq_reason, version, flag)  # fmt: skip
+                    dlq_reason, version, flag, detail)  # fmt: skip
         keys, args = self._move_args(move, time.time() if now is None else now)
         reply, held = self._run_held(self._transition, keys, args, hold)
         outcome = self._outcome_of(move, reply)
@@ -378,9 +429,8 @@ class JobStore:
             return []
         when = time.time()
         args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.JOB_PREFIX,
-                           Keys.HISTORY_PREFIX, Keys.INDEX_PREFIX,
-                           HISTORY_LIMIT, Keys.PENDING_PREFIX, Keys.CLAIMED_PREFIX,
-                           Keys.DLQ_PREFIX, repr(now)]  # fmt: skip
+                           Keys.HISTORY_PREFIX, JobState.CONFIRMED.value, repr(now),
+                           *_LAYOUT_ARGS]  # fmt: skip
         for s in seen:
             args += [s.idempotency_key, s.state.value, str(s.version), s.ref,
                      f"seen in the listing as {s.ref}", s.provider_ref, _encode_field(s.entry),
@@ -405,19 +455,28 @@ class JobStore:
         if move.expect is not None:
             sources = sources & frozenset(move.expect)
         due, flag = move.due, move.flag
-        args: list[Any] = [
-            move.idempotency_key, move.target.value, " ".join(sorted(s.value for s in sources)),
-            repr(now), iso(now), move.reason, move.attempts,
-            self.ttl_seconds if move.target.terminal else 0, Keys.INDEX_PREFIX, HISTORY_LIMIT,
-            Keys.PENDING_PREFIX, "" if due is None else repr(due), "", "",
-            Keys.DLQ_PREFIX, move.dlq_reason.value if move.dlq_reason else "",
-            "" if move.version is None else str(move.version),
-            flag[0] if flag else "", int(flag[1] * 1000) if flag else 0, flag[2] if flag else "",
-        ]  # fmt: skip
-        if move.claim is not None:
-            args[12:14] = [Keys.CLAIMED_PREFIX, move.claim]
+        request: dict[str, Any] = {
+            "key": move.idempotency_key,
+            "target": move.target.value,
+            "sources": " ".join(sorted(s.value for s in sources)),
+            "now": repr(now),
+            "now_iso": iso(now),
+            "reason": move.reason,
+            "attempts": move.attempts,
+            "ttl": self.ttl_seconds if move.target.terminal else 0,
+            "due": "" if due is None else repr(due),
+            "claim": "" if move.claim is None else "1",
+            "claim_ref": move.claim or "",
+            "dlq_reason": move.dlq_reason.value if move.dlq_reason else "",
+            "version": "" if move.version is None else str(move.version),
+            "flag_key": flag[0] if flag else "",
+            "flag_ttl": int(flag[1] * 1000) if flag else 0,
+            "flag_value": flag[2] if flag else "",
+            "detail": _encode_detail(move.detail),
+        }
+        args: list[Any] = [*_LAYOUT_ARGS, *(request[name] for name in MOVE_REQUEST)]
         for name, value in (move.fields or {}).items():
-            args += [name, _encode_field(value)]
+            args += [str(name), _encode_field(value)]
         key = move.idempotency_key
         return [Keys.job(key), Keys.history(key), Keys.DUE], args
 
@@ -450,10 +509,18 @@ class JobStore:
         key = grant.idempotency_key
         move = Move(key, JobState.SUBMITTING, "POST attempt", expect=[JobState.QUEUED],
                     attempts="incr", due=now + lease,
-                    fields={"last_post_at": now, "in_flight_until": now + lease})  # fmt: skip
+                    fields={JobField.LAST_POST_AT: now,
+                            JobField.IN_FLIGHT_UNTIL: now + lease})  # fmt: skip
         keys, move_args = self._move_args(move, time.time())
         slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
-        args = [payload_of(grant), max_attempts, _encode_field(now), *slot_args, *move_args]
+        args = [
+            payload_of(grant),
+            max_attempts,
+            _encode_field(now),
+            JobState.QUEUED.value,
+            *slot_args,
+            *move_args,
+        ]
         reply, held = self._run_held(self._begin_post, keys, args, hold=True)
         outcome = reply[0]
         if outcome == "started" and not held:
@@ -498,7 +565,7 @@ class JobStore:
 
     def start_sweep(self, provider: str, token: str, due_by: float, lease: float) -> Sweep:
         """The start of a confirmation sweep of the provider, in one round trip (see
-        START_SWEEP): superseded, busy, or started, holding the lease for ``lease`` seconds."""
+        start_sweep.lua): superseded, busy, or started, holding the lease for ``lease`` seconds."""
         name, due, later, busy = self._start_sweep(
             keys=[Keys.confirming(provider), Keys.pending(provider, None), Keys.DUE,
                   Keys.sweeping(provider), Keys.sweep_wanted(provider)],
@@ -642,6 +709,13 @@ def payload_of(grant: CreditGrant) -> str:
 
 def _job_of(flat: list[str]) -> Job:
     return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)), [])
+
+
+def _encode_detail(detail: Mapping[str, Any] | None) -> str:
+    """A move's ``detail`` as the history entry keeps it: a JSON object, or '' for none."""
+    if detail is None:
+        return ""
+    return json.dumps(dict(detail), separators=(",", ":"), default=str)
 
 
 def _encode_field(value: Any) -> str:

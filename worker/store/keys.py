@@ -1,7 +1,14 @@
-"""Every Redis key name creditq's job store uses, spelled in one place."""
+"""Every Redis key name creditq uses, spelled in one place: the job store's (``Keys``) and the
+request budgets' (``BudgetKeys``).
+
+The Lua scripts (``worker/store/lua``) spell no key name or prefix: they are passed the
+names, or the prefixes they complete with what they read from a job (a provider, a
+customer, a state, a reason class), from here.
+"""
 
 from __future__ import annotations
 
+from worker.domain.grant import Provider
 from worker.domain.states import JobState
 
 PREFIX = "creditq"
@@ -55,14 +62,23 @@ class Keys:
     # The dead-letter queue: every rejected or dead job, by time, and by provider and by
     # reason class, so filtered listings stay range reads at 100,000 entries.
     DLQ_PREFIX = f"{PREFIX}:dlq:"
+    DLQ_ALL = f"{DLQ_PREFIX}all"
+    DLQ_BY_PROVIDER = f"{DLQ_PREFIX}provider:"  # the provider follows
+    DLQ_BY_REASON = f"{DLQ_PREFIX}reason:"  # the reason class follows
 
     @staticmethod
     def dlq(provider: str | None = None, reason: str | None = None) -> str:
         if provider is not None:
-            return f"{Keys.DLQ_PREFIX}provider:{provider}"
+            return f"{Keys.DLQ_BY_PROVIDER}{provider}"
         if reason is not None:
-            return f"{Keys.DLQ_PREFIX}reason:{reason}"
-        return f"{Keys.DLQ_PREFIX}all"
+            return f"{Keys.DLQ_BY_REASON}{reason}"
+        return Keys.DLQ_ALL
+
+    @staticmethod
+    def dlq_layout() -> list[str]:
+        """The DLQ sets as the scripts take them (``dlq.lua``): all, then the per-provider
+        and the per-reason prefixes."""
+        return [Keys.DLQ_ALL, Keys.DLQ_BY_PROVIDER, Keys.DLQ_BY_REASON]
 
     @staticmethod
     def learned_delay(provider: str) -> str:
@@ -108,3 +124,39 @@ class Keys:
 
     # Ledger entries an alarm was raised for: each is raised (and logged) once.
     ALARMED_REFS = f"{PREFIX}:alarmed"
+
+
+class BudgetKeys:
+    """The budget's Redis key names (``worker.budget``); all but the 429 total expire.
+
+    ``tat``: when the next slot opens (server microseconds), gone once in the past.
+    ``pause``: until when the fleet is paused, gone with the pause. ``strikes``: 429s in
+    a row for the backoff, deleted by a success, gone a grace after the pause.
+    ``rate_limited_total``: one integer. ``minute:<n>``: a hash per minute (``calls``,
+    ``s<second>``, ``rate_limited``, ``confirmed``), gone after an hour.
+    """
+
+    @staticmethod
+    def base(provider: Provider) -> str:
+        return f"{PREFIX}:budget:{provider.value}"
+
+    @staticmethod
+    def tat(provider: Provider) -> str:
+        return f"{BudgetKeys.base(provider)}:tat"
+
+    @staticmethod
+    def pause(provider: Provider) -> str:
+        return f"{BudgetKeys.base(provider)}:pause"
+
+    @staticmethod
+    def strikes(provider: Provider) -> str:
+        return f"{BudgetKeys.base(provider)}:strikes"
+
+    @staticmethod
+    def rate_limited_total(provider: Provider) -> str:
+        return f"{BudgetKeys.base(provider)}:rate_limited_total"
+
+    @staticmethod
+    def minute_prefix(provider: Provider) -> str:
+        """The scripts append the server's minute number (epoch seconds // 60)."""
+        return f"{BudgetKeys.base(provider)}:minute:"

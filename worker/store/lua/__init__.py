@@ -1,0 +1,77 @@
+"""creditq's Lua scripts, one per ``.lua`` file in this package, and the one loader for them.
+
+A script runs alone on the Redis server and cannot call another script, so a helper
+several scripts need (``move.lua``, ``dlq.lua``, ``budget_slot.lua``...) must be part of
+each script's text. Rather than concatenate strings in Python, a file names the helpers it
+calls in its header comment::
+
+    -- uses: move.lua, budget_slot.lua
+
+and ``source`` puts each helper (after the helpers *it* uses) once in front of the file's
+own text, in the order the header lists them. Helpers define ``local`` functions only, so
+the composed text is one Lua chunk whose helpers are in scope for the script below them.
+
+``script`` registers a composed script with a Redis client once per client and returns
+redis-py's ``Script``: calling it sends EVALSHA, and SCRIPT LOAD only when the server does
+not know the script yet (redis-py's own fallback), so each script's text crosses the wire
+once per server, not once per call.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import cache
+from importlib.resources import files
+from weakref import WeakKeyDictionary
+
+import redis
+from redis.commands.core import Script
+
+_USES = re.compile(r"^--\s*uses:\s*(.*)$")
+
+_registered: WeakKeyDictionary[redis.Redis, dict[str, Script]] = WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def script(client: redis.Redis, name: str) -> Script:
+    """``name`` (e.g. ``"transition.lua"``) registered with ``client``, once per client."""
+    with _lock:
+        scripts = _registered.setdefault(client, {})
+        if name not in scripts:
+            scripts[name] = client.register_script(source(name))
+        return scripts[name]
+
+
+@cache
+def source(name: str) -> str:
+    """The text Redis runs for ``name``: the helpers it uses, each once, then its own text."""
+    return "\n".join(text(part) for part in _composition(name, ()))
+
+
+@cache
+def text(name: str) -> str:
+    """One file's own text, as shipped in the package."""
+    return files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def uses(name: str) -> list[str]:
+    """The helpers a file's header names (``-- uses: a.lua, b.lua``), in that order."""
+    found: list[str] = []
+    for line in text(name).splitlines():
+        if not line.startswith("--"):
+            break  # the header ends with the first line that is not a comment
+        match = _USES.match(line)
+        if match:
+            found += [part.strip() for part in match.group(1).split(",") if part.strip()]
+    return found
+
+
+def _composition(name: str, path: tuple[str, ...]) -> list[str]:
+    """``name`` and every file it uses, helpers first, each once (depth first)."""
+    if name in path:
+        raise ValueError(f"Lua helpers use each other in a circle: {' -> '.join((*path, name))}")
+    order: list[str] = []
+    for helper in uses(name):
+        order += [part for part in _composition(helper, (*path, name)) if part not in order]
+    return [*order, name]

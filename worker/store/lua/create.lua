@@ -1,0 +1,67 @@
+-- create.lua: create a job in its initial state, or recognise the identical grant, in one
+-- step; a job created in the DLQ (a message that failed validation) is filed there too.
+-- uses: dlq.lua
+--
+-- KEYS[1] job_key          the job hash
+-- KEYS[2] history_key      the job's history list
+-- KEYS[3] index_key        the index of the initial state
+-- KEYS[4] due_key          the due index
+-- ARGV[1] fingerprint      the grant's fingerprint: the same one is a duplicate
+-- ARGV[2] grant            the grant as stored (JSON)
+-- ARGV[3] now              epoch seconds
+-- ARGV[4] now_iso          the same, ISO-8601
+-- ARGV[5] provider
+-- ARGV[6] customer_id
+-- ARGV[7] key              the idempotency key
+-- ARGV[8] state            the initial state
+-- ARGV[9] reason           for the first history entry
+-- ARGV[10] ttl             the retention TTL in seconds (0: keep; the job is due)
+-- ARGV[11] last_error      JSON ('' none)
+-- ARGV[12] dlq_all         the DLQ sets (dlq.lua)
+-- ARGV[13] dlq_by_provider
+-- ARGV[14] dlq_by_reason
+-- ARGV[15] dlq_reason      the reason class when the job starts in the DLQ, else ''
+-- ARGV[16] incarnation     the salt of the job's marker (grant.marker_for)
+-- Returns 1 created, 0 duplicate, -1 conflict (another grant holds the key).
+
+local job_key = KEYS[1]
+local history_key = KEYS[2]
+local index_key = KEYS[3]
+local due_key = KEYS[4]
+local fingerprint = ARGV[1]
+local grant = ARGV[2]
+local now = ARGV[3]
+local now_iso = ARGV[4]
+local provider = ARGV[5]
+local customer_id = ARGV[6]
+local key = ARGV[7]
+local state = ARGV[8]
+local reason = ARGV[9]
+local ttl = tonumber(ARGV[10])
+local last_error = ARGV[11]
+local layout = {dlq_all = ARGV[12], dlq_by_provider = ARGV[13], dlq_by_reason = ARGV[14]}
+local dlq_reason = ARGV[15]
+local incarnation = ARGV[16]
+
+local existing = redis.call('HGET', job_key, 'fingerprint')
+if existing then
+  if existing == fingerprint then return 0 end
+  return -1
+end
+redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
+  'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
+  'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation)
+if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
+if dlq_reason ~= '' then
+  redis.call('HSET', job_key, 'dlq_reason', dlq_reason)
+  dlq_add(layout, key, provider, dlq_reason, now, ttl)
+end
+redis.call('RPUSH', history_key, cjson.encode({at=now_iso, to=state, reason=reason, attempt=0}))
+redis.call('ZADD', index_key, now, key)
+if ttl > 0 then
+  redis.call('EXPIRE', job_key, ttl)
+  redis.call('EXPIRE', history_key, ttl)
+else
+  redis.call('ZADD', due_key, now, key)
+end
+return 1

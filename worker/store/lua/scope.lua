@@ -1,0 +1,14 @@
+-- scope.lua: the names of the per-provider and per-customer sets (pending jobs, claimed
+-- ledger entries), from the prefix Python passes and the provider and customer read from
+-- the job. A helper; worker/store/keys.py spells the same names (Keys.pending,
+-- Keys.claimed), and tests/unit/test_lua.py checks that the two agree.
+
+-- One customer's set: prefix, provider, ':', customer id.
+local function customer_scope(prefix, provider, customer_id)
+  return prefix .. provider .. ':' .. customer_id
+end
+
+-- The whole provider's set: prefix, provider.
+local function provider_scope(prefix, provider)
+  return prefix .. provider
+end

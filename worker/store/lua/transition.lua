@@ -1,0 +1,43 @@
+-- transition.lua: move a job to another state, if it is in one the move allows: the
+-- compare-and-set of JobStore.transition (move.lua does the work).
+-- uses: move.lua
+--
+-- KEYS[1] job_key       the job hash
+-- KEYS[2] history_key   the job's history list
+-- KEYS[3] due_key       the due index
+-- ARGV, in this order (move.lua reads them by these names and says what each holds):
+--   index_prefix      the key layout (MOVE_LAYOUT), the same for every move
+--   history_limit
+--   pending_prefix
+--   pending_states
+--   claimed_prefix
+--   dlq_all
+--   dlq_by_provider
+--   dlq_by_reason
+--   key               the move (MOVE_REQUEST)
+--   target
+--   sources
+--   now
+--   now_iso
+--   reason
+--   attempts
+--   ttl
+--   due
+--   claim
+--   claim_ref
+--   dlq_reason
+--   version
+--   flag_key
+--   flag_ttl
+--   flag_value
+--   detail
+--   field, value...   pairs to set on the job ('' deletes the field), to the end
+-- Returns {1, previous state, 1 if the move set the flag else 0}, {0, current state or ''}
+-- when refused, or {0, state, 'claimed'} when another job claimed the ledger entry.
+
+local job_key = KEYS[1]
+local history_key = KEYS[2]
+local due_key = KEYS[3]
+local layout, request = read_move(ARGV, 1)
+
+return move(job_key, history_key, due_key, layout, request)
