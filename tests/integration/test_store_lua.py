@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.unit.test_store import make_grant
+from tests.fixtures.grants import make_grant
 from worker.domain.states import DlqReason, JobState
 from worker.store.dlq import PurgeResult, purge
 from worker.store.jobs import JobStore, Seen

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_store import make_grant
+from tests.fixtures.grants import make_grant
 from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
 from worker.store.jobs import JobStore, Seen

@@ -17,6 +17,7 @@ import fakeredis
 import lupa.lua51
 import pytest
 
+from tests.fixtures.paths import ROOT
 from worker.domain.fields import JobField
 from worker.domain.grant import Provider
 from worker.domain.states import DlqReason, JobState
@@ -24,7 +25,6 @@ from worker.store import lua
 from worker.store.jobs import MOVE_LAYOUT, MOVE_REQUEST
 from worker.store.keys import Keys
 
-ROOT = Path(__file__).resolve().parents[2]
 LUA = Path(str(files("worker.store.lua")))
 NAMES = sorted(p.name for p in LUA.glob("*.lua"))
 # A helper defines functions for the scripts that use it; a script is what Redis runs.
