@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from enum import StrEnum
 
+from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
@@ -197,7 +198,7 @@ class Confirmer:
     def _youngest(self, found: set[str], jobs: Mapping[str, Job]) -> float | None:
         """How long the youngest accepted job a read confirmed had waited since its 2xx."""
         now = self.clock()
-        waited = [now - at for k in found if (at := jobs[k].number("submitted_at")) is not None]
+        waited = [now - at for k in found if (at := jobs[k].number(F.SUBMITTED_AT)) is not None]
         return min(waited) if waited else None
 
     def _waiting_jobs(self, keys: list[str]) -> tuple[dict[str, Job], dict[str, float | None]]:
@@ -247,7 +248,7 @@ class Confirmer:
             if job.state is not JobState.SUBMITTED:
                 continue  # an unknown outcome is the issue path's to resolve
             key = job.idempotency_key
-            waited = now - (job.number("submitted_at") or job.state_at)
+            waited = now - (job.number(F.SUBMITTED_AT) or job.state_at)
             if waited >= self.policy.confirm_deadline:
                 with suppress(TransitionRefused):
                     self.mover.move(

@@ -23,6 +23,7 @@ from contextlib import suppress
 from typing import Any
 
 from worker.domain.backoff import retry_delay
+from worker.domain.fields import JobField as F
 from worker.domain.grant import CreditGrant, Provider, check_idempotency_key
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
@@ -153,14 +154,14 @@ class Issuer:
         try:
             grant = job.grant()  # the stored payload, checked against today's rules
         except InvalidGrant as exc:
-            record = {"last_error": error_record(exc, self.clock())}
-            if job.number("first_post_at") is not None and job.state is JobState.SUBMITTING:
+            record = {F.LAST_ERROR: error_record(exc, self.clock())}
+            if job.number(F.FIRST_POST_AT) is not None and job.state is JobState.SUBMITTING:
                 # Stricter rules since its POST, whose outcome is not known: the credit may
                 # exist, so "invalid" would be a false end; a person settles it.
                 why = f"outcome unknown, and the stored grant fails today's rules: {exc}"
                 return self.mover.give_up(job, why, DlqReason.UNKNOWN, fields=record)
             return self.mover.give_up(job, f"invalid: {exc}", DlqReason.INVALID, fields=record)
-        if job.state is JobState.QUEUED and job.extra.get("reconcile_first"):
+        if job.state is JobState.QUEUED and job.extra.get(F.RECONCILE_FIRST):
             # Replayed from the DLQ after a POST that may have applied (a credit that
             # showed up late, an outcome never learned): the listing speaks first.
             now = self.clock()  # the replay starts a fresh wait for the listing to tell
@@ -168,10 +169,10 @@ class Issuer:
                 job,
                 JobState.SUBMITTING,
                 "replayed: check the listing first",
-                fields={"reconcile_first": None, "unknown_since": now},
+                fields={F.RECONCILE_FIRST: None, F.UNKNOWN_SINCE: now},
                 due=now,
             )
-            if job.number("submitted_at") is not None:
+            if job.number(F.SUBMITTED_AT) is not None:
                 return self._await_again(job)
         if job.state is JobState.QUEUED:
             return self._submit(job, grant)
@@ -186,7 +187,7 @@ class Issuer:
             job,
             JobState.SUBMITTED,
             "replayed: accepted before, waiting for the listing again",
-            fields={"submitted_at": now},
+            fields={F.SUBMITTED_AT: now},
             due=now,
             flag=(Keys.confirming(job.provider), self.policy.grace, sweep_marker(token, now)),
         )
@@ -213,7 +214,7 @@ class Issuer:
                 job,
                 str(exc),
                 DlqReason.CONFIGURATION,
-                fields={"last_error": error_record(exc, self.clock())},
+                fields={F.LAST_ERROR: error_record(exc, self.clock())},
             )
         except NoSlot as slot:
             self.mover.issue_later(job, slot.wait)
@@ -227,9 +228,9 @@ class Issuer:
                 f"POST attempt {attempt}",
                 attempts="incr",
                 fields={
-                    "first_post_at": job.number("first_post_at") or now,
-                    "last_post_at": now,
-                    "in_flight_until": now + self.policy.lease,
+                    F.FIRST_POST_AT: job.number(F.FIRST_POST_AT) or now,
+                    F.LAST_POST_AT: now,
+                    F.IN_FLIGHT_UNTIL: now + self.policy.lease,
                 },
                 due=now + self.policy.lease,
                 hold=True,
@@ -253,11 +254,11 @@ class Issuer:
             JobState.SUBMITTED,
             f"HTTP {result.status}{replayed}",
             fields={
-                "provider_ref": result.provider_ref,
-                "submitted_at": now,
-                "last_error": None,
-                "in_flight_until": None,
-                "outcome_unknown": None,
+                F.PROVIDER_REF: result.provider_ref,
+                F.SUBMITTED_AT: now,
+                F.LAST_ERROR: None,
+                F.IN_FLIGHT_UNTIL: None,
+                F.OUTCOME_UNKNOWN: None,
             },
             due=now + first_read,
             flag=(
@@ -275,8 +276,8 @@ class Issuer:
     ) -> Result:
         now = self.clock()
         record = error_record(err, now)
-        done = {"last_error": record, "in_flight_until": None}
-        unknown = bool(job.extra.get("outcome_unknown"))
+        done = {F.LAST_ERROR: record, F.IN_FLIGHT_UNTIL: None}
+        unknown = bool(job.extra.get(F.OUTCOME_UNKNOWN))
         if err.outcome is Outcome.PERMANENT and unknown:
             # An earlier try may have applied (a 409 on a Chargebee retry after a change, a
             # 400 after a 500): the refusal of this one says nothing of that one, and only
@@ -285,7 +286,7 @@ class Issuer:
                 job,
                 JobState.SUBMITTING,
                 f"refused, but an earlier try still unknown: {err}",
-                fields={**done, "listing_first": "1"},
+                fields={**done, F.LISTING_FIRST: "1"},
                 due=now + self.policy.settle,
             )
             self.mover.scheduler.issue(dict(job.grant_fields), self.policy.settle)
@@ -338,9 +339,9 @@ class Issuer:
             f"outcome unknown, reconcile in {wait:.1f}s: {err}",
             fields={
                 **done,
-                "outcome_unknown": "1",
-                "unknown_at": now,
-                "unknown_since": job.number("unknown_since") or now,
+                F.OUTCOME_UNKNOWN: "1",
+                F.UNKNOWN_AT: now,
+                F.UNKNOWN_SINCE: job.number(F.UNKNOWN_SINCE) or now,
             },
             due=now + wait,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
 from worker.domain.job import Job
 from worker.store.jobs import JobStore
@@ -67,7 +68,7 @@ class LearnedLag:
         votes = 0.0
         for found, missed in reads:
             young = [
-                j for j in missed if now - (j.number("submitted_at") or j.state_at) < self.ceiling
+                j for j in missed if now - (j.number(F.SUBMITTED_AT) or j.state_at) < self.ceiling
             ]
             if young:
                 votes += math.log(self.GROW)

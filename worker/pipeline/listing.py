@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import JobState
@@ -218,7 +219,7 @@ class ListingReader:
         )
 
     def pending(self, job: Job) -> PendingGrant:
-        since = job.number("first_post_at") or job.state_at
+        since = job.number(F.FIRST_POST_AT) or job.state_at
         return PendingGrant(
             job.idempotency_key,
             job.customer_id,
@@ -236,7 +237,7 @@ class ListingReader:
         seen = []
         for key, entry in found.items():
             job = jobs[key]
-            submitted_at = job.number("submitted_at") or job.number("first_post_at") or job.state_at
+            submitted_at = job.number(F.SUBMITTED_AT) or job.number(F.FIRST_POST_AT) or job.state_at
             created = entry.created_at.isoformat() if entry.created_at else None
             matched_by = "marker" if entry.marker else "amount and time"
             entry_json = {
@@ -264,7 +265,7 @@ class ListingReader:
                 log.info("not confirmed: %s", outcome)
                 continue
             confirmed.add(item.idempotency_key)
-            if job.state is JobState.SUBMITTED and (at := job.number("submitted_at")):
+            if job.state is JobState.SUBMITTED and (at := job.number(F.SUBMITTED_AT)):
                 accepted.append((at, item.visible_after))
             log.info(
                 "key=%s provider=%s %s -> confirmed attempt=%d: seen in the listing as %s",

@@ -8,16 +8,16 @@ line, taking a budget slot, putting work off to the broker, scheduling a sweep).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from worker.app.scheduler import Scheduler
 from worker.domain.backoff import retry_delay
+from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
@@ -25,6 +25,9 @@ from worker.errors import InvalidGrant, MissingCredentials, NoSlot, NotHeld, Pro
 from worker.pipeline.results import Result
 from worker.settings import Settings
 from worker.store.jobs import JobStore
+
+# What a move sets on the job: ``None`` deletes a field, non-strings are stored as JSON.
+Fields = Mapping[F, Any]
 
 log = logging.getLogger("creditq.pipeline")
 
@@ -194,7 +197,7 @@ class Mover:
         self.scheduler.issue(dict(job.grant_fields), delay)
 
     def give_up(
-        self, job: Job, reason: str, why: DlqReason, fields: Mapping[str, Any] | None = None
+        self, job: Job, reason: str, why: DlqReason, fields: Fields | None = None
     ) -> Result:
         """Into the DLQ for ``why``: ``rejected`` or ``dead`` (``DlqReason.end_state``)."""
         end = why.end_state
@@ -208,7 +211,7 @@ class Mover:
         reason: str,
         *,
         attempts: str = "keep",
-        fields: Mapping[str, Any] | None = None,
+        fields: Fields | None = None,
         due: float | None = None,
         claim: str | None = None,
         dlq: DlqReason | None = None,
@@ -224,7 +227,7 @@ class Mover:
             reason=reason,
             expect=[job.state],
             attempts=attempts,
-            fields=fields,
+            fields={str(name): value for name, value in (fields or {}).items()},
             due=due,
             claim=claim,
             dlq_reason=dlq,
@@ -232,24 +235,17 @@ class Mover:
             flag=flag,
             hold=hold,
         )
-        count = job.attempts + {"incr": 1, "decr": -1, "reset": -job.attempts}.get(attempts, 0)
+        now_as = moved.job
+        if now_as is None:  # the script always returns it; a store that did not is a bug
+            raise RuntimeError(f"the move of job {job.idempotency_key!r} returned no job")
         log.info(
             "key=%s provider=%s %s -> %s attempt=%d: %s",
             job.idempotency_key,
             job.provider,
             job.state.value,
             target.value,
-            count,
+            now_as.attempts,
             reason,
-        )
-        extra = dict(job.extra)  # what the move wrote, so the next move of this call sees it
-        for name, value in (fields or {}).items():
-            if value is None:
-                extra.pop(name, None)
-            else:
-                extra[name] = value if isinstance(value, str) else json.dumps(value, default=str)
-        now_as = replace(
-            job, state=target, attempts=max(count, 0), version=job.version + 1, extra=extra
         )
         if not moved.held:
             raise NotHeld(now_as)
@@ -272,7 +268,7 @@ class Mover:
             "not posted: the store did not hold the move in time "
             f"(disk or replicas); retry in {delay:.1f}s",
             attempts="decr",
-            fields={"in_flight_until": None},
+            fields={F.IN_FLIGHT_UNTIL: None},
             due=self.clock() + delay,
         )
         self.scheduler.issue(dict(job.grant_fields), delay)

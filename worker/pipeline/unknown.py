@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from worker.domain.fields import JobField as F
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
@@ -59,27 +60,27 @@ class Resolver:
         a read and a POST needing two slots can no longer chase each other for ever.
         """
         now = self.clock()
-        in_flight_until = job.number("in_flight_until")
+        in_flight_until = job.number(F.IN_FLIGHT_UNTIL)
         if in_flight_until is not None and now < in_flight_until:
             self.mover.issue_later(
                 job, in_flight_until - now
             )  # another delivery's POST is in flight
             return Result.POST_IN_FLIGHT
-        first_post = job.number("first_post_at")
+        first_post = job.number(F.FIRST_POST_AT)
         if first_post is None:
             return self.submit(job, grant)
         # When the last attempt ended: its answer, or (a worker killed mid-POST) its lease,
         # which outlasts any call (http.call_deadline_seconds is shorter).
         attempt_end = (
-            job.number("unknown_at")
+            job.number(F.UNKNOWN_AT)
             or in_flight_until
-            or job.number("last_post_at")
+            or job.number(F.LAST_POST_AT)
             or job.state_at
         )
-        unknown_since = job.number("unknown_since") or attempt_end
+        unknown_since = job.number(F.UNKNOWN_SINCE) or attempt_end
         if (
             grant.provider is Provider.CHARGEBEE
-            and not job.extra.get("listing_first")
+            and not job.extra.get(F.LISTING_FIRST)
             and job.attempts < self.policy.max_attempts
             and now - first_post < CHARGEBEE_REPLAY_WINDOW_SECONDS
         ):
@@ -122,7 +123,7 @@ class Resolver:
         customer's, filtered by time): a record lost early, or a proxy that drops the header,
         must not be all that stands between the customer and a second credit. The read is
         written down, so a retry waiting for its budget slot does not read again."""
-        if (job.number("listing_checked_at") or 0.0) < attempt_end:
+        if (job.number(F.LISTING_CHECKED_AT) or 0.0) < attempt_end:
             verdict = self._read_for(job, unknown_since)
             if not isinstance(verdict, Verdict):  # the task ends here
                 return verdict
@@ -130,7 +131,7 @@ class Resolver:
                 job,
                 JobState.SUBMITTING,
                 "not in the listing yet: retry with the same idempotency key",
-                fields={"listing_checked_at": self.clock()},
+                fields={F.LISTING_CHECKED_AT: self.clock()},
             )
         return self.submit(job, grant)
 
@@ -164,13 +165,13 @@ class Resolver:
         """The listing proved that no earlier try applied: record it, then POST (or, if the
         last answer was a refusal, let the refusal stand)."""
         cleared = {
-            "outcome_unknown": None,
-            "unknown_at": None,
-            "unknown_since": None,
-            "listing_first": None,
+            F.OUTCOME_UNKNOWN: None,
+            F.UNKNOWN_AT: None,
+            F.UNKNOWN_SINCE: None,
+            F.LISTING_FIRST: None,
         }
         error = job.last_error or {}
-        if job.extra.get("listing_first") and error.get("class") == Outcome.PERMANENT.value:
+        if job.extra.get(F.LISTING_FIRST) and error.get("class") == Outcome.PERMANENT.value:
             return self.mover.give_up(
                 job, f"refused: {error.get('message')}; {why}", DlqReason.REFUSED, fields=cleared
             )

@@ -114,6 +114,7 @@ class Moved:
     previous: JobState
     flagged: bool = False
     held: bool = True  # the move is on disk / on the replicas asked for (``hold``)
+    job: Job | None = None  # the job as the move left it (without history), from the script
 
 
 @dataclass(frozen=True)
@@ -486,7 +487,9 @@ class JobStore:
             if len(reply) > 2:
                 return EntryClaimed(move.idempotency_key, str(move.claim))
             return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
-        return Moved(JobState(reply[1]), bool(int(reply[2])))
+        after = reply[3] if len(reply) > 3 else None
+        job = Job.from_redis(dict(zip(after[::2], after[1::2], strict=True)), []) if after else None
+        return Moved(JobState(reply[1]), bool(int(reply[2])), job=job)
 
     def begin_post(
         self,

@@ -277,3 +277,32 @@ def test_a_key_spelled_like_another_jobs_history_is_a_job_of_its_own(store: JobS
     assert store.count_by_state() == {**dict.fromkeys([s.value for s in JobState], 0),
                                       "queued": 1, "submitting": 1}  # fmt: skip
     assert Keys.history("order-9") != Keys.job("order-9:history")
+
+
+def test_a_move_returns_the_job_as_the_script_left_it(store: JobStore) -> None:
+    """The pipeline goes on from the stored job, never from its own copy of what it wrote."""
+    g = make_grant("k1")
+    store.create(g)
+    moved = store.transition(
+        "k1",
+        JobState.SUBMITTING,
+        reason="POST attempt 1",
+        attempts="incr",
+        fields={"first_post_at": 12.5, "last_error": {"class": "ambiguous"}},
+    )
+    assert moved.job is not None
+    assert moved.job == store.get("k1", history=False)
+    assert (moved.job.state, moved.job.attempts, moved.job.version) == (JobState.SUBMITTING, 1, 1)
+    assert moved.job.number("first_post_at") == 12.5
+    assert moved.job.last_error == {"class": "ambiguous"}
+    again = store.transition(
+        "k1",
+        JobState.QUEUED,
+        reason="did not apply",
+        attempts="decr",
+        fields={"first_post_at": None},
+        version=1,
+    )
+    assert again.job is not None
+    assert (again.job.attempts, again.job.version) == (0, 2)
+    assert "first_post_at" not in again.job.extra

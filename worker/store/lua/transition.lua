@@ -32,7 +32,8 @@
 --   flag_value
 --   detail
 --   field, value...   pairs to set on the job ('' deletes the field), to the end
--- Returns {1, previous state, 1 if the move set the flag else 0}, {0, current state or ''}
+-- Returns {1, previous state, 1 if the move set the flag else 0, the job's hash as it now
+-- stands (HGETALL)}, {0, current state or ''}
 -- when refused, or {0, state, 'claimed'} when another job claimed the ledger entry.
 
 local job_key = KEYS[1]
@@ -40,4 +41,9 @@ local history_key = KEYS[2]
 local due_key = KEYS[3]
 local layout, request = read_move(ARGV, 1)
 
-return move(job_key, history_key, due_key, layout, request)
+local result = move(job_key, history_key, due_key, layout, request)
+if result[1] == 1 then
+  -- the job as this move left it: the caller goes on from it, not from a copy of its own
+  result[#result + 1] = redis.call('HGETALL', job_key)
+end
+return result
