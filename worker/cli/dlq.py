@@ -7,6 +7,7 @@ anything is read or written, and a key that could not be handled makes the exit 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Annotated, Any
@@ -142,11 +143,13 @@ def show(
     ):  # fmt: skip
         fields.add_row(name, value)
     out.print(fields)
-    history = Table("at", "from", "to", "attempt", "reason", title="history")
+    history = Table("at", "from", "to", "attempt", "reason", "detail", title="history")
     for entry in job.history:
-        history.add_row(str(entry.get("at", "")), str(entry.get("from", "")),
-                        str(entry.get("to", "")), str(entry.get("attempt", "")),
-                        str(entry.get("reason", "")))  # fmt: skip
+        detail = entry.get("detail")
+        cells = (entry.get(name, "") for name in ("at", "from", "to", "attempt", "reason"))
+        history.add_row(
+            *map(str, cells), json.dumps(detail, separators=(",", ":")) if detail else ""
+        )
     out.print(history)
 
 

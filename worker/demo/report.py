@@ -4,7 +4,6 @@ history), and the credits the sandbox's ledger holds for it."""
 from __future__ import annotations
 
 import collections
-import re
 
 from rich import box
 from rich.console import Console
@@ -16,19 +15,22 @@ from worker.demo.scenario import (
 )
 from worker.domain.job import Job
 from worker.domain.states import JobState
+from worker.errors import Outcome
 from worker.sandbox import Sandbox
 from worker.store.jobs import JobStore
 
 
 def what_happened(job: Job) -> str:
-    """The faults a job met and how each was resolved, from its history, in a few words."""
+    """The faults a job met and how each was resolved, in a few words, from the structured
+    detail of its history (``Mover.move(detail=...)``): a failed call's outcome class and
+    HTTP status, None when no answer came."""
     notes = []
     for entry, after in zip(job.history, [*job.history[1:], {}], strict=True):
-        reason = str(entry.get("reason", ""))
-        if not reason.startswith(("outcome unknown", "not applied")):
+        detail = entry.get("detail") or {}
+        if detail.get("outcome") not in (Outcome.AMBIGUOUS, Outcome.NOT_APPLIED):
             continue
-        status = re.search(r"HTTP (\d{3})", reason)
-        fault = status.group(1) if status else "timeout" if "no response" in reason else "error"
+        status = detail.get("status")
+        fault = "timeout" if status is None else str(status)
         then = "found in listing" if after.get("to") == JobState.CONFIRMED else "retried"
         notes.append(f"{fault}, {then}")
     return "; ".join(notes)

@@ -39,7 +39,7 @@ from worker.errors import (
 )
 from worker.pipeline.confirm import Confirmer
 from worker.pipeline.lag import LearnedLag
-from worker.pipeline.mover import Mover, error_record
+from worker.pipeline.mover import Mover, error_detail, error_record
 from worker.pipeline.results import Result
 from worker.pipeline.unknown import Resolver
 from worker.providers.base import ProviderClient
@@ -253,6 +253,7 @@ class Issuer:
             job,
             JobState.SUBMITTED,
             f"HTTP {result.status}{replayed}",
+            detail={"status": result.status, "replayed": result.replayed},
             fields={
                 F.PROVIDER_REF: result.provider_ref,
                 F.SUBMITTED_AT: now,
@@ -277,6 +278,7 @@ class Issuer:
         now = self.clock()
         record = error_record(err, now)
         done = {F.LAST_ERROR: record, F.IN_FLIGHT_UNTIL: None}
+        said = error_detail(err)  # the history entry's detail: what the answer was
         unknown = bool(job.extra.get(F.OUTCOME_UNKNOWN))
         if err.outcome is Outcome.PERMANENT and unknown:
             # An earlier try may have applied (a 409 on a Chargebee retry after a change, a
@@ -287,6 +289,7 @@ class Issuer:
                 JobState.SUBMITTING,
                 f"refused, but an earlier try still unknown: {err}",
                 fields={**done, F.LISTING_FIRST: "1"},
+                detail=said,
                 due=now + self.policy.settle,
             )
             self.mover.scheduler.issue(dict(job.grant_fields), self.policy.settle)
@@ -295,10 +298,12 @@ class Issuer:
             # Our side cannot send it (a key no header may carry): dead until fixed, then
             # replayable; the grant itself was never refused.
             return self.mover.give_up(
-                job, f"configuration: {err}", DlqReason.CONFIGURATION, fields=done
+                job, f"configuration: {err}", DlqReason.CONFIGURATION, fields=done, detail=said
             )
         if err.outcome is Outcome.PERMANENT:
-            return self.mover.give_up(job, f"refused: {err}", DlqReason.REFUSED, fields=done)
+            return self.mover.give_up(
+                job, f"refused: {err}", DlqReason.REFUSED, fields=done, detail=said
+            )
         if err.outcome is Outcome.NOT_APPLIED:
             rate_limited = err.status == 429
             wait = err.retry_after
@@ -307,7 +312,11 @@ class Issuer:
                 wait = budget.pause_after_429(err.retry_after)  # the whole fleet holds off
             if not rate_limited and not unknown and attempt >= self.policy.max_attempts:
                 return self.mover.give_up(
-                    job, f"attempts exhausted; last: {err}", DlqReason.EXHAUSTED, fields=done
+                    job,
+                    f"attempts exhausted; last: {err}",
+                    DlqReason.EXHAUSTED,
+                    fields=done,
+                    detail=said,
                 )
             delay = retry_delay(
                 attempt,
@@ -329,6 +338,7 @@ class Issuer:
                 attempts="decr" if rate_limited else "keep",
                 fields=done,
                 due=now + delay,
+                detail=said,
             )
             self.mover.scheduler.issue(dict(job.grant_fields), delay)
             return Result.OUTCOME_UNKNOWN if unknown else Result.RETRY
@@ -344,6 +354,7 @@ class Issuer:
                 F.UNKNOWN_SINCE: job.number(F.UNKNOWN_SINCE) or now,
             },
             due=now + wait,
+            detail=said,
         )
         self.mover.scheduler.issue(dict(job.grant_fields), wait)
         return Result.OUTCOME_UNKNOWN

@@ -115,6 +115,13 @@ def error_record(err: Failure, now: float) -> dict[str, Any]:
     return {"class": kind, "status": None, "message": str(err), "at": iso(now)}
 
 
+def error_detail(err: ProviderError) -> dict[str, Any]:
+    """What a history entry keeps of a failed call, for readers that must not parse the
+    reason's words (the demo's report, an operator's tools): the outcome class the error
+    table gave it and the HTTP status (None: no response at all)."""
+    return {"outcome": err.outcome.value, "status": err.status}
+
+
 class Mover:
     """The store, the broker and the budgets, as every part of the pipeline uses them."""
 
@@ -197,11 +204,16 @@ class Mover:
         self.scheduler.issue(dict(job.grant_fields), delay)
 
     def give_up(
-        self, job: Job, reason: str, why: DlqReason, fields: Fields | None = None
+        self,
+        job: Job,
+        reason: str,
+        why: DlqReason,
+        fields: Fields | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Result:
         """Into the DLQ for ``why``: ``rejected`` or ``dead`` (``DlqReason.end_state``)."""
         end = why.end_state
-        self.move(job, end, reason, dlq=why, fields=fields)
+        self.move(job, end, reason, dlq=why, fields=fields, detail=detail)
         return Result.REJECTED if end is JobState.REJECTED else Result.DEAD
 
     def move(
@@ -217,10 +229,12 @@ class Mover:
         dlq: DlqReason | None = None,
         flag: tuple[str, float, str] | None = None,
         hold: bool = False,
+        detail: Mapping[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """One compare-and-set from the job exactly as it was read (its version), and its
         log line. Returns the job as it now stands and whether ``flag`` was set. ``hold``:
-        the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable."""
+        the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable.
+        ``detail`` goes into the history entry, structured, beside the reason's words."""
         moved = self.store.transition(
             job.idempotency_key,
             target,
@@ -234,6 +248,7 @@ class Mover:
             version=job.version,
             flag=flag,
             hold=hold,
+            detail=detail,
         )
         now_as = moved.job
         if now_as is None:  # the script always returns it; a store that did not is a bug
