@@ -27,6 +27,8 @@ by the same scripts and expiring after an hour, so memory stays bounded.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +49,10 @@ STREAK_GRACE_SECONDS = 120
 # Minute buckets live a little over an hour: "last hour" sums the last 60 of them.
 BUCKET_TTL_SECONDS = 3720
 HOUR_MINUTES = 60
+# A success ends a 429 streak with one DEL, sent at most this often per process (and at once
+# after this process saw a 429): shorter than the 60 s pause, the only pause a streak
+# lengthens, so every streak that matters is ended by the first success after it.
+SUCCESS_RESET_SECONDS = 30.0
 
 _US = 1_000_000
 
@@ -76,6 +82,8 @@ class ProviderBudget:
         self.per_minute = per_minute
         self.interval_us = round(60 * _US / (per_minute * headroom))
         self._clock = clock
+        self._reset_at = -math.inf  # when this process last ended a streak (monotonic)
+        self._saw_429 = False
         self._acquire = lua.script(client, "budget_acquire.lua")
         self._reserve = lua.script(client, "budget_reserve.lua")
         self._pause = lua.script(client, "budget_pause.lua")
@@ -147,10 +155,20 @@ class ProviderBudget:
         ``record_success`` or ``STREAK_GRACE_SECONDS`` after the pause ends.
         """
         length = "" if retry_after is None else str(round(max(retry_after, 0.0) * _US))
+        self._saw_429 = True
         return self._run_pause("429", length)[1]
 
     def record_success(self) -> None:
-        """A call went through: the next 429 starts a new backoff streak."""
+        """A call went through: the next 429 starts a new backoff streak (60 s again).
+
+        Called after every answered call, so it must not cost every call a Redis write: it
+        deletes the fleet's strike count at most every ``SUCCESS_RESET_SECONDS`` from one
+        process, and at once after this process's own 429.
+        """
+        now = time.monotonic()
+        if not self._saw_429 and now - self._reset_at < SUCCESS_RESET_SECONDS:
+            return
+        self._saw_429, self._reset_at = False, now
         self.redis.delete(BudgetKeys.strikes(self.provider))
 
     def record_confirmed(self, n: int = 1) -> None:

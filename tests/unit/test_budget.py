@@ -203,3 +203,46 @@ def test_budgets_follow_the_settings(
 def test_a_budget_needs_at_least_one_call_per_minute(fake_redis: fakeredis.FakeRedis) -> None:
     with pytest.raises(ValueError, match="chargebee"):
         ProviderBudget(fake_redis, Provider.CHARGEBEE, 0)
+
+
+def test_a_success_costs_a_redis_write_only_now_and_then(
+    fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answered call reports success; one DEL per SUCCESS_RESET_SECONDS per process
+    (and one at once after its own 429) is what that costs Redis."""
+    import worker.budget as budget_module
+
+    now = [1000.0]
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: now[0])
+    budget = ProviderBudget(fake_redis, Provider.INVETERATE, 600)
+    deletes: list[str] = []
+    real_delete = fake_redis.delete
+    monkeypatch.setattr(fake_redis, "delete", lambda *k: deletes.extend(k) or real_delete(*k))
+    for _ in range(100):
+        budget.record_success()
+    assert len(deletes) == 1
+    now[0] += budget_module.SUCCESS_RESET_SECONDS
+    budget.record_success()
+    assert len(deletes) == 2
+    budget.pause_after_429(None)
+    budget.record_success()  # its own 429: the streak ends with the next success, at once
+    assert len(deletes) == 3
+
+
+def test_a_streak_started_elsewhere_ends_with_a_success_here(
+    fake_redis: fakeredis.FakeRedis, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's 429s are ended by this worker's next success once the throttle
+    allows, which is always before a streak's 60 s pause has run out."""
+    import worker.budget as budget_module
+
+    now = [1000.0]
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: now[0])
+    elsewhere = ProviderBudget(fake_redis, Provider.INVETERATE, 600, clock=clock)
+    here = ProviderBudget(fake_redis, Provider.INVETERATE, 600, clock=clock)
+    here.record_success()  # a success before the streak
+    assert elsewhere.pause_after_429(None) == DEFAULT_PAUSE_SECONDS
+    clock.advance(DEFAULT_PAUSE_SECONDS)
+    now[0] += DEFAULT_PAUSE_SECONDS
+    here.record_success()  # the pause is over and this call went through
+    assert elsewhere.pause_after_429(None) == DEFAULT_PAUSE_SECONDS  # not 120: a new streak

@@ -244,7 +244,9 @@ class Issuer:
         try:
             result = self.clients(grant.provider).submit(grant, job.marker)
         except ProviderError as err:
+            self.mover.answered(grant.provider, err.status)
             return self._after_error(job, grant, err, job.attempts)
+        self.mover.answered(grant.provider)
         now = self.clock()
         replayed = " (replayed by the provider)" if result.replayed else ""
         first_read = self.lag.delay(grant.provider)

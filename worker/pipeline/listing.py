@@ -128,6 +128,7 @@ class ListingReader:
             window=self.window,
             page_size=page,
         )
+        self.mover.answered(provider)
         if everyone is not None and self._needs_everyone(read.entries, pending, targets):
             jobs = everyone()
             pending = {key: self.pending(job) for key, job in jobs.items()}

@@ -87,6 +87,8 @@ class Budget(Protocol):
 
     def pause_after_429(self, retry_after: float | None) -> float: ...
 
+    def record_success(self) -> None: ...
+
     def record_confirmed(self, n: int = 1) -> None: ...
 
     def slot_request(self) -> tuple[list[str], list[str | int]]: ...
@@ -160,6 +162,14 @@ class Mover:
         )
         log.warning("listing read failed provider=%s: %s; again in %.1fs", provider, err, delay)
         return delay
+
+    def answered(self, provider: Provider | str, status: int | None = 200) -> None:
+        """A call to ``provider`` was answered: any answer but a 429 ends a 429 streak
+        (``ProviderBudget.record_success``), so the next 429 pauses the fleet 60 s again,
+        not the doubled pause of a streak long over."""
+        budget = self.budgets(Provider(provider))
+        if budget is not None and status is not None and status != 429:
+            budget.record_success()
 
     def spend(self, provider: Provider) -> None:
         budget = self.budgets(provider)

@@ -646,3 +646,21 @@ def test_a_listing_of_many_pages_is_read_to_its_end_at_the_real_budget(store: Jo
     job = world.store.get("g1")
     assert job is not None and job.state is JobState.CONFIRMED, job.history
     assert inv.submits == 1 and inv.reads <= 12, inv.reads
+
+
+def test_a_post_that_goes_through_after_429s_ends_the_fleets_streak(world: World) -> None:
+    """Two 429s in a row would double the next pause; the 2xx after them ends the streak,
+    so a 429 much later pauses the fleet for the first step again."""
+    from worker.budget import ProviderBudget
+    from worker.store.keys import BudgetKeys
+
+    slots = ProviderBudget(world.store.redis, Provider.INVETERATE, 6000, clock=world.clock)
+    world.pipeline.mover.budgets = lambda p: slots if p is Provider.INVETERATE else None
+    inv = world.providers[Provider.INVETERATE]
+    inv.script = ["rate_limited"] * 2
+    strikes = BudgetKeys.strikes(Provider.INVETERATE)
+    world.store.create(CreditGrant.parse(message()))
+    world.scheduler.issue(message(), 0.0)
+    world.run(until=lambda: state(world, "g1") is JobState.SUBMITTED)
+    assert inv.submits == 3 and inv.reads == 0  # the 2xx itself, before any listing read
+    assert world.store.redis.get(strikes) is None
