@@ -74,10 +74,15 @@ from worker.store.jobs import JobStore  # noqa: E402
 TIMINGS = {k: v for k, v in FAST.items() if not k.endswith("_RATE_LIMIT_PER_MINUTE")}
 SANDBOX_RATE_LIMIT, SANDBOX_RATE_WINDOW = 150, 60.0
 # Every case starts from these sandbox options, plus its own.
-BASE_OPTIONS: dict[str, Any] = {"lag": 0.0, "latency": 0.0, "page_size": None,
-                                "echo_notes": True, "oldest_first": False,
-                                "rate_limit": SANDBOX_RATE_LIMIT,
-                                "rate_window": SANDBOX_RATE_WINDOW}  # fmt: skip
+BASE_OPTIONS: dict[str, Any] = {
+    "lag": 0.0,
+    "latency": 0.0,
+    "page_size": None,
+    "echo_notes": True,
+    "oldest_first": False,
+    "rate_limit": SANDBOX_RATE_LIMIT,
+    "rate_window": SANDBOX_RATE_WINDOW,
+}
 WORKERS, CONCURRENCY = 2, 8
 HONEST_DLQ = {"outcome_unknown", "exhausted", "refused"}  # reasons that may hold no credit
 REPLAY_READS_MAX = 5  # listing reads per job after a DLQ replay: a handful, not a loop
@@ -130,8 +135,14 @@ class Observer:
 
         plan.draw = observed  # type: ignore[method-assign]
 
-    def at(self, provider: str, operation: str, customer_id: str, nth: int,
-           action: Callable[[], object]) -> None:  # fmt: skip
+    def at(
+        self,
+        provider: str,
+        operation: str,
+        customer_id: str,
+        nth: int,
+        action: Callable[[], object],
+    ) -> None:
         """Run ``action`` when the ``nth`` such call arrives."""
         with self._lock:
             self._hooks[(provider, operation, customer_id, nth)] = action
@@ -177,15 +188,24 @@ class Result:
 
     def row(self) -> list[str]:
         note = "; ".join(self.problems + self.notes)
-        return [self.name, ", ".join(self.keys), ", ".join(self.credits), self.states,
-                str(self.posts), str(self.reads), self.verdict, note]  # fmt: skip
+        return [
+            self.name,
+            ", ".join(self.keys),
+            ", ".join(self.credits),
+            self.states,
+            str(self.posts),
+            str(self.reads),
+            self.verdict,
+            note,
+        ]
 
 
 class Bench:
     """The shared parts of a run, and what every case does with them."""
 
-    def __init__(self, redis_url: str, sandbox: Sandbox, env: dict[str, str], quick: bool,
-                 deadline: float) -> None:  # fmt: skip
+    def __init__(
+        self, redis_url: str, sandbox: Sandbox, env: dict[str, str], quick: bool, deadline: float
+    ) -> None:
         self.url = redis_url
         self.sandbox = sandbox
         self.env = env
@@ -203,8 +223,9 @@ class Bench:
     # life cycle
 
     def start(self) -> None:
-        self.workers = [start_worker(self.procs, self.env, f"w{i}", CONCURRENCY, "INFO")
-                        for i in range(WORKERS)]  # fmt: skip
+        self.workers = [
+            start_worker(self.procs, self.env, f"w{i}", CONCURRENCY, "INFO") for i in range(WORKERS)
+        ]
         start_beat(self.procs, self.env)
         warm_up(self.store, self.app, "adversarial")
 
@@ -219,8 +240,10 @@ class Bench:
                 proc.wait()
         self.restarts += 1
         self.flush()
-        self.workers = [start_worker(self.procs, self.env, f"w{i}.{self.restarts}", CONCURRENCY,
-                                     "INFO") for i in range(WORKERS)]  # fmt: skip
+        self.workers = [
+            start_worker(self.procs, self.env, f"w{i}.{self.restarts}", CONCURRENCY, "INFO")
+            for i in range(WORKERS)
+        ]
         warm_up(self.store, self.app, f"adversarial-{self.restarts}")
 
     def busy(self) -> int:
@@ -250,8 +273,9 @@ class Bench:
 
     def flush(self) -> None:
         """Everything goes but kombu's queue bindings (see the module docstring)."""
-        bindings = {key: self.client.smembers(key)
-                    for key in self.client.scan_iter("_kombu.binding.*")}  # fmt: skip
+        bindings = {
+            key: self.client.smembers(key) for key in self.client.scan_iter("_kombu.binding.*")
+        }
         with self.client.pipeline() as pipe:
             pipe.flushdb()
             for key, members in bindings.items():
@@ -269,10 +293,12 @@ class Bench:
 
     # what cases do
 
-    def enqueue(self, key: str, provider: str, customer: str, amount: str,
-                note: str = "adversarial case") -> Job:  # fmt: skip
-        grant = CreditGrant(idempotency_key=key, provider=provider, customer_id=customer,
-                            amount=amount, note=note)  # fmt: skip
+    def enqueue(
+        self, key: str, provider: str, customer: str, amount: str, note: str = "adversarial case"
+    ) -> Job:
+        grant = CreditGrant(
+            idempotency_key=key, provider=provider, customer_id=customer, amount=amount, note=note
+        )
         return enqueue(grant, store=self.store, app=self.app).job
 
     def job(self, key: str) -> Job | None:
@@ -305,9 +331,12 @@ class Bench:
 
         def failed() -> bool:
             job = self.store.get(key, history=False)
-            return job is not None and (bool(job.extra.get("outcome_unknown"))
-                                        or job.attempts >= 2 or job.state.terminal
-                                        or job.state is JobState.SUBMITTED)  # fmt: skip
+            return job is not None and (
+                bool(job.extra.get("outcome_unknown"))
+                or job.attempts >= 2
+                or job.state.terminal
+                or job.state is JobState.SUBMITTED
+            )
 
         return bool(wait_until(failed, timeout, interval=0.01))
 
@@ -376,8 +405,9 @@ def livelock(b: Bench) -> Story:
     applied one shows, the others wait for a witness until the DLQ; two ordinary grants
     then confirm, and the DLQ is replayed at the default budget. Reads per job must stay a
     handful: a read and a POST must not chase each other's budget slots for ever."""
-    targets = [("lv-m0", "error_after")] + [(f"lv-m{i}", "error_before")
-                                            for i in range(1, 2 if b.quick else 3)]  # fmt: skip
+    targets = [("lv-m0", "error_after")] + [
+        (f"lv-m{i}", "error_before") for i in range(1, 2 if b.quick else 3)
+    ]
     keys = [f"livelock-{i}-{kind}" for i, (_, kind) in enumerate(targets)]
     members = dict(zip(keys, (m for m, _ in targets), strict=True))
     for member, kind in targets:
@@ -399,20 +429,24 @@ def livelock(b: Bench) -> Story:
         if before[key] > limit:
             story.problems.append(f"{key}: {before[key]} reads before the DLQ (limit {limit})")
         if after[key] > REPLAY_READS_MAX:
-            story.problems.append(f"{key}: {after[key]} reads after the replay "
-                                  f"(limit {REPLAY_READS_MAX})")  # fmt: skip
-    story.notes.append(f"{len(dead)} in the DLQ, {len(replayed)} replayed; reads per job "
-                       f"before DLQ {list(before.values())}, after replay "
-                       f"{list(after.values())}; POSTs per job "
-                       f"{[b.posts('inveterate', members[k]) for k in keys]}")  # fmt: skip
+            story.problems.append(
+                f"{key}: {after[key]} reads after the replay (limit {REPLAY_READS_MAX})"
+            )
+    story.notes.append(
+        f"{len(dead)} in the DLQ, {len(replayed)} replayed; reads per job "
+        f"before DLQ {list(before.values())}, after replay "
+        f"{list(after.values())}; POSTs per job "
+        f"{[b.posts('inveterate', members[k]) for k in keys]}"
+    )
     return story
 
 
 def lag_past_settle(b: Bench) -> Story:
     """Applied, listed only 6 s later (settle is 3 s), answered 500: no second POST."""
     key, member = "lag-1", "lag-m"
-    b.sandbox.fail_next("lagged", provider="inveterate", lag=6, then="error_after",
-                        customer_id=member)  # fmt: skip
+    b.sandbox.fail_next(
+        "lagged", provider="inveterate", lag=6, then="error_after", customer_id=member
+    )
     b.enqueue(key, "inveterate", member, "21.00")
     b.wait_terminal([key])
     story = Story([key], {key: CONFIRMED})
@@ -428,8 +462,9 @@ def persons_credit(variant: str) -> Case:
     def case(b: Bench) -> Story:
         provider = "chargebee" if variant == "chargebee" else "inveterate"
         key, member, amount = f"person-{variant}", f"person-{variant}-m", "15.00"
-        b.sandbox.fail_next("error_before", provider=provider, operation="submit",
-                            customer_id=member)  # fmt: skip
+        b.sandbox.fail_next(
+            "error_before", provider=provider, operation="submit", customer_id=member
+        )
         made: list[str] = []
 
         def person() -> None:
@@ -453,10 +488,15 @@ def persons_credit(variant: str) -> Case:
         story.keys += b.witnesses(provider, f"pc-{variant}")
         b.wait_terminal([key])
         job = b.job(key)
-        story.notes.append(f"person's credit {', '.join(made) or 'NOT MADE'}; "
-                           f"{b.posts(provider, member)} POSTs for the member"
-                           + (f"; confirmed by {json.loads(job.extra['provider_entry'])['ref']}"
-                              if job and "provider_entry" in job.extra else ""))  # fmt: skip
+        story.notes.append(
+            f"person's credit {', '.join(made) or 'NOT MADE'}; "
+            f"{b.posts(provider, member)} POSTs for the member"
+            + (
+                f"; confirmed by {json.loads(job.extra['provider_entry'])['ref']}"
+                if job and "provider_entry" in job.extra
+                else ""
+            )
+        )
         if not made:
             story.problems.append("the person's credit was never written")
         return story
@@ -470,15 +510,17 @@ def copied_marker(b: Bench) -> Story:
     job's POST failed before applying: never its confirmation, an alarm instead. And a
     grant whose note quotes a marker is refused at enqueue."""
     key, member = "copy-1", "copy-m"
-    b.sandbox.fail_next("error_before", provider="inveterate", operation="submit",
-                        customer_id=member)  # fmt: skip
+    b.sandbox.fail_next(
+        "error_before", provider="inveterate", operation="submit", customer_id=member
+    )
 
     def copy() -> None:
         job = b.job(key)
         assert job is not None
         marker = job.to_json()["marker"]
-        b.sandbox.add_credit("inveterate", member, "70.00",
-                             note=f"refund per ticket 4411 [{marker}]")  # fmt: skip
+        b.sandbox.add_credit(
+            "inveterate", member, "70.00", note=f"refund per ticket 4411 [{marker}]"
+        )
 
     b.observer.at("inveterate", "submit", member, 1, copy)
     job = b.enqueue(key, "inveterate", member, "7.00")
@@ -506,8 +548,9 @@ def deep_listing(b: Bench) -> Story:
     """Chargebee: applied then 500; 130 newer admin credits of other customers, and the
     idempotency record gone, before the retry: the listing has to find it, deep down."""
     key, customer = "deep-1", "deep-c"
-    b.sandbox.fail_next("error_after", provider="chargebee", operation="submit",
-                        customer_id=customer)  # fmt: skip
+    b.sandbox.fail_next(
+        "error_after", provider="chargebee", operation="submit", customer_id=customer
+    )
 
     def bury() -> None:
         for i in range(13):
@@ -533,8 +576,9 @@ def oldest_first(b: Bench) -> Story:
     after applying."""
     key, member = "oldest-1", "oldest-m"
     b.sandbox.add_credit("inveterate", member, "5.00", note="loyalty top-up", count=20)
-    b.sandbox.fail_next("error_after", provider="inveterate", operation="submit",
-                        customer_id=member)  # fmt: skip
+    b.sandbox.fail_next(
+        "error_after", provider="inveterate", operation="submit", customer_id=member
+    )
     b.enqueue(key, "inveterate", member, "5.00")
     b.wait_terminal([key])
     return Story([key], {key: CONFIRMED})
@@ -544,8 +588,9 @@ def slow_answer(b: Bench) -> Story:
     """The POST applies and its answer trickles for 30 s, every read quicker than the 1 s
     timeout: the call's overall deadline must end it, and nothing POSTs again meanwhile."""
     key, member = "slow-1", "slow-m"
-    b.sandbox.fail_next("trickle", provider="inveterate", operation="submit", hold=30,
-                        customer_id=member)  # fmt: skip
+    b.sandbox.fail_next(
+        "trickle", provider="inveterate", operation="submit", hold=30, customer_id=member
+    )
     b.enqueue(key, "inveterate", member, "31.00")
     b.wait_terminal([key], max(b.deadline, 30) + 30)
     story = Story([key], {key: CONFIRMED})
@@ -571,8 +616,9 @@ def refusal_after_unknown(b: Bench) -> Story:
     """Chargebee: applied then 500; before the retry the record is gone and the customer
     refused (400): the earlier try applied, so the listing confirms it, no rejection."""
     key, customer = "refuse-1", "refuse-c"
-    b.sandbox.fail_next("error_after", provider="chargebee", operation="submit",
-                        customer_id=customer)  # fmt: skip
+    b.sandbox.fail_next(
+        "error_after", provider="chargebee", operation="submit", customer_id=customer
+    )
 
     def refuse() -> None:
         b.sandbox.expire_idempotency()
@@ -627,10 +673,15 @@ def _crash_durable_store(b: Bench, story: Story, durable: EmbeddedRedis) -> Stor
     env = {k: v for k, v in b.env.items() if k != "CREDITQ_ALLOW_VOLATILE_REDIS"}
     env["CREDITQ_REDIS_URL"] = durable.url
     first, queued = (
-        CreditGrant(idempotency_key=key, provider="inveterate", customer_id="lost-m",
-                    amount=amount, note="lost redis")
+        CreditGrant(
+            idempotency_key=key,
+            provider="inveterate",
+            customer_id="lost-m",
+            amount=amount,
+            note="lost redis",
+        )
         for key, amount in zip(story.keys, ("10.00", "11.00"), strict=True)
-    )  # fmt: skip
+    )
     worker = start_worker(b.procs, env, "durable", 2, "INFO")
     enqueue(first, store=store, app=app)
     if not wait_until(lambda: _state(store, first.idempotency_key) == "confirmed", 60):
@@ -663,10 +714,25 @@ def production_worker_refuses(b: Bench) -> str | None:
     """Start a worker as production would (no CREDITQ_ALLOW_VOLATILE_REDIS) on this run's
     Redis, which keeps nothing on disk: its one-line refusal, or None if it started."""
     env = {k: v for k, v in b.env.items() if k != "CREDITQ_ALLOW_VOLATILE_REDIS"}
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "threads",
-               "-c", "1", "--without-gossip", "--without-mingle", "-l", "WARNING"]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        "1",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "WARNING",
+    ]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -684,8 +750,11 @@ def duplicate_alarm(b: Bench) -> Story:
     job = b.enqueue(key, "inveterate", member, amount)
     marker = job.to_json()["marker"]
     story = Story([key], {key: CONFIRMED})
-    applied = wait_until(lambda: [e for e in b.sandbox.entries(origin="api")
-                                  if e.marker == marker], 10, interval=0.005)  # fmt: skip
+    applied = wait_until(
+        lambda: [e for e in b.sandbox.entries(origin="api") if e.marker == marker],
+        10,
+        interval=0.005,
+    )
     if not applied:
         story.problems.append("the job's credit never applied")
         return story
@@ -697,8 +766,10 @@ def duplicate_alarm(b: Bench) -> Story:
     stats = creditq_stats(b.url)
     if int(stats.get("alarms", 0)) < 1:
         story.problems.append(f"creditq stats --json alarms {stats.get('alarms')}")
-    story.notes.append(f"alarm {alarm.get('kind')} on {alarm.get('refs')} (own "
-                       f"{alarm.get('own')}); stats alarms {stats.get('alarms')}")  # fmt: skip
+    story.notes.append(
+        f"alarm {alarm.get('kind')} on {alarm.get('refs')} (own "
+        f"{alarm.get('own')}); stats alarms {stats.get('alarms')}"
+    )
     return story
 
 
@@ -718,8 +789,9 @@ def creditq_stats(redis_url: str) -> dict[str, Any]:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env.update(CREDITQ_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
-    done = subprocess.run([*command, "stats", "--json"], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*command, "stats", "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
     try:
         return dict(json.loads(done.stdout))
     except ValueError:
@@ -779,9 +851,11 @@ def run_case(b: Bench, name: str, case: Case, options: dict[str, Any]) -> Result
         copies = len([e for e in admin if job and e.marker == job.marker])
         credits.append(f"{counted[key]}" + (f" (+{copies} a person's copy)" if copies else ""))
     states = collections.Counter(
-        "missing" if j is None else j.state.value + (f"({j.extra.get('dlq_reason')})"
-                                                     if j.state.dead_letter else "")
-        for j in jobs)  # fmt: skip
+        "missing"
+        if j is None
+        else j.state.value + (f"({j.extra.get('dlq_reason')})" if j.state.dead_letter else "")
+        for j in jobs
+    )
     stats = b.sandbox.stats()
     posts = sum(p["calls"].get("submit", 0) for p in stats.values())
     reads = sum(p["calls"].get("list", 0) for p in stats.values())
@@ -793,9 +867,18 @@ def run_case(b: Bench, name: str, case: Case, options: dict[str, Any]) -> Result
     verdict = "FAIL" if problems else "KNOWN" if story.known else "OK"
     if story.known:
         notes.insert(0, story.known)
-    result = Result(name, story.keys, credits,
-                    ", ".join(f"{s} x{n}" if n > 1 else s for s, n in states.items()),
-                    posts, reads, verdict, notes, problems, seconds)  # fmt: skip
+    result = Result(
+        name,
+        story.keys,
+        credits,
+        ", ".join(f"{s} x{n}" if n > 1 else s for s, n in states.items()),
+        posts,
+        reads,
+        verdict,
+        notes,
+        problems,
+        seconds,
+    )
     if verdict != "OK":
         result.stories = [story_of(job, key) for key, job in zip(story.keys, jobs, strict=True)]
     if looping:
@@ -806,9 +889,11 @@ def run_case(b: Bench, name: str, case: Case, options: dict[str, Any]) -> Result
 def story_of(job: Job | None, key: str) -> str:
     if job is None:
         return f"--- {key}: no job"
-    lines = [f"--- {key}: {job.state.value} attempts={job.attempts} marker={job.marker} "
-             f"provider_ref={job.provider_ref} entry={job.extra.get('provider_entry')} "
-             f"alarm={job.extra.get('alarm')}"]  # fmt: skip
+    lines = [
+        f"--- {key}: {job.state.value} attempts={job.attempts} marker={job.marker} "
+        f"provider_ref={job.provider_ref} entry={job.extra.get('provider_entry')} "
+        f"alarm={job.extra.get('alarm')}"
+    ]
     lines += [f"    {json.dumps(h, default=str)}" for h in job.history]
     return "\n".join(lines)
 
@@ -837,8 +922,13 @@ def bench(quick: bool, deadline: float) -> Iterator[Bench]:
     """A private Redis, the sandbox and the fleet, stopped on the way out."""
     with benchmark_redis() as url:
         sandbox = Sandbox(**BASE_OPTIONS).start()
-        env = creditq_env(url, sandbox.url, **TIMINGS, PYTHONPATH=str(ROOT),
-                          CREDITQ_CONFIRM_DEADLINE_SECONDS=f"{deadline:g}")  # fmt: skip
+        env = creditq_env(
+            url,
+            sandbox.url,
+            **TIMINGS,
+            PYTHONPATH=str(ROOT),
+            CREDITQ_CONFIRM_DEADLINE_SECONDS=f"{deadline:g}",
+        )
         b = Bench(url, sandbox, env, quick, deadline)
         try:
             b.start()
@@ -848,8 +938,13 @@ def bench(quick: bool, deadline: float) -> Iterator[Bench]:
             sandbox.stop()
 
 
-def run(names: list[str] | None = None, *, quick: bool = False, deadline: float | None = None,
-        out: Callable[[str], Any] = print) -> Run:  # fmt: skip
+def run(
+    names: list[str] | None = None,
+    *,
+    quick: bool = False,
+    deadline: float | None = None,
+    out: Callable[[str], Any] = print,
+) -> Run:
     """Run the named cases (all by default) one after another; ``out`` gets each row."""
     chosen = [c for c in CASES if names is None or c[0] in names]
     if names is not None and (unknown := set(names) - set(NAMES)):
@@ -858,10 +953,12 @@ def run(names: list[str] | None = None, *, quick: bool = False, deadline: float 
     began = time.monotonic()
     results: list[Result] = []
     with bench(quick, deadline) as b:
-        out(f"{WORKERS} workers -P threads -c {CONCURRENCY} + beat, default budgets (Inveterate "
+        out(
+            f"{WORKERS} workers -P threads -c {CONCURRENCY} + beat, default budgets (Inveterate "
             f"100/min, Chargebee 150/min); sandbox limit {SANDBOX_RATE_LIMIT} per "
             f"{SANDBOX_RATE_WINDOW:g} s for each provider (one number for both); confirm "
-            f"deadline {deadline:g} s; {'quick' if quick else 'full'} size")  # fmt: skip
+            f"deadline {deadline:g} s; {'quick' if quick else 'full'} size"
+        )
         for name, case, options in chosen:
             result = run_case(b, name, case, options)
             results.append(result)

@@ -20,17 +20,24 @@ app = Celery("baseline", broker=os.environ["BASELINE_BROKER_URL"])
 # Flower turns them on, and each task then publishes three events. BASELINE_TASK_EVENTS=0
 # turns them off, for the baseline as written without Flower (throughput.py runs both).
 TASK_EVENTS = os.environ.get("BASELINE_TASK_EVENTS", "1") != "0"
-app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
-                task_acks_late=True, worker_prefetch_multiplier=1,
-                worker_send_task_events=TASK_EVENTS)  # fmt: skip
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    worker_send_task_events=TASK_EVENTS,
+)
 # Only for throughput.py --tuned-baseline: the baseline given creditq's worker transport
 # (worker/app/broker.py), to show how much of creditq's rate that transport alone buys.
 if os.environ.get("BASELINE_BROKER_TRANSPORT"):
     app.conf.broker_transport = os.environ["BASELINE_BROKER_TRANSPORT"]
 
 _client = httpx.Client(base_url=os.environ["BASELINE_SANDBOX_URL"], timeout=10.0)
-_KEYS = {"inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),
-         "chargebee": os.environ.get("BASELINE_CHARGEBEE_KEY", "")}  # fmt: skip
+_KEYS = {
+    "inveterate": os.environ.get("BASELINE_INVETERATE_KEY", ""),
+    "chargebee": os.environ.get("BASELINE_CHARGEBEE_KEY", ""),
+}
 
 
 def _post(grant: dict[str, Any]) -> None:
@@ -39,22 +46,31 @@ def _post(grant: dict[str, Any]) -> None:
             f"/v2.0/admin/members/{grant['customer_id']}/credits",
             # The amount is already an exact decimal string: written as a JSON number as is.
             content=f'{{"amount": {grant["amount"]}, "note": {json.dumps(grant.get("note"))}}}',
-            headers={"X-Inveterate-Api-Key": _KEYS["inveterate"],
-                     "Content-Type": "application/json"},
-        )  # fmt: skip
+            headers={
+                "X-Inveterate-Api-Key": _KEYS["inveterate"],
+                "Content-Type": "application/json",
+            },
+        )
     else:
         cents = int(Decimal(grant["amount"]) * 100)
         response = _client.post(
             "/api/v2/promotional_credits/add",
-            data={"customer_id": grant["customer_id"], "amount": cents,
-                  "currency_code": "USD", "description": grant.get("note") or "credit"},
+            data={
+                "customer_id": grant["customer_id"],
+                "amount": cents,
+                "currency_code": "USD",
+                "description": grant.get("note") or "credit",
+            },
             auth=(_KEYS["chargebee"], ""),
-        )  # fmt: skip
+        )
     response.raise_for_status()
 
 
-RETRY: dict[str, Any] = {"autoretry_for": (httpx.HTTPError,), "retry_backoff": True,
-                         "max_retries": 12}  # fmt: skip
+RETRY: dict[str, Any] = {
+    "autoretry_for": (httpx.HTTPError,),
+    "retry_backoff": True,
+    "max_retries": 12,
+}
 # Celery's rate_limit holds per worker process: three workers send three times this.
 RATE_LIMIT = os.environ.get("BASELINE_RATE_LIMIT") or None
 

@@ -65,10 +65,12 @@ def report(stats: dict[str, Any], confirmed: dict[str, int], seconds: float) -> 
         calls = sum(stats[provider]["calls"].values())
         done = confirmed[provider]
         out[provider] = {
-            "calls": calls, "confirmed": done, "rate_limited": stats[provider]["rate_limited"],
+            "calls": calls,
+            "confirmed": done,
+            "rate_limited": stats[provider]["rate_limited"],
             "calls_per_grant": calls / done if done else None,
             "grants_per_call": done / calls if calls else None,
-        }  # fmt: skip
+        }
     return out
 
 
@@ -92,8 +94,9 @@ def run_creditq(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         time.sleep(3.0)  # the workers connect before the clock starts
         start = time.monotonic()
         enqueue_many(batch, store=store, app=app)
-        end = wait(lambda: store.count_by_state()["confirmed"] == args.grants, 900, "creditq",
-                   interval=0.2)  # fmt: skip
+        end = wait(
+            lambda: store.count_by_state()["confirmed"] == args.grants, 900, "creditq", interval=0.2
+        )
         confirmed = {p: sum(1 for g in batch if g.provider.value == p) for p in PROVIDERS}
         return report(sandbox_stats(sandbox), confirmed, end - start)
     finally:
@@ -106,16 +109,39 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         redis.Redis.from_url(redis_url).flushdb()
         sandbox = start_sandbox(procs, 0.02, args.lag, *window(args))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-        env.update({"BASELINE_BROKER_URL": redis_url, "BASELINE_SANDBOX_URL": sandbox,
-                    "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
-                    "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
-                    "BASELINE_RATE_LIMIT": f"{args.per_minute}/m",
-                    "PYTHONPATH": str(ROOT)})  # fmt: skip
+        env.update(
+            {
+                "BASELINE_BROKER_URL": redis_url,
+                "BASELINE_SANDBOX_URL": sandbox,
+                "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
+                "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
+                "BASELINE_RATE_LIMIT": f"{args.per_minute}/m",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         for n in range(3):
-            procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app",
-                         "worker", "-P", "threads", "-c", "8", "-n", f"b{n}@%h",
-                         "--without-gossip", "--without-mingle", "-l", "WARNING"],
-                        env, f"baseline{n}")  # fmt: skip
+            procs.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "benchmarks.baseline_app",
+                    "worker",
+                    "-P",
+                    "threads",
+                    "-c",
+                    "8",
+                    "-n",
+                    f"b{n}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                env,
+                f"baseline{n}",
+            )
         os.environ.update({k: env[k] for k in ("BASELINE_BROKER_URL", "BASELINE_SANDBOX_URL")})
         from benchmarks.baseline_app import app, post_chargebee, post_inveterate
 
@@ -147,16 +173,20 @@ def main() -> None:
     with benchmark_redis() as url:
         creditq = run_creditq(args, url)
         baseline = run_baseline(args, url)
-    print(f"{args.grants} grants (half Inveterate at 5 per member, half Chargebee), budget "
-          f"{args.per_minute}/min per provider enforced by the sandbox, listing {args.lag:g} s "
-          "behind, 3 workers -P threads -c 8 each")  # fmt: skip
+    print(
+        f"{args.grants} grants (half Inveterate at 5 per member, half Chargebee), budget "
+        f"{args.per_minute}/min per provider enforced by the sandbox, listing {args.lag:g} s "
+        "behind, 3 workers -P threads -c 8 each"
+    )
     for name, run, what in (("creditq", creditq, "confirmed"), ("baseline", baseline, "applied")):
         print(f"{name}: all {what} in {run['seconds']:.1f} s")
         for provider in PROVIDERS:
             r = run[provider]
-            print(f"  {provider:<10} {r['calls']:4d} calls, {r['calls_per_grant']:.2f} calls per "
-                  f"{what} grant, {r['grants_per_call']:.2f} {what} grants per call, "
-                  f"{r['rate_limited']} 429s")  # fmt: skip
+            print(
+                f"  {provider:<10} {r['calls']:4d} calls, {r['calls_per_grant']:.2f} calls per "
+                f"{what} grant, {r['grants_per_call']:.2f} {what} grants per call, "
+                f"{r['rate_limited']} 429s"
+            )
 
 
 if __name__ == "__main__":

@@ -150,8 +150,13 @@ class InveterateAPI:
 
 
 def grant(key: str) -> dict[str, Any]:
-    return {"idempotency_key": key, "provider": "inveterate", "customer_id": "cust-1",
-            "amount": "12.50", "note": "call path"}  # fmt: skip
+    return {
+        "idempotency_key": key,
+        "provider": "inveterate",
+        "customer_id": "cust-1",
+        "amount": "12.50",
+        "note": "call path",
+    }
 
 
 def measure_calls() -> dict[str, Any]:
@@ -168,9 +173,11 @@ def measure_calls() -> dict[str, Any]:
     store = jobs.JobStore(fakeredis.FakeRedis(decode_responses=True))
     outbox, api = Outbox(), InveterateAPI()
     client = inveterate.InveterateClient(
-        "https://inveterate.test", SecretStr("bench-key"), settings.http_timeout_seconds,
+        "https://inveterate.test",
+        SecretStr("bench-key"),
+        settings.http_timeout_seconds,
         transport=httpx.MockTransport(api),
-    )  # fmt: skip
+    )
     pipeline = pipelines.Pipeline(
         store,
         scheduler.CeleryScheduler(Outbox(), settings.visibility_timeout_seconds),
@@ -193,19 +200,30 @@ def measure_calls() -> dict[str, Any]:
     if not api.post_chain:
         raise SystemExit(f"the traced issue task sent no POST (it answered {result!r})")
     return {
-        "enqueue": {"deepest": producer.deepest, "at_publish": outbox.chain,
-                     "functions": len(producer.functions)},
-        "issue": {"result": result, "at_post": api.post_chain, "deepest": consumer.deepest,
-                   "functions": len(consumer.functions)},
-    }  # fmt: skip
+        "enqueue": {
+            "deepest": producer.deepest,
+            "at_publish": outbox.chain,
+            "functions": len(producer.functions),
+        },
+        "issue": {
+            "result": result,
+            "at_post": api.post_chain,
+            "deepest": consumer.deepest,
+            "functions": len(consumer.functions),
+        },
+    }
 
 
 def duplicates(folder: Path) -> int | str | None:
     """Pairs of repeated blocks ``duplicates`` reports (its first line), None without it."""
     if shutil.which("duplicates") is None:
         return None
-    done = subprocess.run(["duplicates", "--repo", str(folder), "--most", "1"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        ["duplicates", "--repo", str(folder), "--most", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     first = done.stdout.splitlines()[0] if done.stdout else done.stderr.strip()
     if "incomplete:" in done.stdout:
         return first + " (incomplete)"
@@ -215,8 +233,10 @@ def duplicates(folder: Path) -> int | str | None:
 
 def measure_tree() -> dict[str, Any]:
     package = ROOT / "worker"
-    lines = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
-             for p in sorted(package.rglob("*.py"))}  # fmt: skip
+    lines = {
+        p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
+        for p in sorted(package.rglob("*.py"))
+    }
     core = [p for p in lines if not p.startswith(("worker/sandbox/", "worker/providers/"))]
     return {
         "modules": len(lines),
@@ -253,15 +273,19 @@ def main() -> None:
     show_chain("chain at the POST", consumer["at_post"])
     print(f"  deepest chain in the whole issue call: {len(consumer['deepest'])} project frames")
     print(f"  distinct project functions called: {consumer['functions']}")
-    print(f"modules under worker/: {tree['modules']} ({tree['modules_without_sandbox']} without "
-          f"sandbox/, {tree['modules_without_sandbox_and_providers']} without sandbox/ and "
-          "providers/)")  # fmt: skip
+    print(
+        f"modules under worker/: {tree['modules']} ({tree['modules_without_sandbox']} without "
+        f"sandbox/, {tree['modules_without_sandbox_and_providers']} without sandbox/ and "
+        "providers/)"
+    )
     print("  largest: " + ", ".join(f"{path} {n}" for path, n in tree["largest"]))
     if tree["duplicates_worker"] is None:
         print("repeated blocks: the duplicates command is not on PATH")
     else:
-        print(f"repeated blocks (duplicates pairs): worker/ {tree['duplicates_worker']}, "
-              f"whole tree {tree['duplicates_tree']}")  # fmt: skip
+        print(
+            f"repeated blocks (duplicates pairs): worker/ {tree['duplicates_worker']}, "
+            f"whole tree {tree['duplicates_tree']}"
+        )
 
 
 if __name__ == "__main__":

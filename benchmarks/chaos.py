@@ -51,9 +51,11 @@ from worker.store.jobs import JobStore  # noqa: E402
 
 
 def add_faults(sandbox: str, args: argparse.Namespace) -> None:
-    for kind, probability in (("error_before", args.fail_before),
-                              ("error_after", args.fail_after),
-                              ("timeout_after", args.timeout_after)):  # fmt: skip
+    for kind, probability in (
+        ("error_before", args.fail_before),
+        ("error_after", args.fail_after),
+        ("timeout_after", args.timeout_after),
+    ):
         body = {"kind": kind, "operation": "submit", "probability": probability}
         httpx.post(f"{sandbox}/_sandbox/faults", json=body, timeout=5).raise_for_status()
 
@@ -91,19 +93,28 @@ def wait_terminal(store: JobStore, keys: list[str], timeout: float) -> list[str]
 def crashed_on_their_own(procs: Processes) -> int:
     """Workers Celery gave up on (not our SIGKILLs): the harness restarts them like any dead
     worker, so only their logs tell."""
-    return sum("Unrecoverable error" in log.read_text(errors="replace")
-               for log in Path(procs.dir).glob("w*.log"))  # fmt: skip
+    return sum(
+        "Unrecoverable error" in log.read_text(errors="replace")
+        for log in Path(procs.dir).glob("w*.log")
+    )
 
 
-def story(store: JobStore, key: str, ledger: dict[str | None, list[dict[str, Any]]],
-          procs: Processes) -> str:  # fmt: skip
+def story(
+    store: JobStore, key: str, ledger: dict[str | None, list[dict[str, Any]]], procs: Processes
+) -> str:
     """Everything about one bad key: its job with history, its credits, its log lines."""
     job = store.get(key)
-    lines = [f"--- {key}", "job: " + json.dumps(job.to_json() if job else None, default=str),
-             "credits: " + json.dumps(credits_for(ledger, job), default=str)]  # fmt: skip
+    lines = [
+        f"--- {key}",
+        "job: " + json.dumps(job.to_json() if job else None, default=str),
+        "credits: " + json.dumps(credits_for(ledger, job), default=str),
+    ]
     for log in sorted(Path(procs.dir).glob("*.log")):
-        lines += [f"{log.name}: {line}" for line in log.read_text(errors="replace").splitlines()
-                  if key in line]  # fmt: skip
+        lines += [
+            f"{log.name}: {line}"
+            for line in log.read_text(errors="replace").splitlines()
+            if key in line
+        ]
     return "\n".join(lines)
 
 
@@ -113,8 +124,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--chaos-seconds", type=float, default=60.0)
-    parser.add_argument("--kill-every", type=float, nargs=2, default=[2.0, 5.0],
-                        metavar=("MIN", "MAX"), help="seconds between kills, uniform")  # fmt: skip
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=[2.0, 5.0],
+        metavar=("MIN", "MAX"),
+        help="seconds between kills, uniform",
+    )
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--lag", type=float, default=1.0)
     parser.add_argument("--fail-before", type=float, default=0.05)
@@ -146,8 +163,10 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
         add_faults(sandbox, args)
         mark(sandbox, args.refuse_customer, 404)  # lands in the DLQ; replayed once fixed
         env = {**worker_env(server.url, sandbox, args.lag), **FAST}
-        workers = [start_worker(procs, env, f"w{i}.0", args.concurrency, "INFO")
-                   for i in range(args.workers)]  # fmt: skip
+        workers = [
+            start_worker(procs, env, f"w{i}.0", args.concurrency, "INFO")
+            for i in range(args.workers)
+        ]
         beat = start_beat(procs, env)
         store = JobStore.from_url(server.url)
         app = create_app()
@@ -204,30 +223,44 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
     finally:
         procs.stop_all()
 
-    print(f"{args.workers} workers -P threads -c {args.concurrency} + beat; sandbox latency "
-          f"{args.latency * 1000:.0f} ms, lag {args.lag:g} s, submit faults: 500 before "
-          f"{args.fail_before:g}, 500 after {args.fail_after:g}, timeout after "
-          f"{args.timeout_after:g}; Redis AOF everysec; seed {args.seed}")  # fmt: skip
+    print(
+        f"{args.workers} workers -P threads -c {args.concurrency} + beat; sandbox latency "
+        f"{args.latency * 1000:.0f} ms, lag {args.lag:g} s, submit faults: 500 before "
+        f"{args.fail_before:g}, 500 after {args.fail_after:g}, timeout after "
+        f"{args.timeout_after:g}; Redis AOF everysec; seed {args.seed}"
+    )
     for provider, s in stats.items():
-        print(f"  sandbox {provider}: calls {s['calls']}, applied {s['applied']}, "
-              f"faults {s['faults']}, idempotent replays {s['replays']}")  # fmt: skip
+        print(
+            f"  sandbox {provider}: calls {s['calls']}, applied {s['applied']}, "
+            f"faults {s['faults']}, idempotent replays {s['replays']}"
+        )
     if redis_down:
-        print(f"Redis SIGKILLed {redis_down[0]:.1f} s into the chaos, serving again "
-              f"{redis_down[1]:.2f} s later (AOF reloaded)")  # fmt: skip
-    print(f"worker kills (SIGKILL + restart): {kills} in {chaos_end - start:.0f} s; "
-          f"beat alive after the chaos: {beat_alive}")  # fmt: skip
-    print(f"worker processes that died on their own (\"Unrecoverable error\" in their log): "
-          f"{crashed_on_their_own(procs)}")  # fmt: skip
+        print(
+            f"Redis SIGKILLed {redis_down[0]:.1f} s into the chaos, serving again "
+            f"{redis_down[1]:.2f} s later (AOF reloaded)"
+        )
+    print(
+        f"worker kills (SIGKILL + restart): {kills} in {chaos_end - start:.0f} s; "
+        f"beat alive after the chaos: {beat_alive}"
+    )
+    print(
+        f'worker processes that died on their own ("Unrecoverable error" in their log): '
+        f"{crashed_on_their_own(procs)}"
+    )
     print(f"grants enqueued {len(keys)}, confirmed {len(confirmed)}")
     print(f"unfinished before replay {len(stuck)}, after {len(stuck_after)}")
-    print(f"in DLQ before replay {dlq_before}, replayed {sum(r.result.ok for r in replayed)}, "
-          f"in DLQ after {dlq_after}")  # fmt: skip
+    print(
+        f"in DLQ before replay {dlq_before}, replayed {sum(r.result.ok for r in replayed)}, "
+        f"in DLQ after {dlq_after}"
+    )
     print(f"duplicates (more than one credit): {len(duplicates)}")
     print(f"never issued (no credit, not confirmed): {len(never_issued)}")
     print(f"not confirmed: {len(not_confirmed)}")
     print(f"job records lost (no job, so no marker to count its credits by): {len(lost)}")
-    print(f"wall time {done - began:.0f} s (chaos {chaos_end - start:.0f} s, settle and replay "
-          f"{done - chaos_end:.0f} s); logs in {procs.dir}")  # fmt: skip
+    print(
+        f"wall time {done - began:.0f} s (chaos {chaos_end - start:.0f} s, settle and replay "
+        f"{done - chaos_end:.0f} s); logs in {procs.dir}"
+    )
     for key in dict.fromkeys(duplicates + never_issued + not_confirmed + lost):
         print(f"enqueued {enqueued_at[key] - chaos_wall:.1f} s into the chaos")
         print(story(store, key, ledger, procs))

@@ -138,6 +138,9 @@ def longest_stall(confirmations: Iterable[tuple[float, float | None]], due_after
     if best_i < 0:
         return Stall(0.0, 0.0, 0)
     began = done[best_i][0]
-    waiting = sum(1 for _, accepted in done[best_i + 1 :]
-                  if accepted is not None and accepted + due_after < began)  # fmt: skip
+    waiting = sum(
+        1
+        for _, accepted in done[best_i + 1 :]
+        if accepted is not None and accepted + due_after < began
+    )
     return Stall(best, began, waiting)

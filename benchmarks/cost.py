@@ -158,25 +158,35 @@ def main() -> None:
     http = http_after - http_before
     hash_avg, history_avg = sum(hashes) / len(keys), sum(histories) / len(keys)
     per_job = (memory_after - memory_before) / n
-    print(f"{n} grants confirmed in {seconds:.1f} s (one worker -P threads -c {args.concurrency},"
-          f" sandbox {args.latency * 1000:.0f} ms, lag {args.lag:g} s);"
-          " Redis is store and broker")  # fmt: skip
-    print(f"Redis commands per grant: {total / n:.1f} (commandstats); net of idle "
-          f"({idle_rate:.1f}/s x {seconds:.1f} s): {net / n:.1f}")  # fmt: skip
-    print(f"  sent by clients {from_clients / n:.1f}/grant, run inside Lua scripts "
-          f"{in_lua / n:.1f}/grant (MONITOR)")  # fmt: skip
+    print(
+        f"{n} grants confirmed in {seconds:.1f} s (one worker -P threads -c {args.concurrency},"
+        f" sandbox {args.latency * 1000:.0f} ms, lag {args.lag:g} s);"
+        " Redis is store and broker"
+    )
+    print(
+        f"Redis commands per grant: {total / n:.1f} (commandstats); net of idle "
+        f"({idle_rate:.1f}/s x {seconds:.1f} s): {net / n:.1f}"
+    )
+    print(
+        f"  sent by clients {from_clients / n:.1f}/grant, run inside Lua scripts "
+        f"{in_lua / n:.1f}/grant (MONITOR)"
+    )
     top = sorted(counted.items(), key=lambda kv: -kv[1])[:12]
     print("  top: " + ", ".join(f"{k} {v / n:.2f}" for k, v in top))
     top_clients = tally.by_client.most_common(8)
     print("  top sent by clients: " + ", ".join(f"{k} {v / n:.2f}" for k, v in top_clients))
     by_op = ", ".join(f"{op} {v / n:.2f}" for op, v in sorted(http.items()))
     print(f"HTTP calls per grant: {sum(http.values()) / n:.2f} ({by_op})")
-    print(f"memory: used_memory +{(memory_after - memory_before) / 1e6:.2f} MB for {n} terminal"
-          f" jobs = {per_job:.0f} B/job; MEMORY USAGE job hash {hash_avg:.0f} B ({encoding}),"
-          f" history {history_avg:.0f} B ({history_len} entries)")  # fmt: skip
+    print(
+        f"memory: used_memory +{(memory_after - memory_before) / 1e6:.2f} MB for {n} terminal"
+        f" jobs = {per_job:.0f} B/job; MEMORY USAGE job hash {hash_avg:.0f} B ({encoding}),"
+        f" history {history_avg:.0f} B ({history_len} entries)"
+    )
     records = (hash_avg + history_avg) * 1e6 / 2**30
-    print(f"projection: 1,000,000 terminal records = {per_job * 1e6 / 2**30:.2f} GiB of"
-          f" used_memory (hash + history alone {records:.2f} GiB)")  # fmt: skip
+    print(
+        f"projection: 1,000,000 terminal records = {per_job * 1e6 / 2**30:.2f} GiB of"
+        f" used_memory (hash + history alone {records:.2f} GiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -84,18 +84,34 @@ def fill(store: BulkStore, n: int) -> float:
     started = time.perf_counter()
     for first in range(0, len(rows), BATCH):
         chunk = rows[first : first + BATCH]
-        grants = [CreditGrant(idempotency_key=key, provider=provider, customer_id=f"cust-{i % 997}",
-                              amount=f"{1 + i % 90}.50", note="benchmark")
-                  for i, (key, provider, _) in enumerate(chunk, first)]  # fmt: skip
+        grants = [
+            CreditGrant(
+                idempotency_key=key,
+                provider=provider,
+                customer_id=f"cust-{i % 997}",
+                amount=f"{1 + i % 90}.50",
+                note="benchmark",
+            )
+            for i, (key, provider, _) in enumerate(chunk, first)
+        ]
         store.create_many(grants)
         pipe = store.redis.pipeline(transaction=False)
         store.queue_on(pipe)
         for i, (key, _, reason) in enumerate(chunk, first):
-            target = JobState.REJECTED if reason in (DlqReason.REFUSED, DlqReason.INVALID) \
-                else JobState.DEAD  # fmt: skip
+            target = (
+                JobState.REJECTED
+                if reason in (DlqReason.REFUSED, DlqReason.INVALID)
+                else JobState.DEAD
+            )
             error = {"class": "permanent", "status": 404, "message": "customer not found"}
-            store.transition(key, target, reason=f"benchmark: {reason.value}", dlq_reason=reason,
-                             now=start_at + i * step, fields={"last_error": error})  # fmt: skip
+            store.transition(
+                key,
+                target,
+                reason=f"benchmark: {reason.value}",
+                dlq_reason=reason,
+                now=start_at + i * step,
+                fields={"last_error": error},
+            )
         pipe.execute()
     return time.perf_counter() - started
 
@@ -137,32 +153,49 @@ def main() -> None:
             ("--limit 50", {}, []),
             ("--provider chargebee", {"provider": "chargebee"}, ["--provider", "chargebee"]),
             ("--reason not_visible", {"reason": "not_visible"}, ["--reason", "not_visible"]),
-            ("--provider chargebee --reason not_visible",
-             {"provider": "chargebee", "reason": "not_visible"},
-             ["--provider", "chargebee", "--reason", "not_visible"]),
-            ("--provider inveterate --reason configuration (empty: worst case)",
-             {"provider": "inveterate", "reason": "configuration"},
-             ["--provider", "inveterate", "--reason", "configuration"]),
+            (
+                "--provider chargebee --reason not_visible",
+                {"provider": "chargebee", "reason": "not_visible"},
+                ["--provider", "chargebee", "--reason", "not_visible"],
+            ),
+            (
+                "--provider inveterate --reason configuration (empty: worst case)",
+                {"provider": "inveterate", "reason": "configuration"},
+                ["--provider", "inveterate", "--reason", "configuration"],
+            ),
             ("--since 2h", {"since": since}, ["--since", "2h"]),
             ("--limit 1000", {"limit": 1000}, ["--limit", "1000"]),
-        ]  # fmt: skip
+        ]
         print(f"{'dlq list':<66} {'list_dlq':>9} {'CLI --json':>11}  rows")
         for label, kwargs, argv in cases:
             list_ms, jobs = median_ms(functools.partial(dlq.list_dlq, store, **kwargs), args.runs)
-            cli_ms, _ = median_ms(functools.partial(cli, ["dlq", "list", "--json", *argv]),
-                                  args.runs)  # fmt: skip
+            cli_ms, _ = median_ms(
+                functools.partial(cli, ["dlq", "list", "--json", *argv]), args.runs
+            )
             print(f"{label:<66} {list_ms:7.2f}ms {cli_ms:9.2f}ms  {len(jobs)}")
-        print(f"(median of {args.runs} runs each, one process, loopback Redis, "
-              f"{depth:,} jobs in the DLQ)")  # fmt: skip
-        command = [sys.executable, "-c", "from worker.cli.main import main; main()", "dlq", "list",
-                   "--limit", "50", "--json"]  # fmt: skip
+        print(
+            f"(median of {args.runs} runs each, one process, loopback Redis, "
+            f"{depth:,} jobs in the DLQ)"
+        )
+        command = [
+            sys.executable,
+            "-c",
+            "from worker.cli.main import main; main()",
+            "dlq",
+            "list",
+            "--limit",
+            "50",
+            "--json",
+        ]
         env = {**os.environ, "CREDITQ_REDIS_URL": url}
         wall_ms, done = median_ms(
             lambda: subprocess.run(command, env=env, capture_output=True, check=True), 5
         )
         lines = len(done.stdout.splitlines())
-        print(f"`creditq dlq list --limit 50 --json` as a fresh process (interpreter start "
-              f"and imports included): {wall_ms:.0f} ms, {lines} lines")  # fmt: skip
+        print(
+            f"`creditq dlq list --limit 50 --json` as a fresh process (interpreter start "
+            f"and imports included): {wall_ms:.0f} ms, {lines} lines"
+        )
 
 
 if __name__ == "__main__":

@@ -69,11 +69,15 @@ def main() -> None:
         assert not any(r.created for r in again)
 
     print(f"raw send_task        {args.single:>6} msgs  {raw_s:6.2f} s  {rate(args.single, raw_s)}")
-    print(f"enqueue (single)     {args.single:>6} jobs  {single_s:6.2f} s  "
-          f"{rate(args.single, single_s)}  ratio {raw_s / single_s:.2f} of raw")  # fmt: skip
-    print(f"enqueue_many         {args.batch:>6} jobs  {batch_s:6.2f} s  "
-          f"{rate(args.batch, batch_s)}  ratio {(args.batch / batch_s) / (args.single / raw_s):.2f}"
-          " of raw")  # fmt: skip
+    print(
+        f"enqueue (single)     {args.single:>6} jobs  {single_s:6.2f} s  "
+        f"{rate(args.single, single_s)}  ratio {raw_s / single_s:.2f} of raw"
+    )
+    print(
+        f"enqueue_many         {args.batch:>6} jobs  {batch_s:6.2f} s  "
+        f"{rate(args.batch, batch_s)}  ratio {(args.batch / batch_s) / (args.single / raw_s):.2f}"
+        " of raw"
+    )
     print(f"enqueue_many (dups)  {args.batch:>6} jobs  {dup_s:6.2f} s  {rate(args.batch, dup_s)}")
 
 

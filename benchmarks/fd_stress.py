@@ -374,15 +374,26 @@ def parse(argv: list[str] | None) -> tuple[Options, str | None]:
     parser.add_argument("--requests", type=int, default=30_000, help="provider calls in all")
     parser.add_argument("--threads", type=int, default=32, help="threads making them")
     parser.add_argument("--latency", type=float, default=0.0, help="sandbox delay per call, s")
-    parser.add_argument("--deadline-share", type=float, default=0.05,
-                        help="share of calls under a deadline that fires mid-call")  # fmt: skip
+    parser.add_argument(
+        "--deadline-share",
+        type=float,
+        default=0.05,
+        help="share of calls under a deadline that fires mid-call",
+    )
     parser.add_argument("--redis-threads", type=int, default=8, help="threads on the shared client")
-    parser.add_argument("--kill-every", type=float, default=None,
-                        help="seconds between Redis dropping all its clients (0: never; "
-                             "default 0.5 on the private Redis, 0 with --redis-url)")  # fmt: skip
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=None,
+        help="seconds between Redis dropping all its clients (0: never; "
+        "default 0.5 on the private Redis, 0 with --redis-url)",
+    )
     parser.add_argument("--redis-url", default=None, help="else a private redis-server")
-    parser.add_argument("--without-guard", action="store_true",
-                        help="httpcore's own pool and the limits before issue 20")  # fmt: skip
+    parser.add_argument(
+        "--without-guard",
+        action="store_true",
+        help="httpcore's own pool and the limits before issue 20",
+    )
     parser.add_argument("--seconds-max", type=float, default=600.0, help="give up after this")
     args = parser.parse_args(argv)
     options = Options(

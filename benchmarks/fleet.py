@@ -30,23 +30,57 @@ def start_worker(
     procs: Processes, env: dict[str, str], name: str, concurrency: int, level: str = "WARNING"
 ) -> Any:
     """One ``-P threads`` worker; its process group is its pid (``start_new_session``)."""
-    command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "threads",
-               "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
-               "--without-mingle", "-l", level]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        level,
+    ]
     return procs.start(command, env, name)
 
 
 def start_beat(procs: Processes, env: dict[str, str]) -> Any:
     schedule = Path(procs.dir) / "beat-schedule"
-    return procs.start([sys.executable, "-m", "celery", "-A", "worker.app", "beat",
-                        "-s", str(schedule), "-l", "INFO"], env, "beat")  # fmt: skip
+    return procs.start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "beat",
+            "-s",
+            str(schedule),
+            "-l",
+            "INFO",
+        ],
+        env,
+        "beat",
+    )
 
 
 def warm_up(store: JobStore, app: Celery, tag: str, timeout: float = 60) -> None:
     """Send one grant and wait for it to be confirmed: the workers are up and connected."""
     key = f"warmup-{tag}-{time.time_ns()}"
-    grant = CreditGrant(idempotency_key=key, provider="inveterate", customer_id="warmup",
-                        amount="1.00", note="warm-up")  # fmt: skip
+    grant = CreditGrant(
+        idempotency_key=key,
+        provider="inveterate",
+        customer_id="warmup",
+        amount="1.00",
+        note="warm-up",
+    )
     enqueue(grant, store=store, app=app)
 
     def done() -> bool:

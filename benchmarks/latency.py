@@ -110,17 +110,21 @@ def main() -> None:
     polls = [float(p) for p in args.first_polls.split(",")]
     with benchmark_redis() as url:
         results = {poll: run(args, url, poll) for poll in polls}
-    print(f"{args.rate:g} grants/s offered for {args.seconds:g} s, one worker -P threads -c "
-          f"{args.concurrency}, sandbox latency {args.latency * 1000:.0f} ms, no lag")  # fmt: skip
+    print(
+        f"{args.rate:g} grants/s offered for {args.seconds:g} s, one worker -P threads -c "
+        f"{args.concurrency}, sandbox latency {args.latency * 1000:.0f} ms, no lag"
+    )
     print(
         "first poll  offered  achieved   grants |  enqueue->confirmed ms: p50     p95     "
         "p99     max | ->submitted p50  p99 | submitted->confirmed p50  p99"
     )
     for poll, r in results.items():
-        print(f"{poll:8.1f} s {r['offered']:7.1f}/s {r['achieved']:7.1f}/s {r['n']:7.0f} | "
-              f"{' ' * 20}{ms(r['total_p50'])} {ms(r['total_p95'])} {ms(r['total_p99'])} "
-              f"{ms(r['total_p100'])} |     {ms(r['submit_p50'])} {ms(r['submit_p99'])} | "
-              f"{' ' * 17}{ms(r['confirm_p50'])} {ms(r['confirm_p99'])}")  # fmt: skip
+        print(
+            f"{poll:8.1f} s {r['offered']:7.1f}/s {r['achieved']:7.1f}/s {r['n']:7.0f} | "
+            f"{' ' * 20}{ms(r['total_p50'])} {ms(r['total_p95'])} {ms(r['total_p99'])} "
+            f"{ms(r['total_p100'])} |     {ms(r['submit_p50'])} {ms(r['submit_p99'])} | "
+            f"{' ' * 17}{ms(r['confirm_p50'])} {ms(r['confirm_p99'])}"
+        )
 
 
 if __name__ == "__main__":

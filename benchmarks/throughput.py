@@ -104,8 +104,9 @@ class Processes:
 
     def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
         log = open(Path(self.dir) / f"{name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append(proc)
         return proc
 
@@ -138,8 +139,10 @@ class CpuMeter:
 
     def per_grant_ms(self, grants: int) -> dict[str, float]:
         """CPU ms per grant of each process, and ``worker_sys``: the worker's kernel share."""
-        used = {name: (cpu_seconds(pid) - self.start[name]) * 1000 / grants
-                for name, pid in self.pids.items()}  # fmt: skip
+        used = {
+            name: (cpu_seconds(pid) - self.start[name]) * 1000 / grants
+            for name, pid in self.pids.items()
+        }
         kernel = cpu_seconds(self.pids["worker"], system_only=True) - self.start_sys
         return {**used, "worker_sys": kernel * 1000 / grants}
 
@@ -151,10 +154,23 @@ def start_profiler(args: argparse.Namespace, pid: int, name: str) -> subprocess.
     if not args.profile:
         return None
     return subprocess.Popen(
-        ["py-spy", "record", "--gil", "--nonblocking", "-r", "200", "-f", "raw", "-p", str(pid),
-         "-o", f"{args.profile}.{name}.txt"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "py-spy",
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-p",
+            str(pid),
+            "-o",
+            f"{args.profile}.{name}.txt",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
@@ -171,8 +187,22 @@ def redis_pid(client: redis.Redis) -> int:
 def start_sandbox(procs: Processes, latency: float, lag: float, *extra: str) -> str:
     """The sandbox in its own process; ``extra`` flags such as ``--rate-limit 600``."""
     port = free_port()
-    procs.start([sys.executable, "-m", "worker.sandbox", "--port", str(port), "--latency",
-                 str(latency), "--lag", str(lag), *extra], dict(os.environ), "sandbox")  # fmt: skip
+    procs.start(
+        [
+            sys.executable,
+            "-m",
+            "worker.sandbox",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            "--lag",
+            str(lag),
+            *extra,
+        ],
+        dict(os.environ),
+        "sandbox",
+    )
     url = f"http://127.0.0.1:{port}"
     wait(lambda: _up(url), 20, "sandbox")
     return url
@@ -218,13 +248,14 @@ def worker_env(redis_url: str, sandbox_url: str, lag: float, **settings: str) ->
     # The budget still runs (a slot is taken per call) but never makes anyone wait: the
     # baseline has none, and this compares the pipelines, not the pacing.
     return creditq_env(
-        redis_url, sandbox_url,
+        redis_url,
+        sandbox_url,
         CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="1000000000",
         CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="1000000000",
         CREDITQ_CONFIRM_FIRST_POLL_SECONDS=str(max(lag, FIRST_POLL_FLOOR)),
         PYTHONPATH=str(ROOT),
         **settings,
-    )  # fmt: skip
+    )
 
 
 def ambiguous_customer(batch: Sequence[CreditGrant]) -> str:
@@ -237,8 +268,13 @@ def ambiguous_customer(batch: Sequence[CreditGrant]) -> str:
 
 def arm_ambiguous(url: str, customer_id: str, kind: str) -> None:
     """One sandbox fault: the customer's next Inveterate POST answers ambiguously."""
-    fault = {"kind": kind, "provider": "inveterate", "operation": "submit",
-             "customer_id": customer_id, "times": 1}  # fmt: skip
+    fault = {
+        "kind": kind,
+        "provider": "inveterate",
+        "operation": "submit",
+        "customer_id": customer_id,
+        "times": 1,
+    }
     httpx.post(f"{url}/_sandbox/faults", json=fault, timeout=5).raise_for_status()
 
 
@@ -258,8 +294,9 @@ def finished(store: JobStore) -> int:
     return sum(counts[state.value] for state in TERMINAL)
 
 
-def confirmation_figures(store: JobStore, keys: list[str], start: float,
-                         lag: float) -> dict[str, float]:  # fmt: skip
+def confirmation_figures(
+    store: JobStore, keys: list[str], start: float, lag: float
+) -> dict[str, float]:
     """The rates, tail and stall of a creditq run, read off each job's ``confirmed_at``."""
     jobs = [j for j in store.get_many(keys, history=False) if j is not None]
     confirmed = [j for j in jobs if j.state is JobState.CONFIRMED]
@@ -306,15 +343,19 @@ def ambiguous_job(jobs: Sequence[Job | None]) -> tuple[Job, float] | None:
     """The job whose POST the fault answered, and when that POST began. One the worker
     marked "outcome unknown" first; a sweep can also find the credit while a
     ``timeout_after`` holds the answer, and confirm the job before it ever learns that."""
-    candidates = [(job, at) for job in jobs if job is not None
-                  and (at := first_post_unanswered(job)) is not None]  # fmt: skip
+    candidates = [
+        (job, at)
+        for job in jobs
+        if job is not None and (at := first_post_unanswered(job)) is not None
+    ]
     unknown = [c for c in candidates if any("outcome unknown" in h["reason"] for h in c[0].history)]
     chosen = unknown or candidates
     return chosen[0] if chosen else None
 
 
-def ambiguous_figures(store: JobStore, batch: Sequence[CreditGrant], customer_id: str,
-                      body_end: float, settle: float) -> dict[str, float]:  # fmt: skip
+def ambiguous_figures(
+    store: JobStore, batch: Sequence[CreditGrant], customer_id: str, body_end: float, settle: float
+) -> dict[str, float]:
     """The grant whose POST answered ambiguously: how many POSTs it took, and how long after
     that POST and after the end of the body it was confirmed.
 
@@ -322,8 +363,11 @@ def ambiguous_figures(store: JobStore, batch: Sequence[CreditGrant], customer_id
     batching window, as a fresh 2xx gets. Also returned: the longest 2xx-to-shown time the
     fleet measured (``Visibility.lag``), of which creditq waits twice before a second POST.
     """
-    keys = [g.idempotency_key for g in batch
-            if g.customer_id == customer_id and g.provider == "inveterate"]  # fmt: skip
+    keys = [
+        g.idempotency_key
+        for g in batch
+        if g.customer_id == customer_id and g.provider == "inveterate"
+    ]
     found = ambiguous_job(store.get_many(keys))
     if found is None:
         return {"ambiguous_found": 0.0}
@@ -331,14 +375,21 @@ def ambiguous_figures(store: JobStore, batch: Sequence[CreditGrant], customer_id
     done = confirmed_at(job) if job.state is JobState.CONFIRMED else math.nan
     learned = store.learned_delay("inveterate") or FIRST_POLL_FLOOR
     measured = store.visibility("inveterate", time.time()).lag
-    return {"ambiguous_found": 1.0, "ambiguous_posts": job.attempts, "settle": settle,
-            "learned_lag": learned, "measured_lag": math.nan if measured is None else measured,
-            "ambiguous_wait": done - posted, "ambiguous_tail": done - body_end,
-            "ambiguous_bound": settle + learned + BATCH_SECONDS}  # fmt: skip
+    return {
+        "ambiguous_found": 1.0,
+        "ambiguous_posts": job.attempts,
+        "settle": settle,
+        "learned_lag": learned,
+        "measured_lag": math.nan if measured is None else measured,
+        "ambiguous_wait": done - posted,
+        "ambiguous_tail": done - body_end,
+        "ambiguous_bound": settle + learned + BATCH_SECONDS,
+    }
 
 
-def run_creditq(args: argparse.Namespace, redis_url: str, lag: float, prefix: str,
-                ambiguous: bool = False) -> dict[str, float]:  # fmt: skip
+def run_creditq(
+    args: argparse.Namespace, redis_url: str, lag: float, prefix: str, ambiguous: bool = False
+) -> dict[str, float]:
     procs = Processes()
     try:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -346,9 +397,22 @@ def run_creditq(args: argparse.Namespace, redis_url: str, lag: float, prefix: st
         sandbox = start_sandbox(procs, args.latency, lag)
         settle = {"CREDITQ_SETTLE_SECONDS": str(args.settle)} if ambiguous else {}
         env = worker_env(redis_url, sandbox, lag, **settle)
-        command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P",
-                   "threads", "-c", str(args.concurrency), "--without-gossip",
-                   "--without-mingle", "-l", "WARNING"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(args.concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ]
         worker = procs.start(command, env, "worker")
         store = JobStore(client)
         from worker.app import create_app
@@ -360,8 +424,9 @@ def run_creditq(args: argparse.Namespace, redis_url: str, lag: float, prefix: st
         if target:
             arm_ambiguous(sandbox, target, args.ambiguous_kind)
         time.sleep(2.0)  # let the worker connect before the clock starts
-        cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
-                        "redis": redis_pid(client)})  # fmt: skip
+        cpu = CpuMeter(
+            {"worker": worker.pid, "sandbox": procs.procs[0].pid, "redis": redis_pid(client)}
+        )
         start = time.time()  # epoch, as the store's confirmed_at and the ledger's created_at
         profiler = start_profiler(args, worker.pid, prefix)
         enqueue_many(batch, store=store, app=app)
@@ -370,46 +435,75 @@ def run_creditq(args: argparse.Namespace, redis_url: str, lag: float, prefix: st
         stop_profiler(profiler)
         figures = confirmation_figures(store, [g.idempotency_key for g in batch], start, lag)
         applied = applied_timeline(sandbox, start)
-        figures.update({"applied_rate": applied.end_to_end_rate,
-                        "applied_body_rate": applied.body_rate or math.nan,
-                        "applied_seconds": applied.seconds, "credits": len(applied.ends),
-                        "calls_per_grant": calls_per_grant(sandbox, args.grants),
-                        **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()}})  # fmt: skip
+        figures.update(
+            {
+                "applied_rate": applied.end_to_end_rate,
+                "applied_body_rate": applied.body_rate or math.nan,
+                "applied_seconds": applied.seconds,
+                "credits": len(applied.ends),
+                "calls_per_grant": calls_per_grant(sandbox, args.grants),
+                **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()},
+            }
+        )
         if target:
-            figures.update(ambiguous_figures(store, batch, target, figures["body_end"],
-                                             args.settle))  # fmt: skip
+            figures.update(
+                ambiguous_figures(store, batch, target, figures["body_end"], args.settle)
+            )
         return figures
     finally:
         procs.stop_all()
 
 
-def run_baseline(args: argparse.Namespace, redis_url: str, transport: str | None = None,
-                 events: bool = True) -> dict[str, float]:  # fmt: skip
+def run_baseline(
+    args: argparse.Namespace, redis_url: str, transport: str | None = None, events: bool = True
+) -> dict[str, float]:
     procs = Processes()
     try:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         client.flushdb()
         sandbox = start_sandbox(procs, args.latency, 0.0)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-        env.update({"BASELINE_BROKER_URL": redis_url, "BASELINE_SANDBOX_URL": sandbox,
-                    "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
-                    "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
-                    "BASELINE_TASK_EVENTS": "1" if events else "0",
-                    "PYTHONPATH": str(ROOT)})  # fmt: skip
+        env.update(
+            {
+                "BASELINE_BROKER_URL": redis_url,
+                "BASELINE_SANDBOX_URL": sandbox,
+                "BASELINE_INVETERATE_KEY": DEFAULT_INVETERATE_KEY,
+                "BASELINE_CHARGEBEE_KEY": DEFAULT_CHARGEBEE_KEY,
+                "BASELINE_TASK_EVENTS": "1" if events else "0",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         if transport:
             env["BASELINE_BROKER_TRANSPORT"] = transport
-        worker = procs.start([sys.executable, "-m", "celery", "-A", "benchmarks.baseline_app",
-                              "worker", "-P", "threads", "-c", str(args.concurrency),
-                              "--without-gossip", "--without-mingle", "-l", "WARNING"],
-                             env, "baseline")  # fmt: skip
+        worker = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "benchmarks.baseline_app",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(args.concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "WARNING",
+            ],
+            env,
+            "baseline",
+        )
         os.environ["BASELINE_BROKER_URL"] = redis_url
         os.environ["BASELINE_SANDBOX_URL"] = sandbox
         from benchmarks.baseline_app import app, post_credit
 
         batch = [g.to_message() for g in grant_batch(args.grants, "base")]
         time.sleep(2.0)  # let the worker connect before the clock starts
-        cpu = CpuMeter({"worker": worker.pid, "sandbox": procs.procs[0].pid,
-                        "redis": redis_pid(client)})  # fmt: skip
+        cpu = CpuMeter(
+            {"worker": worker.pid, "sandbox": procs.procs[0].pid, "redis": redis_pid(client)}
+        )
         start = time.time()
         name = "tuned" if transport else "baseline" if events else "baseline-no-events"
         profiler = start_profiler(args, worker.pid, name)
@@ -421,10 +515,13 @@ def run_baseline(args: argparse.Namespace, redis_url: str, transport: str | None
         cpu_ms = cpu.per_grant_ms(args.grants)
         stop_profiler(profiler)
         applied = applied_timeline(sandbox, start)
-        return {"seconds": applied.seconds, "rate": applied.end_to_end_rate,
-                "body_rate": applied.body_rate or math.nan,
-                "calls_per_grant": calls_per_grant(sandbox, args.grants),
-                **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()}}  # fmt: skip
+        return {
+            "seconds": applied.seconds,
+            "rate": applied.end_to_end_rate,
+            "body_rate": applied.body_rate or math.nan,
+            "calls_per_grant": calls_per_grant(sandbox, args.grants),
+            **{f"cpu_ms_{name}": ms for name, ms in cpu_ms.items()},
+        }
     finally:
         procs.stop_all()
 
@@ -456,23 +553,32 @@ def rates(run: dict[str, float], line: str) -> tuple[float, float, float]:
 
 
 def print_rates(args: argparse.Namespace, runs: Runs) -> None:
-    print(f"{'run':<52}{'body/s':>8}{'end-to-end/s':>14}{'seconds':>9}{'calls/grant':>13}"
-          "   CPU ms/grant: worker (kernel) / sandbox / redis")  # fmt: skip
+    print(
+        f"{'run':<52}{'body/s':>8}{'end-to-end/s':>14}{'seconds':>9}{'calls/grant':>13}"
+        "   CPU ms/grant: worker (kernel) / sandbox / redis"
+    )
     for label, name, line in rate_rows(args):
         if name not in runs:
             continue
         run = runs[name]
         body, end_to_end, seconds = rates(run, line)
-        extra = "" if line == "applied" else (
-            f"{run['calls_per_grant']:13.2f}   {run['cpu_ms_worker']:5.2f} "
-            f"({run['cpu_ms_worker_sys']:4.2f}) / {run['cpu_ms_sandbox']:5.2f} / "
-            f"{run['cpu_ms_redis']:5.2f}")  # fmt: skip
+        extra = (
+            ""
+            if line == "applied"
+            else (
+                f"{run['calls_per_grant']:13.2f}   {run['cpu_ms_worker']:5.2f} "
+                f"({run['cpu_ms_worker_sys']:4.2f}) / {run['cpu_ms_sandbox']:5.2f} / "
+                f"{run['cpu_ms_redis']:5.2f}"
+            )
+        )
         print(f"{label:<52}{body:8.1f}{end_to_end:14.1f}{seconds:9.1f}{extra}")
 
 
-RATIO_ROWS = (("creditq, confirmed", "plain", "rate"),
-              ("creditq, every credit applied", "plain", "applied"),
-              ("creditq lagged, confirmed", "lagged", "rate"))  # fmt: skip
+RATIO_ROWS = (
+    ("creditq, confirmed", "plain", "rate"),
+    ("creditq, every credit applied", "plain", "applied"),
+    ("creditq lagged, confirmed", "lagged", "rate"),
+)
 BASELINES = (("baseline", "events on"), ("baseline_no_events", "events off"))
 
 
@@ -510,17 +616,24 @@ def print_ratios(args: argparse.Namespace, rounds: list[dict[str, float]]) -> No
     taken within each round."""
     keys = set().union(*rounds)
     width = 44 if len(rounds) > 1 else 22  # "0.78 [0.74-0.79] (0.70 [0.66-0.71])"
-    print(f"{'ratio, body (end to end)':<34}" + "".join(
-        f"  {'to baseline, ' + what:>{width}}" for _, what in BASELINES))  # fmt: skip
+    print(
+        f"{'ratio, body (end to end)':<34}"
+        + "".join(f"  {'to baseline, ' + what:>{width}}" for _, what in BASELINES)
+    )
     for label, _, _ in RATIO_ROWS:
-        cells = [f"{cell(rounds, f'{label}|{b}|body')} ({cell(rounds, f'{label}|{b}|end')})"
-                 for b, _ in BASELINES if f"{label}|{b}|body" in keys]  # fmt: skip
+        cells = [
+            f"{cell(rounds, f'{label}|{b}|body')} ({cell(rounds, f'{label}|{b}|end')})"
+            for b, _ in BASELINES
+            if f"{label}|{b}|body" in keys
+        ]
         if cells:
             print(f"{label:<34}" + "".join(f"  {c:>{width}}" for c in cells))
     if "lag|body" in keys:
-        print(f"creditq, listing {args.lag:g} s behind: body {cell(rounds, 'lag|body')} "
-              f"(end to end {cell(rounds, 'lag|end')}; without the last lag "
-              f"{cell(rounds, 'lag|without')}) of no lag")  # fmt: skip
+        print(
+            f"creditq, listing {args.lag:g} s behind: body {cell(rounds, 'lag|body')} "
+            f"(end to end {cell(rounds, 'lag|end')}; without the last lag "
+            f"{cell(rounds, 'lag|without')}) of no lag"
+        )
     if "tuned|body" in keys:
         print(
             f"creditq against the baseline given creditq's worker transport: body "
@@ -530,22 +643,31 @@ def print_ratios(args: argparse.Namespace, rounds: list[dict[str, float]]) -> No
 
 def print_tails(args: argparse.Namespace, runs: Runs) -> None:
     """Where the end-to-end rate goes: the tail, waits and stalls, redundant confirmations."""
-    rows = [("creditq", "plain"), (f"creditq, lag {args.lag:g} s", "lagged"),
-            (f"creditq, lag {args.lag:g} s, ambiguous", "ambiguous")]  # fmt: skip
-    print(f"{'tail (seconds)':<30}{'p99 to last':>12}{'last: 2xx to confirmed':>24}"
-          f"{'2xx to confirmed p50/p99/max':>30}{'longest stall (at, waiting)':>30}"
-          f"{'confirm_again':>15}")  # fmt: skip
+    rows = [
+        ("creditq", "plain"),
+        (f"creditq, lag {args.lag:g} s", "lagged"),
+        (f"creditq, lag {args.lag:g} s, ambiguous", "ambiguous"),
+    ]
+    print(
+        f"{'tail (seconds)':<30}{'p99 to last':>12}{'last: 2xx to confirmed':>24}"
+        f"{'2xx to confirmed p50/p99/max':>30}{'longest stall (at, waiting)':>30}"
+        f"{'confirm_again':>15}"
+    )
     for label, name in rows:
         if name not in runs:
             continue
         run = runs[name]
         waits = f"{run['wait_p50']:.1f} / {run['wait_p99']:.1f} / {run['wait_p100']:.1f}"
         stall = f"{run['stall']:.1f} (at {run['stall_at']:.1f}, {run['stall_waiting']:.0f})"
-        print(f"{label:<30}{run['tail']:12.1f}{run['last_wait']:24.1f}{waits:>30}{stall:>30}"
-              f"{run['confirm_again']:15.0f}")  # fmt: skip
+        print(
+            f"{label:<30}{run['tail']:12.1f}{run['last_wait']:24.1f}{waits:>30}{stall:>30}"
+            f"{run['confirm_again']:15.0f}"
+        )
         if run["confirmed"] != args.grants or run["credits"] != args.grants:
-            print(f"  ! {run['confirmed']:.0f} of {args.grants} confirmed, "
-                  f"{run['credits']:.0f} credits at the provider")  # fmt: skip
+            print(
+                f"  ! {run['confirmed']:.0f} of {args.grants} confirmed, "
+                f"{run['credits']:.0f} credits at the provider"
+            )
 
 
 def print_ambiguous(args: argparse.Namespace, run: dict[str, float]) -> None:
@@ -553,13 +675,17 @@ def print_ambiguous(args: argparse.Namespace, run: dict[str, float]) -> None:
         print(f"one ambiguous POST ({args.ambiguous_kind}): the fault never fired")
         return
     verdict = "within" if run["ambiguous_tail"] <= run["ambiguous_bound"] else "PAST"
-    print(f"one ambiguous POST ({args.ambiguous_kind}, CREDITQ_SETTLE_SECONDS="
-          f"{run['settle']:g}): {run['ambiguous_posts']:.0f} POST(s); confirmed "
-          f"{run['ambiguous_wait']:.1f} s after that POST began, "
-          f"{run['ambiguous_tail']:.1f} s after the end of the body (p90)")  # fmt: skip
-    print(f"  bound settle + learned first read {run['learned_lag']:.2f} s + batching "
-          f"{BATCH_SECONDS:g} s = {run['ambiguous_bound']:.1f} s: {verdict} "
-          f"(longest 2xx-to-shown measured: {run['measured_lag']:.2f} s)")  # fmt: skip
+    print(
+        f"one ambiguous POST ({args.ambiguous_kind}, CREDITQ_SETTLE_SECONDS="
+        f"{run['settle']:g}): {run['ambiguous_posts']:.0f} POST(s); confirmed "
+        f"{run['ambiguous_wait']:.1f} s after that POST began, "
+        f"{run['ambiguous_tail']:.1f} s after the end of the body (p90)"
+    )
+    print(
+        f"  bound settle + learned first read {run['learned_lag']:.2f} s + batching "
+        f"{BATCH_SECONDS:g} s = {run['ambiguous_bound']:.1f} s: {verdict} "
+        f"(longest 2xx-to-shown measured: {run['measured_lag']:.2f} s)"
+    )
 
 
 def report(args: argparse.Namespace, runs: Runs) -> None:
@@ -573,10 +699,12 @@ def report(args: argparse.Namespace, runs: Runs) -> None:
 def one_round(args: argparse.Namespace, url: str) -> Runs:
     """Every run side by side: a ratio compares runs minutes apart at most, whatever else
     the machine does meanwhile."""
-    runs = {"baseline": run_baseline(args, url),
-            "baseline_no_events": run_baseline(args, url, events=False),
-            "plain": run_creditq(args, url, 0.0, "plain"),
-            "lagged": run_creditq(args, url, args.lag, "lagged")}  # fmt: skip
+    runs = {
+        "baseline": run_baseline(args, url),
+        "baseline_no_events": run_baseline(args, url, events=False),
+        "plain": run_creditq(args, url, 0.0, "plain"),
+        "lagged": run_creditq(args, url, args.lag, "lagged"),
+    }
     if args.ambiguous:
         runs["ambiguous"] = run_creditq(args, url, args.lag, "ambiguous", ambiguous=True)
     if args.tuned_baseline:
@@ -601,14 +729,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--lag", type=float, default=2.0)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of every run; medians of the ratios")  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of every run; medians of the ratios"
+    )
     parser.add_argument("--profile", help="py-spy each worker (py-spy on PATH) to this prefix")
-    parser.add_argument("--only", choices=["baseline", "baseline-no-events", "plain", "lagged",
-                                           "ambiguous"])  # fmt: skip
-    parser.add_argument("--tuned-baseline", action="store_true",
-                        help="also run the baseline with creditq's worker transport "
-                             "(worker/app/broker.py)")  # fmt: skip
+    parser.add_argument(
+        "--only", choices=["baseline", "baseline-no-events", "plain", "lagged", "ambiguous"]
+    )
+    parser.add_argument(
+        "--tuned-baseline",
+        action="store_true",
+        help="also run the baseline with creditq's worker transport (worker/app/broker.py)",
+    )
     parser.add_argument(
         "--ambiguous",
         action=argparse.BooleanOptionalAction,
@@ -618,8 +750,9 @@ def parse_args() -> argparse.Namespace:
     # The hard case by default: a 500 that applied nothing, whose absence must be proven
     # before the POST goes out again; the production default settle (worker.settings).
     parser.add_argument("--ambiguous-kind", choices=AMBIGUOUS_KINDS, default="error_before")
-    parser.add_argument("--settle", type=float, default=30.0,
-                        help="CREDITQ_SETTLE_SECONDS of the ambiguous run")  # fmt: skip
+    parser.add_argument(
+        "--settle", type=float, default=30.0, help="CREDITQ_SETTLE_SECONDS of the ambiguous run"
+    )
     return parser.parse_args()
 
 
@@ -630,8 +763,10 @@ def main() -> None:
         if args.only:
             print(only(args, url))
             return
-        print(f"{args.grants} grants, threads pool -c {args.concurrency}, sandbox latency "
-              f"{args.latency * 1000:.0f} ms, one worker process each")  # fmt: skip
+        print(
+            f"{args.grants} grants, threads pool -c {args.concurrency}, sandbox latency "
+            f"{args.latency * 1000:.0f} ms, one worker process each"
+        )
         for n in range(args.repeat):
             runs = one_round(args, url)
             if args.repeat > 1:

@@ -129,17 +129,30 @@ class ProviderBudget:
     def slot_request(self) -> tuple[list[str], list[str | int]]:
         """The keys and arguments of ``take_slot`` (``budget_slot.lua``), for a script that
         takes a slot as one of its steps (``JobStore.begin_post``)."""
-        keys = [BudgetKeys.minute_prefix(self.provider), BudgetKeys.pause(self.provider),
-                BudgetKeys.tat(self.provider)]  # fmt: skip
+        keys = [
+            BudgetKeys.minute_prefix(self.provider),
+            BudgetKeys.pause(self.provider),
+            BudgetKeys.tat(self.provider),
+        ]
         return keys, [self._now_arg(), self.interval_us, BUCKET_TTL_SECONDS]
 
     def _run_pause(self, mode: str, length: str) -> tuple[float, float]:
         p = self.provider
-        keys = [BudgetKeys.minute_prefix(p), BudgetKeys.pause(p), BudgetKeys.strikes(p),
-                BudgetKeys.rate_limited_total(p)]  # fmt: skip
-        args: list[str | int] = [self._now_arg(), BUCKET_TTL_SECONDS, mode, length,
-                round(DEFAULT_PAUSE_SECONDS * _US), round(MAX_PAUSE_SECONDS * _US),
-                STREAK_GRACE_SECONDS]  # fmt: skip
+        keys = [
+            BudgetKeys.minute_prefix(p),
+            BudgetKeys.pause(p),
+            BudgetKeys.strikes(p),
+            BudgetKeys.rate_limited_total(p),
+        ]
+        args: list[str | int] = [
+            self._now_arg(),
+            BUCKET_TTL_SECONDS,
+            mode,
+            length,
+            round(DEFAULT_PAUSE_SECONDS * _US),
+            round(MAX_PAUSE_SECONDS * _US),
+            STREAK_GRACE_SECONDS,
+        ]
         applied, remaining = self._pause(keys=keys, args=args)
         return int(applied) / _US, int(remaining) / _US
 
@@ -185,8 +198,11 @@ class ProviderBudget:
 
     def snapshot(self) -> dict[str, Any]:
         """The figures ``creditq stats`` shows for this provider, read in one round trip."""
-        keys = [BudgetKeys.minute_prefix(self.provider), BudgetKeys.pause(self.provider),
-                BudgetKeys.rate_limited_total(self.provider)]  # fmt: skip
+        keys = [
+            BudgetKeys.minute_prefix(self.provider),
+            BudgetKeys.pause(self.provider),
+            BudgetKeys.rate_limited_total(self.provider),
+        ]
         reply = self._snapshot(keys=keys, args=[self._now_arg(), HOUR_MINUTES])
         minute, calls, confirmed, limited, total, paused = (int(v) for v in reply)
         return {

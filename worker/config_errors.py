@@ -86,8 +86,12 @@ def accepts(field: FieldInfo | None) -> str:
     noun = {int: "a whole number", float: "a number", Decimal: "a decimal number"}.get(kind)
     if noun is None:
         return "a valid value"
-    bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le", "lt")
-              if getattr(m, name, None) is not None}  # fmt: skip
+    bounds = {
+        name: getattr(m, name)
+        for m in field.metadata
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(m, name, None) is not None
+    }
     low = ("", None)
     if "ge" in bounds:
         low = ("at least", bounds["ge"])

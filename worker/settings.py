@@ -33,8 +33,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 STORE_SCHEMES = ("redis", "rediss", "unix")
 # What the Celery broker may be: Redis (kombu's own names), Sentinel in Celery's
 # ``sentinel://h1:26379/0;sentinel://h2:26379/0`` form, RabbitMQ, and kombu's in-memory one.
-BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp",
-                  "memory")  # fmt: skip
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+socket",
+    "sentinel",
+    "amqp",
+    "amqps",
+    "pyamqp",
+    "memory",
+)
 _SOCKET_SCHEMES = frozenset({"unix", "redis+socket"})
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel"})
 STORE_URL_FORMS = "redis://[user:password@]host[:port][/db], rediss://... or unix:///path/to.sock"
@@ -54,8 +62,10 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
         credentials, _, rest = rest.rpartition("@")
         if any(c in credentials for c in "/?#"):
             # An "@" is fine (URLs split at the last one); these end the host part early.
-            return ("its user name or password holds '/', '?' or '#': percent-encode them "
-                    "(%2F, %3F, %23)")  # fmt: skip
+            return (
+                "its user name or password holds '/', '?' or '#': percent-encode them "
+                "(%2F, %3F, %23)"
+            )
     if scheme in _SOCKET_SCHEMES:
         return None if urlsplit(f"{scheme}://{rest}").path else "it names no socket path"
     if scheme == "memory":

@@ -30,8 +30,10 @@ def _keys(url: str) -> dict[int, dict[str, str | None]]:
     found: dict[int, dict[str, str | None]] = {}
     for db in DATABASES:
         with redis.Redis.from_url(f"{url}/{db}", decode_responses=True) as client:
-            found[db] = {key: client.get(key) if client.type(key) == "string" else None
-                         for key in client.scan_iter()}  # fmt: skip
+            found[db] = {
+                key: client.get(key) if client.type(key) == "string" else None
+                for key in client.scan_iter()
+            }
     return found
 
 
@@ -60,14 +62,22 @@ def main(argv: list[str]) -> int:
         env.update(CREDITQ_REDIS_URL=f"{url}/0", CREDITQ_BROKER_URL=f"{url}/0")
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
-            cwd=ROOT, env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         # Our own two reads (before and now) are the only connections allowed.
         seen = _connections(url) - before - 1
         after = _keys(url)
     changed = {db: after[db] for db in DATABASES if after[db] != seeded[db]}
-    report = {"pytest_exit": run.returncode, "changed": changed, "connections": seen,
-              "port": port, "output": (run.stdout + run.stderr)[-4000:]}  # fmt: skip
+    report = {
+        "pytest_exit": run.returncode,
+        "changed": changed,
+        "connections": seen,
+        "port": port,
+        "output": (run.stdout + run.stderr)[-4000:],
+    }
     print(json.dumps(report))
     return 0
 

@@ -35,66 +35,92 @@ BAD_SETTINGS = {
     ),
     "CREDITQ_DEFAULT_CURRENCY=usd": (
         {"CREDITQ_DEFAULT_CURRENCY": "usd"},
-        ["CREDITQ_DEFAULT_CURRENCY='usd' is not accepted: expected an ISO 4217 currency code "
-         "in capitals, such as USD"],
+        [
+            "CREDITQ_DEFAULT_CURRENCY='usd' is not accepted: expected an ISO 4217 currency code "
+            "in capitals, such as USD"
+        ],
     ),
     "CREDITQ_DEFAULT_CURRENCY=dollars": (
         {"CREDITQ_DEFAULT_CURRENCY": "dollars"},
-        ["CREDITQ_DEFAULT_CURRENCY='dollars' is not accepted: expected an ISO 4217 currency "
-         "code in capitals, such as USD"],
+        [
+            "CREDITQ_DEFAULT_CURRENCY='dollars' is not accepted: expected an ISO 4217 currency "
+            "code in capitals, such as USD"
+        ],
     ),
     "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL=maybe": (
         {"CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL": "maybe"},
-        ["CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL='maybe' is not accepted: expected true or false "
-         "(or 1/0, yes/no, on/off)"],
+        [
+            "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL='maybe' is not accepted: expected true or false "
+            "(or 1/0, yes/no, on/off)"
+        ],
     ),
     "a password with a slash and no port": (
         {"CREDITQ_REDIS_URL": f"redis://:Xy7/{PASSWORD}@host:notaport/0"},
-        ["CREDITQ_REDIS_URL='redis://***@host:notaport/0' is not accepted: its user name or "
-         "password holds '/', '?' or '#': percent-encode them (%2F, %3F, %23); "
-         "expected redis://[user:password@]host[:port][/db], rediss://... or "
-         "unix:///path/to.sock"],
+        [
+            "CREDITQ_REDIS_URL='redis://***@host:notaport/0' is not accepted: its user name or "
+            "password holds '/', '?' or '#': percent-encode them (%2F, %3F, %23); "
+            "expected redis://[user:password@]host[:port][/db], rediss://... or "
+            "unix:///path/to.sock"
+        ],
     ),
     "a broker URL that is not one": (
         {"CREDITQ_BROKER_URL": f"redis//:{PASSWORD}@host/0"},
-        ["CREDITQ_BROKER_URL='(not a URL)' is not accepted: its scheme must be one of "
-         "redis://, rediss://, redis+socket://, sentinel://, amqp://, amqps://, pyamqp://, "
-         "memory://; expected a Redis, Sentinel or AMQP URL"],
+        [
+            "CREDITQ_BROKER_URL='(not a URL)' is not accepted: its scheme must be one of "
+            "redis://, rediss://, redis+socket://, sentinel://, amqp://, amqps://, pyamqp://, "
+            "memory://; expected a Redis, Sentinel or AMQP URL"
+        ],
     ),
     "a key with a control character": (
         {"CREDITQ_INVETERATE_API_KEY": f"{KEY}\x1b[0m"},
-        ["CREDITQ_INVETERATE_API_KEY is not accepted: the key holds a control or non-ASCII "
-         "character, which no HTTP header can carry; set the key alone, as the provider "
-         "shows it"],
+        [
+            "CREDITQ_INVETERATE_API_KEY is not accepted: the key holds a control or non-ASCII "
+            "character, which no HTTP header can carry; set the key alone, as the provider "
+            "shows it"
+        ],
     ),
     "a key with a non-ASCII character": (
         {"CREDITQ_CHARGEBEE_API_KEY": f"{KEY}é"},
-        ["CREDITQ_CHARGEBEE_API_KEY is not accepted: the key holds a control or non-ASCII "
-         "character, which no HTTP header can carry; set the key alone, as the provider "
-         "shows it"],
+        [
+            "CREDITQ_CHARGEBEE_API_KEY is not accepted: the key holds a control or non-ASCII "
+            "character, which no HTTP header can carry; set the key alone, as the provider "
+            "shows it"
+        ],
     ),
-}  # fmt: skip
+}
 
 CLI = "from worker.cli.main import main; main()"
 COMMANDS = {
     "stats": [CLI, "stats", "--json"],
     "status": [CLI, "status", "k-1", "--json"],
-    "enqueue": [CLI, "enqueue", "--key", "k-1", "--provider", "inveterate", "--customer", "c-1",
-                "--amount", "1.00", "--json"],
+    "enqueue": [
+        CLI,
+        "enqueue",
+        "--key",
+        "k-1",
+        "--provider",
+        "inveterate",
+        "--customer",
+        "c-1",
+        "--amount",
+        "1.00",
+        "--json",
+    ],
     "dlq list": [CLI, "dlq", "list", "--json"],
     "check": [CLI, "check", "--json"],
     "demo": [CLI, "demo"],
     "worker": ["-m", "celery", "-A", "worker.app", "worker", "--pool", "solo", "-l", "warning"],
     "beat": ["-m", "celery", "-A", "worker.app", "beat", "-l", "warning"],
-}  # fmt: skip
+}
 
 
 def run(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env.update({"CREDITQ_REDIS_URL": NOWHERE, **env_extra})
     command = [sys.executable, *(["-c", *args] if args[0] == CLI else args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], lines: list[str]) -> None:
@@ -115,12 +141,16 @@ def test_every_bad_setting_is_one_line_and_exit_2_from_the_cli(case: str) -> Non
 
 @pytest.mark.parametrize("entry", COMMANDS)
 def test_every_entry_point_refuses_bad_settings_in_one_line_each(entry: str) -> None:
-    env = {**BAD_SETTINGS["CREDITQ_MAX_ATTEMPTS=0"][0],
-           **BAD_SETTINGS["a password with a slash and no port"][0],
-           **BAD_SETTINGS["a key with a control character"][0]}  # fmt: skip
-    lines = (BAD_SETTINGS["a password with a slash and no port"][1]
-             + BAD_SETTINGS["a key with a control character"][1]
-             + BAD_SETTINGS["CREDITQ_MAX_ATTEMPTS=0"][1])  # fmt: skip
+    env = {
+        **BAD_SETTINGS["CREDITQ_MAX_ATTEMPTS=0"][0],
+        **BAD_SETTINGS["a password with a slash and no port"][0],
+        **BAD_SETTINGS["a key with a control character"][0],
+    }
+    lines = (
+        BAD_SETTINGS["a password with a slash and no port"][1]
+        + BAD_SETTINGS["a key with a control character"][1]
+        + BAD_SETTINGS["CREDITQ_MAX_ATTEMPTS=0"][1]
+    )
     assert_refused(run(COMMANDS[entry], env), lines)
 
 
@@ -128,8 +158,11 @@ def test_check_with_a_key_pasted_with_a_newline_works_and_never_shows_it(
     sandbox: Sandbox,
 ) -> None:
     """``echo key > file``: the newline is stripped when the settings are read."""
-    env = {"CREDITQ_INVETERATE_BASE_URL": sandbox.url, "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
-           "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY + "\n"}  # fmt: skip
+    env = {
+        "CREDITQ_INVETERATE_BASE_URL": sandbox.url,
+        "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
+        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY + "\n",
+    }
     result = run(COMMANDS["check"], env)
     verdicts = {v["provider"]: v for v in map(json.loads, result.stdout.splitlines())}
     assert verdicts["inveterate"]["ok"] is True, result.stdout + result.stderr

@@ -15,25 +15,58 @@ import pytest
 from tests.fixtures.paths import ROOT
 
 SMALL = {
-    "throughput": (["--grants", "40", "--lag", "0.5", "--tuned-baseline",
-                    "--ambiguous-kind", "error_after", "--settle", "5"],
-                   ["body/s", "end-to-end/s", "calls/grant", "task events off", "of no lag",
-                    "creditq's worker transport", "longest stall", "confirm_again",
-                    "one ambiguous POST (error_after, CREDITQ_SETTLE_SECONDS=5)"]),
+    "throughput": (
+        [
+            "--grants",
+            "40",
+            "--lag",
+            "0.5",
+            "--tuned-baseline",
+            "--ambiguous-kind",
+            "error_after",
+            "--settle",
+            "5",
+        ],
+        [
+            "body/s",
+            "end-to-end/s",
+            "calls/grant",
+            "task events off",
+            "of no lag",
+            "creditq's worker transport",
+            "longest stall",
+            "confirm_again",
+            "one ambiguous POST (error_after, CREDITQ_SETTLE_SECONDS=5)",
+        ],
+    ),
     "latency": (["--rate", "20", "--seconds", "2"], ["p50", "0.2 s"]),
-    "cost": (["--grants", "40", "--idle-seconds", "0.5"],
-             ["Redis commands per grant", "HTTP calls per grant", "1,000,000 terminal records"]),
-    "call_path": ([], ["chain at publish", "chain at the POST", "answered 'submitted'",
-                       "distinct project functions called", "modules under worker/"]),
+    "cost": (
+        ["--grants", "40", "--idle-seconds", "0.5"],
+        ["Redis commands per grant", "HTTP calls per grant", "1,000,000 terminal records"],
+    ),
+    "call_path": (
+        [],
+        [
+            "chain at publish",
+            "chain at the POST",
+            "answered 'submitted'",
+            "distinct project functions called",
+            "modules under worker/",
+        ],
+    ),
     "enqueue": (["--single", "100", "--batch", "200"], ["enqueue_many"]),
     "dlq_list": (["--jobs", "500", "--runs", "3"], ["dlq list"]),
-    "budget": (["--grants", "20", "--lag", "0.5"],
-               ["confirmed grants per call", "0 429s"]),
-    "chaos": (["--grants", "30", "--chaos-seconds", "6", "--kill-every", "1", "2"],
-              ["duplicates (more than one credit): 0", "never issued (no credit, not confirmed): 0",
-               "not confirmed: 0",
-               'worker processes that died on their own ("Unrecoverable error" in their log): 0']),
-}  # fmt: skip
+    "budget": (["--grants", "20", "--lag", "0.5"], ["confirmed grants per call", "0 429s"]),
+    "chaos": (
+        ["--grants", "30", "--chaos-seconds", "6", "--kill-every", "1", "2"],
+        [
+            "duplicates (more than one credit): 0",
+            "never issued (no credit, not confirmed): 0",
+            "not confirmed: 0",
+            'worker processes that died on their own ("Unrecoverable error" in their log): 0',
+        ],
+    ),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -41,9 +74,14 @@ def test_the_benchmark_runs_at_a_small_size_and_prints_its_figures(name: str) ->
     args, expected = SMALL[name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=240)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for text in expected:
         assert text in done.stdout, done.stdout[-2000:]

@@ -26,12 +26,14 @@ def member_grants(n: int, prefix: str, per_member: int = 5) -> list[dict[str, An
     out = []
     for i in range(n):
         inveterate = i % 2 == 0
-        out.append({
-            "idempotency_key": f"{prefix}-{i}",
-            "provider": "inveterate" if inveterate else "chargebee",
-            "customer_id": f"{prefix}-m{(i // 2) // per_member}",
-            "amount": f"{1 + i % 9}.{i % 100:02d}",
-        })  # fmt: skip
+        out.append(
+            {
+                "idempotency_key": f"{prefix}-{i}",
+                "provider": "inveterate" if inveterate else "chargebee",
+                "customer_id": f"{prefix}-m{(i // 2) // per_member}",
+                "amount": f"{1 + i % 9}.{i % 100:02d}",
+            }
+        )
     return out
 
 
@@ -42,9 +44,11 @@ def three_workers(fleet: Fleet) -> None:
 
 
 def test_three_workers_confirm_everything_without_one_429_from_a_budgeted_provider(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     # 10 calls per second over a 3-second sliding window, per provider; creditq at 600/min.
     sandbox = make_sandbox(rate_limit=30, rate_window=3.0, latency=0.02, lag=0.5)
     fleet = fleet_factory(sandbox, **BUDGET)
@@ -57,14 +61,18 @@ def test_three_workers_confirm_everything_without_one_429_from_a_budgeted_provid
     assert_exactly_once(real_store, sandbox, [g["idempotency_key"] for g in batch])
     assert stats["inveterate"]["rate_limited"] == 0 and stats["chargebee"]["rate_limited"] == 0
     calls = {p: sum(s["calls"].values()) for p, s in stats.items()}
-    print(f"\ncalls per confirmed grant: inveterate {calls['inveterate'] / 80:.2f}, "
-          f"chargebee {calls['chargebee'] / 80:.2f}; 429s: 0")  # fmt: skip
+    print(
+        f"\ncalls per confirmed grant: inveterate {calls['inveterate'] / 80:.2f}, "
+        f"chargebee {calls['chargebee'] / 80:.2f}; 429s: 0"
+    )
 
 
 def test_a_burst_of_429s_pauses_the_whole_fleet_and_loses_nothing(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     sandbox = make_sandbox(latency=0.02)
     sandbox.fail_next("rate_limited", provider="inveterate", times=3, retry_after=2.0)
     fleet = fleet_factory(sandbox, **BUDGET)

@@ -17,17 +17,23 @@ from worker.store.jobs import JobStore
 def run_cli(env_extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-c", "from worker.cli.main import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from worker.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def sandbox_env(redis_url: str, sandbox: Sandbox, **keys: str) -> dict[str, str]:
     return {
         "CREDITQ_REDIS_URL": redis_url,
-        "CREDITQ_INVETERATE_BASE_URL": sandbox.url, "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
+        "CREDITQ_INVETERATE_BASE_URL": sandbox.url,
+        "CREDITQ_CHARGEBEE_BASE_URL": sandbox.url,
         "CREDITQ_INVETERATE_API_KEY": keys.get("inveterate", DEFAULT_INVETERATE_KEY),
         "CREDITQ_CHARGEBEE_API_KEY": keys.get("chargebee", DEFAULT_CHARGEBEE_KEY),
-    }  # fmt: skip
+    }
 
 
 def test_check_accepts_working_keys_and_spends_one_budgeted_call_each(
@@ -36,8 +42,10 @@ def test_check_accepts_working_keys_and_spends_one_budgeted_call_each(
     done = run_cli(sandbox_env(redis_url, sandbox), "check", "--json")
     assert done.returncode == 0, done.stderr
     verdicts = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [(v["provider"], v["ok"]) for v in verdicts] == [("inveterate", True),
-                                                            ("chargebee", True)]  # fmt: skip
+    assert [(v["provider"], v["ok"]) for v in verdicts] == [
+        ("inveterate", True),
+        ("chargebee", True),
+    ]
     stats = json.loads(run_cli({"CREDITQ_REDIS_URL": redis_url}, "stats", "--json").stdout)
     assert [p["calls_last_minute"] for p in stats["providers"]] == [1, 1]
 
@@ -61,8 +69,9 @@ def test_check_without_any_key_says_what_to_set(redis_url: str) -> None:
 def test_stats_counts_the_jobs_that_carry_a_duplicate_alarm(
     redis_url: str, real_store: JobStore
 ) -> None:
-    grant = CreditGrant(idempotency_key="twice", provider="inveterate", customer_id="m1",
-                        amount="5")  # fmt: skip
+    grant = CreditGrant(
+        idempotency_key="twice", provider="inveterate", customer_id="m1", amount="5"
+    )
     real_store.create(grant)
     assert real_store.raise_alarm("twice", {"kind": "duplicate", "refs": ["e2"]}, time.time())
     assert not real_store.raise_alarm("no-such-job", {"kind": "duplicate"}, time.time())

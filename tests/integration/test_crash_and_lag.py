@@ -19,9 +19,11 @@ RECOVERY_BOUND_SECONDS = 60  # lease (14 s with a 1 s HTTP timeout) + sweep grac
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     sandbox = make_sandbox(latency=0.1, lag=0.3)
     fleet = fleet_factory(sandbox)
     victim = fleet.start_worker(concurrency=8)
@@ -42,15 +44,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_pays_nothing_twice(
     fleet.start_worker(concurrency=8)
     done = wait_until(lambda: confirmed_count(real_store) == 150, timeout=RECOVERY_BOUND_SECONDS)
     assert done, (in_flight, real_store.count_by_state(), fleet.log_text()[-3000:])
-    print(f"\nkilled with {in_flight}; all 150 confirmed "
-          f"{time.monotonic() - killed_at:.1f}s after the kill")  # fmt: skip
+    print(
+        f"\nkilled with {in_flight}; all 150 confirmed "
+        f"{time.monotonic() - killed_at:.1f}s after the kill"
+    )
     assert_exactly_once(real_store, sandbox, keys)
 
 
 def test_a_lagging_listing_does_not_hold_worker_slots(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     """Two worker slots, a listing 4 s behind: had a worker waited for the lag, two
     grants would be issued per 4 s. Instead every POST lands before the first credit
     is even visible, and confirmation follows one lag later."""
@@ -65,8 +71,9 @@ def test_a_lagging_listing_does_not_hold_worker_slots(
 
     def all_submitted() -> bool:
         jobs = real_store.get_many(keys)
-        return all(j is not None and j.state in (JobState.SUBMITTED, JobState.CONFIRMED)
-                   for j in jobs)  # fmt: skip
+        return all(
+            j is not None and j.state in (JobState.SUBMITTED, JobState.CONFIRMED) for j in jobs
+        )
 
     assert wait_until(all_submitted, timeout=30, interval=0.05)
     entries = sandbox.entries()
@@ -75,8 +82,10 @@ def test_a_lagging_listing_does_not_hold_worker_slots(
     assert last_post < first_visible, "a worker slot waited for the listing"
     assert wait_until(lambda: confirmed_count(real_store) == 40, timeout=60)
     finished = time.time()
-    print(f"\nlag {lag}s, 2 slots: 40 POSTs in {last_post - started:.2f}s, "
-          f"all confirmed in {finished - started:.2f}s; "
-          f"{sandbox.stats()['inveterate']['calls'].get('list', 0)}"
-          f"+{sandbox.stats()['chargebee']['calls'].get('list', 0)} listing reads")  # fmt: skip
+    print(
+        f"\nlag {lag}s, 2 slots: 40 POSTs in {last_post - started:.2f}s, "
+        f"all confirmed in {finished - started:.2f}s; "
+        f"{sandbox.stats()['inveterate']['calls'].get('list', 0)}"
+        f"+{sandbox.stats()['chargebee']['calls'].get('list', 0)} listing reads"
+    )
     assert_exactly_once(real_store, sandbox, keys)

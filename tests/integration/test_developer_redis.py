@@ -36,16 +36,26 @@ def private_network() -> bool:
     """True when this user may make a network namespace with its own loopback."""
     if not (shutil.which("unshare") and shutil.which("ip")):
         return False
-    probe = subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"],
-                           capture_output=True, timeout=30)  # fmt: skip
+    probe = subprocess.run(
+        ["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30
+    )
     return probe.returncode == 0
 
 
 def run_beside_a_developer_redis(isolated: bool) -> dict[str, Any]:
     probe = [sys.executable, "-m", "tests.integration.canary_redis"]
     if isolated:
-        command = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                   *probe, str(DEVELOPER_PORT), *SUITE_SAMPLE]  # fmt: skip
+        command = [
+            "unshare",
+            "-rn",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$@"',
+            "sh",
+            *probe,
+            str(DEVELOPER_PORT),
+            *SUITE_SAMPLE,
+        ]
     else:
         command = [*probe, str(free_port()), *SUITE_SAMPLE]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=RUN_SECONDS)

@@ -23,8 +23,11 @@ SECRET = "sk_live_SENTINEL_never_store_me"
 
 def raw(key: str, **overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "idempotency_key": key, "provider": "inveterate", "customer_id": "m-1", "amount": "3.00",
-    }  # fmt: skip
+        "idempotency_key": key,
+        "provider": "inveterate",
+        "customer_id": "m-1",
+        "amount": "3.00",
+    }
     fields.update(overrides)
     return fields
 
@@ -62,21 +65,28 @@ def test_enqueue_many_writes_each_grant_once_and_sends_one_message_each(
 
 
 def test_no_api_key_reaches_redis_or_the_broker(
-    real_store: JobStore, real_redis: redis.Redis, celery_app: Celery,
+    real_store: JobStore,
+    real_redis: redis.Redis,
+    celery_app: Celery,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("CREDITQ_INVETERATE_API_KEY", SECRET)
     monkeypatch.setenv("CREDITQ_CHARGEBEE_API_KEY", SECRET)
     monkeypatch.setenv("CREDITQ_CHARGEBEE_SITE", "shop-test")
     get_settings.cache_clear()
     assert get_settings().inveterate_key().get_secret_value() == SECRET
     enqueue(raw("s-1"), store=real_store, app=celery_app)
-    enqueue_many([raw("s-2", provider="chargebee", customer_id="c9")], store=real_store,
-                 app=celery_app)  # fmt: skip
+    enqueue_many(
+        [raw("s-2", provider="chargebee", customer_id="c9")], store=real_store, app=celery_app
+    )
     real_store.transition("s-1", JobState.SUBMITTING, reason="posting", attempts="incr")
-    real_store.transition("s-1", JobState.REJECTED, reason="401 from provider",
-                          dlq_reason=DlqReason.REFUSED,
-                          fields={"last_error": {"status": 401, "message": "bad key"}})  # fmt: skip
+    real_store.transition(
+        "s-1",
+        JobState.REJECTED,
+        reason="401 from provider",
+        dlq_reason=DlqReason.REFUSED,
+        fields={"last_error": {"status": 401, "message": "bad key"}},
+    )
     assert SECRET not in repr(get_settings())
     dumped = []
     for key in real_redis.scan_iter("*"):
@@ -127,8 +137,17 @@ def test_cli_enqueue_status_and_stats_speak_json_lines(
     lines = [json.loads(line) for line in status.stdout.splitlines()]
     assert status.returncode == 1
     assert lines[0]["state"] == "queued" and lines[1] == {"idempotency_key": "nope", "state": None}
-    for field in ("idempotency_key", "state", "provider", "customer_id", "amount", "attempts",
-                  "provider_ref", "last_error", "history"):  # fmt: skip
+    for field in (
+        "idempotency_key",
+        "state",
+        "provider",
+        "customer_id",
+        "amount",
+        "attempts",
+        "provider_ref",
+        "last_error",
+        "history",
+    ):
         assert field in lines[0]
 
     stats = json.loads(run_cli(redis_url, "stats", "--json").stdout)
@@ -137,7 +156,8 @@ def test_cli_enqueue_status_and_stats_speak_json_lines(
 
 
 def test_grant_round_trips_through_redis_with_the_exact_amount(real_store: JobStore) -> None:
-    real_store.create(CreditGrant.parse(raw("exact", provider="chargebee", amount="1234.50",
-                                            currency_code="KWD")))  # fmt: skip
+    real_store.create(
+        CreditGrant.parse(raw("exact", provider="chargebee", amount="1234.50", currency_code="KWD"))
+    )
     job = real_store.get("exact")
     assert job is not None and str(job.grant().amount) == "1234.50"

@@ -29,16 +29,22 @@ def unfinished(store: JobStore, keys: list[str]) -> list[dict[str, Any]]:
 
 
 def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     """Every key ends with exactly one credit of its own. An Inveterate 500 among the very
     last POSTs has no later credit to witness that the listing would show it by now: its job
     is never POSTed again on a guess but ends in the DLQ as ``outcome_unknown`` (the cost
     named in worker/pipeline/outcome.py); replayed once later traffic has shown, it is confirmed."""
     sandbox = make_sandbox(latency=0.02, lag=0.5, hold=1.5, seed=11)
-    for kind, p in (("error_before", 0.05), ("error_after", 0.05), ("timeout_after", 0.04),
-                    ("rate_limited", 0.03)):  # fmt: skip
+    for kind, p in (
+        ("error_before", 0.05),
+        ("error_after", 0.05),
+        ("timeout_after", 0.04),
+        ("rate_limited", 0.03),
+    ):
         sandbox.fail_randomly(kind, p, operation="submit")
     sandbox.fail_randomly("error_after", 0.03, operation="list")
     fleet = fleet_factory(sandbox, CREDITQ_CONFIRM_DEADLINE_SECONDS="30")
@@ -49,13 +55,17 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
     enqueue_many(batch, store=real_store, app=celery_app)
     keys = [g["idempotency_key"] for g in batch]
     done = wait_until(lambda: ended(real_store, keys), timeout=150)
-    assert done, json.dumps([real_store.count_by_state(), unfinished(real_store, keys)],
-                            indent=1, default=str)  # fmt: skip
+    assert done, json.dumps(
+        [real_store.count_by_state(), unfinished(real_store, keys)], indent=1, default=str
+    )
     assert "transport:   worker.app.broker:Transport" in fleet.log_text()  # the workers' banner
     faults = sandbox.stats()
     assert sum(sum(p["faults"].values()) for p in faults.values()) > 20, faults
-    unknown = [j.idempotency_key for j in real_store.get_many(keys, history=False)
-               if j is not None and j.extra.get("dlq_reason") == DlqReason.UNKNOWN]  # fmt: skip
+    unknown = [
+        j.idempotency_key
+        for j in real_store.get_many(keys, history=False)
+        if j is not None and j.extra.get("dlq_reason") == DlqReason.UNKNOWN
+    ]
     assert len(unknown) <= 3, unknown  # only the last POSTs can lack a witness
     assert credits_per_key(sandbox, real_store, unknown) == dict.fromkeys(unknown, 0)
     print(f"in the DLQ as outcome_unknown, then replayed: {unknown}")
@@ -65,8 +75,9 @@ def test_two_hundred_grants_through_faults_are_each_credited_exactly_once(
         enqueue_many(later, store=real_store, app=celery_app)
         assert wait_until(lambda: confirmed_count(real_store) >= 202 - len(unknown), timeout=60)
         assert all(r.result.ok for r in dlq.replay(real_store, unknown, celery_app))
-        assert wait_until(lambda: confirmed_count(real_store) == 202, timeout=60), (
-            unfinished(real_store, unknown))  # fmt: skip
+        assert wait_until(lambda: confirmed_count(real_store) == 202, timeout=60), unfinished(
+            real_store, unknown
+        )
     assert_exactly_once(real_store, sandbox, keys)
 
 
@@ -75,9 +86,12 @@ def ended(store: JobStore, keys: list[str]) -> bool:
 
 
 def test_the_same_message_delivered_twice_credits_once(
-    real_store: JobStore, real_redis: redis.Redis, celery_app: Celery,
-    make_sandbox: Callable[..., Sandbox], fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+    real_store: JobStore,
+    real_redis: redis.Redis,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
+    fleet_factory: Callable[..., Fleet],
+) -> None:
     sandbox = make_sandbox(latency=0.05)
     batch = grants(6, prefix="dup")
     enqueue_many(batch, store=real_store, app=celery_app)
@@ -92,13 +106,22 @@ def test_the_same_message_delivered_twice_credits_once(
 
 
 def test_a_zero_amount_pushed_straight_onto_the_broker_is_rejected_without_any_http_call(
-    real_store: JobStore, celery_app: Celery, make_sandbox: Callable[..., Sandbox],
+    real_store: JobStore,
+    celery_app: Celery,
+    make_sandbox: Callable[..., Sandbox],
     fleet_factory: Callable[..., Fleet],
-) -> None:  # fmt: skip
+) -> None:
     sandbox = make_sandbox()
-    bad = {"idempotency_key": "zero-1", "provider": "inveterate", "customer_id": "m-1",
-           "amount": "0.00", "note": None, "force": False, "currency_code": "USD",
-           "credit_type": None}  # fmt: skip
+    bad = {
+        "idempotency_key": "zero-1",
+        "provider": "inveterate",
+        "customer_id": "m-1",
+        "amount": "0.00",
+        "note": None,
+        "force": False,
+        "currency_code": "USD",
+        "credit_type": None,
+    }
     celery_app.send_task(ISSUE_TASK, kwargs=bad)
     celery_app.send_task(ISSUE_TASK, kwargs={**bad, "idempotency_key": "nan-1", "amount": "NaN"})
     fleet = fleet_factory(sandbox)

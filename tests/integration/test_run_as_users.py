@@ -87,18 +87,26 @@ def deployment(
     auth = ("ops", secrets.token_hex(8))
     port = free_port()
     env = worker_env(
-        redis_url, sandbox,
-        CREDITQ_INVETERATE_API_KEY=keys[0], CREDITQ_CHARGEBEE_API_KEY=keys[1],
-        FLOWER_BASIC_AUTH=":".join(auth), FLOWER_PORT=str(port),
+        redis_url,
+        sandbox,
+        CREDITQ_INVETERATE_API_KEY=keys[0],
+        CREDITQ_CHARGEBEE_API_KEY=keys[1],
+        FLOWER_BASIC_AUTH=":".join(auth),
+        FLOWER_PORT=str(port),
         BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
-    )  # fmt: skip
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
     log = tmp_path / "honcho.log"
     with log.open("wb") as sink:
         honcho = subprocess.Popen(
             [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "--no-colour"],
-            env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     running = Deployment(honcho, f"http://127.0.0.1:{port}", auth, keys, log)
     try:
         yield running, sandbox
@@ -165,16 +173,23 @@ def test_the_procfiles_flower_refuses_to_start_without_a_login(
     redis_url: str, make_sandbox: Callable[..., Sandbox], tmp_path: Path, basic_auth: str | None
 ) -> None:
     port = free_port()
-    env = worker_env(redis_url, make_sandbox(), FLOWER_PORT=str(port),
-                     PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
+    env = worker_env(
+        redis_url,
+        make_sandbox(),
+        FLOWER_PORT=str(port),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     env.pop("FLOWER_BASIC_AUTH", None)
     if basic_auth is not None:
         env["FLOWER_BASIC_AUTH"] = basic_auth
     honcho = subprocess.Popen(
         [str(BIN / "honcho"), "-f", str(ROOT / "Procfile"), "start", "--no-colour", "flower"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         output, _ = honcho.communicate(timeout=60)
     finally:

@@ -31,10 +31,28 @@ def start_worker(url: str, sandbox: Sandbox, tmp_path: Path, **extra: str) -> su
     env.pop("CREDITQ_ALLOW_VOLATILE_REDIS")  # what a production deployment has
     env.update(extra)
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "threads", "-c", "2",
-         "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_worker_refuses_a_redis_that_keeps_nothing_on_disk_in_one_line(
@@ -66,8 +84,9 @@ def test_a_worker_starts_once_the_redis_keeps_an_append_only_file(
 def test_a_demo_or_test_may_say_its_volatile_redis_is_on_purpose(
     volatile_redis: EmbeddedRedis, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    worker = start_worker(volatile_redis.url, sandbox, tmp_path,
-                          CREDITQ_ALLOW_VOLATILE_REDIS="true")  # fmt: skip
+    worker = start_worker(
+        volatile_redis.url, sandbox, tmp_path, CREDITQ_ALLOW_VOLATILE_REDIS="true"
+    )
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             worker.communicate(timeout=8)

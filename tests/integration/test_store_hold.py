@@ -16,8 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def grant() -> CreditGrant:
-    return CreditGrant(idempotency_key="held", provider="inveterate", customer_id="m1",
-                       amount="5")  # fmt: skip
+    return CreditGrant(idempotency_key="held", provider="inveterate", customer_id="m1", amount="5")
 
 
 def test_a_move_no_replica_holds_is_put_off_and_nothing_is_posted(real_redis: redis.Redis) -> None:

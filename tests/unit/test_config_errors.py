@@ -35,25 +35,47 @@ def lines_for(environ: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize(
     ("variable", "value", "line"),
     [
-        ("CREDITQ_MAX_ATTEMPTS", "0",
-         "CREDITQ_MAX_ATTEMPTS='0' is not accepted: expected a whole number from 1 to 100"),
-        ("CREDITQ_MAX_AMOUNT", "abc",
-         "CREDITQ_MAX_AMOUNT='abc' is not accepted: expected a decimal number greater than 0"),
-        ("CREDITQ_DEFAULT_CURRENCY", "usd",
-         "CREDITQ_DEFAULT_CURRENCY='usd' is not accepted: expected an ISO 4217 currency code "
-         "in capitals, such as USD"),
-        ("CREDITQ_DEFAULT_CURRENCY", "dollars",
-         "CREDITQ_DEFAULT_CURRENCY='dollars' is not accepted: expected an ISO 4217 currency "
-         "code in capitals, such as USD"),
-        ("CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL", "maybe",
-         "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL='maybe' is not accepted: expected true or false "
-         "(or 1/0, yes/no, on/off)"),
-        ("CREDITQ_HTTP_TIMEOUT_SECONDS", "nan",
-         "CREDITQ_HTTP_TIMEOUT_SECONDS='nan' is not accepted: expected a number greater than 0"),
-        ("CREDITQ_REDIS_MIN_REPLICAS", "-1",
-         "CREDITQ_REDIS_MIN_REPLICAS='-1' is not accepted: expected a whole number of at least 0"),
+        (
+            "CREDITQ_MAX_ATTEMPTS",
+            "0",
+            "CREDITQ_MAX_ATTEMPTS='0' is not accepted: expected a whole number from 1 to 100",
+        ),
+        (
+            "CREDITQ_MAX_AMOUNT",
+            "abc",
+            "CREDITQ_MAX_AMOUNT='abc' is not accepted: expected a decimal number greater than 0",
+        ),
+        (
+            "CREDITQ_DEFAULT_CURRENCY",
+            "usd",
+            "CREDITQ_DEFAULT_CURRENCY='usd' is not accepted: expected an ISO 4217 currency code "
+            "in capitals, such as USD",
+        ),
+        (
+            "CREDITQ_DEFAULT_CURRENCY",
+            "dollars",
+            "CREDITQ_DEFAULT_CURRENCY='dollars' is not accepted: expected an ISO 4217 currency "
+            "code in capitals, such as USD",
+        ),
+        (
+            "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL",
+            "maybe",
+            "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL='maybe' is not accepted: expected true or false "
+            "(or 1/0, yes/no, on/off)",
+        ),
+        (
+            "CREDITQ_HTTP_TIMEOUT_SECONDS",
+            "nan",
+            "CREDITQ_HTTP_TIMEOUT_SECONDS='nan' is not accepted: expected a number greater than 0",
+        ),
+        (
+            "CREDITQ_REDIS_MIN_REPLICAS",
+            "-1",
+            "CREDITQ_REDIS_MIN_REPLICAS='-1' is not accepted: "
+            "expected a whole number of at least 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_bad_setting_is_one_line_naming_the_variable_and_what_it_accepts(
     variable: str, value: str, line: str
 ) -> None:
@@ -68,11 +90,18 @@ def test_a_currency_outside_iso_4217_is_refused_with_the_table_s_reason() -> Non
 
 
 def test_several_bad_settings_give_one_line_each_in_the_model_s_order() -> None:
-    lines = lines_for({"CREDITQ_MAX_ATTEMPTS": "0", "CREDITQ_MAX_AMOUNT": "abc",
-                       "CREDITQ_DEFAULT_CURRENCY": "usd"})  # fmt: skip
+    lines = lines_for(
+        {
+            "CREDITQ_MAX_ATTEMPTS": "0",
+            "CREDITQ_MAX_AMOUNT": "abc",
+            "CREDITQ_DEFAULT_CURRENCY": "usd",
+        }
+    )
     assert [line.split("=")[0] for line in lines] == [
-        "CREDITQ_MAX_ATTEMPTS", "CREDITQ_MAX_AMOUNT", "CREDITQ_DEFAULT_CURRENCY",
-    ]  # fmt: skip
+        "CREDITQ_MAX_ATTEMPTS",
+        "CREDITQ_MAX_AMOUNT",
+        "CREDITQ_DEFAULT_CURRENCY",
+    ]
     assert all("\n" not in line for line in lines)
 
 
@@ -90,11 +119,13 @@ def test_a_long_value_is_cut_and_control_characters_stay_escaped_on_one_line() -
 
 
 def test_a_refused_key_is_named_but_never_shown() -> None:
-    lines = lines_for({"CREDITQ_INVETERATE_API_KEY": KEY + "\x01",
-                       "CREDITQ_CHARGEBEE_API_KEY": "clé-" + KEY})  # fmt: skip
+    lines = lines_for(
+        {"CREDITQ_INVETERATE_API_KEY": KEY + "\x01", "CREDITQ_CHARGEBEE_API_KEY": "clé-" + KEY}
+    )
     assert [line.split(" ")[0] for line in lines] == [
-        "CREDITQ_INVETERATE_API_KEY", "CREDITQ_CHARGEBEE_API_KEY",
-    ]  # fmt: skip
+        "CREDITQ_INVETERATE_API_KEY",
+        "CREDITQ_CHARGEBEE_API_KEY",
+    ]
     assert all("no HTTP header can carry" in line for line in lines)
     assert not any(KEY in line or "clé" in line for line in lines)
 
@@ -120,9 +151,17 @@ def test_a_key_of_whitespace_only_counts_as_not_set() -> None:
 
 @pytest.mark.parametrize(
     ("value", "safe"),
-    [(KEY, True), ("with inner space", True), ("a\nb", False), ("a\tb", False),
-     ("a\x7fb", False), ("clé", False), ("a\x00", False), ("", True)],
-)  # fmt: skip
+    [
+        (KEY, True),
+        ("with inner space", True),
+        ("a\nb", False),
+        ("a\tb", False),
+        ("a\x7fb", False),
+        ("clé", False),
+        ("a\x00", False),
+        ("", True),
+    ],
+)
 def test_header_safe_allows_printable_ascii_only(value: str, safe: bool) -> None:
     assert header_safe(value) is safe
 
@@ -158,10 +197,15 @@ def test_store_url_rules(url: str, problem: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("url", "ok"),
-    [("amqp://guest:guest@rabbit:5672//", True), ("sentinel://h1:26379/0", True),
-     ("redis+socket:///tmp/redis.sock", True), ("memory://", True), ("amqp://rabbit:x//", False),
-     ("sqs://", False)],
-)  # fmt: skip
+    [
+        ("amqp://guest:guest@rabbit:5672//", True),
+        ("sentinel://h1:26379/0", True),
+        ("redis+socket:///tmp/redis.sock", True),
+        ("memory://", True),
+        ("amqp://rabbit:x//", False),
+        ("sqs://", False),
+    ],
+)
 def test_broker_url_rules(url: str, ok: bool) -> None:
     assert (url_problem(url, BROKER_SCHEMES) is None) is ok
 
@@ -193,15 +237,17 @@ def test_get_settings_raises_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError) as caught:
         get_settings()
     assert [line.split("=")[0] for line in caught.value.lines] == [
-        "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL", "CREDITQ_MAX_ATTEMPTS",
-    ]  # fmt: skip
+        "CREDITQ_CHARGEBEE_AMOUNT_IN_DECIMAL",
+        "CREDITQ_MAX_ATTEMPTS",
+    ]
 
 
 def test_exit_on_prints_each_line_and_exits_2() -> None:
     shown = io.StringIO()
     with pytest.raises(SystemExit) as caught:
-        exit_on(SettingsError(["CREDITQ_A is not accepted: x", "CREDITQ_B is not accepted: y"]),
-                shown)  # fmt: skip
+        exit_on(
+            SettingsError(["CREDITQ_A is not accepted: x", "CREDITQ_B is not accepted: y"]), shown
+        )
     assert caught.value.code == 2
     assert shown.getvalue() == (
         "creditq: CREDITQ_A is not accepted: x\ncreditq: CREDITQ_B is not accepted: y\n"

@@ -15,8 +15,11 @@ from worker.store.jobs import JobStore
 
 def raw(key: str = "k1", **overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "idempotency_key": key, "provider": "chargebee", "customer_id": "c1", "amount": "7.25",
-    }  # fmt: skip
+        "idempotency_key": key,
+        "provider": "chargebee",
+        "customer_id": "c1",
+        "amount": "7.25",
+    }
     fields.update(overrides)
     return fields
 
@@ -26,10 +29,21 @@ def test_enqueue_creates_the_job_and_sends_one_message(
 ) -> None:
     result = enqueue(raw(), store=store, app=recorder)  # type: ignore[arg-type]
     assert result.created and result.job.state.value == "queued"
-    assert recorder.sent == [(ISSUE_TASK, {
-        "idempotency_key": "k1", "provider": "chargebee", "customer_id": "c1", "amount": "7.25",
-        "note": None, "force": False, "currency_code": "USD", "credit_type": "general",
-    })]  # fmt: skip
+    assert recorder.sent == [
+        (
+            ISSUE_TASK,
+            {
+                "idempotency_key": "k1",
+                "provider": "chargebee",
+                "customer_id": "c1",
+                "amount": "7.25",
+                "note": None,
+                "force": False,
+                "currency_code": "USD",
+                "credit_type": "general",
+            },
+        )
+    ]
 
 
 def test_duplicate_key_sends_no_second_message(store: JobStore, recorder: PublishRecorder) -> None:

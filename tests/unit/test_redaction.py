@@ -30,13 +30,15 @@ BASE = "https://inveterate.test"
         ("rediss://user:pw@host/0?ssl_cert_reqs=none", "rediss://***@host/0?ssl_cert_reqs=none"),
         ("redis://:Xy7/SECRETpart9@host:notaport/0", "redis://***@host:notaport/0"),
         ("redis://u:p@ss@host/0", "redis://***@host/0"),
-        ("sentinel://:a@h1:26379/0;sentinel://:b@h2:26379/0",
-         "sentinel://***@h1:26379/0;sentinel://***@h2:26379/0"),
+        (
+            "sentinel://:a@h1:26379/0;sentinel://:b@h2:26379/0",
+            "sentinel://***@h1:26379/0;sentinel://***@h2:26379/0",
+        ),
         ("amqp://guest:guest@rabbit:5672//", "amqp://***@rabbit:5672//"),
         ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
         ("user:password@host", "(not a URL)"),
     ],
-)  # fmt: skip
+)
 def test_redact_url_removes_everything_before_the_last_at(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -79,8 +81,9 @@ def test_an_h11_refusal_is_a_configuration_fault_not_an_ambiguous_call() -> None
 def test_h11_itself_quotes_a_key_with_a_newline_and_the_classifier_hides_it() -> None:
     with pytest.raises(h11.LocalProtocolError) as caught:
         h11.Request(method="GET", target="/", headers=[("Host", "x"), ("X-Key", KEY + "\n")])
-    err = classify_exception(Provider.INVETERATE, httpx.LocalProtocolError(str(caught.value)),
-                             [KEY + "\n"])  # fmt: skip
+    err = classify_exception(
+        Provider.INVETERATE, httpx.LocalProtocolError(str(caught.value)), [KEY + "\n"]
+    )
     assert KEY not in str(err) and err.outcome is Outcome.PERMANENT
 
 

@@ -98,18 +98,36 @@ def list_command(
         return
     now = time.time()
     # Keys and times stay whole on a narrow terminal; customer and error text wrap instead.
-    table = Table(Column("key", no_wrap=True), Column("provider", no_wrap=True), "customer",
-                  Column("amount", no_wrap=True), Column("reason", no_wrap=True), "status",
-                  "last error", "attempts", Column("when", no_wrap=True))  # fmt: skip
+    table = Table(
+        Column("key", no_wrap=True),
+        Column("provider", no_wrap=True),
+        "customer",
+        Column("amount", no_wrap=True),
+        Column("reason", no_wrap=True),
+        "status",
+        "last error",
+        "attempts",
+        Column("when", no_wrap=True),
+    )
     for job in jobs:
         status, message = _error(job)
-        table.add_row(job.idempotency_key, job.provider, job.customer_id,
-                      str(job.grant_fields.get("amount", "")), dlq.dlq_reason(job) or "",
-                      status, message, str(job.attempts), _age(job.state_at, now))  # fmt: skip
+        table.add_row(
+            job.idempotency_key,
+            job.provider,
+            job.customer_id,
+            str(job.grant_fields.get("amount", "")),
+            dlq.dlq_reason(job) or "",
+            status,
+            message,
+            str(job.attempts),
+            _age(job.state_at, now),
+        )
     out.print(table)
     if p is None or r is None:  # with both filters the total would cost a walk of the set
-        out.print(f"{len(jobs)} shown; {dlq.dlq_depth(store, p, r)} in the DLQ"
-                       f"{' matching' if p or r else ''}")  # fmt: skip
+        out.print(
+            f"{len(jobs)} shown; {dlq.dlq_depth(store, p, r)} in the DLQ"
+            f"{' matching' if p or r else ''}"
+        )
     else:
         out.print(f"{len(jobs)} shown")
 
@@ -124,23 +142,27 @@ def show(
         if as_json:
             emit_json({"idempotency_key": key, "state": None})
             raise typer.Exit(EXIT_UNKNOWN)
-        fail(f"no job with key {key!r} (never enqueued, purged or expired)",
-                  EXIT_UNKNOWN)  # fmt: skip
+        fail(f"no job with key {key!r} (never enqueued, purged or expired)", EXIT_UNKNOWN)
     if as_json:
         emit_json(dlq.dead_letter_json(job))
         return
     status, message = _error(job)
     fields = Table("field", "value", show_header=False)
     for name, value in (
-        ("key", job.idempotency_key), ("state", job.state.value),
-        ("reason", dlq.dlq_reason(job) or ""), ("provider", job.provider),
-        ("customer", job.customer_id), ("amount", str(job.grant_fields.get("amount", ""))),
+        ("key", job.idempotency_key),
+        ("state", job.state.value),
+        ("reason", dlq.dlq_reason(job) or ""),
+        ("provider", job.provider),
+        ("customer", job.customer_id),
+        ("amount", str(job.grant_fields.get("amount", ""))),
         ("currency", str(job.grant_fields.get("currency_code") or "")),
-        ("note", str(job.grant_fields.get("note") or "")), ("attempts", str(job.attempts)),
+        ("note", str(job.grant_fields.get("note") or "")),
+        ("attempts", str(job.attempts)),
         ("provider ref", job.provider_ref or ""),
         ("last error", f"{status} {message}".strip()),
-        ("created", iso(job.created_at) or ""), ("in this state since", iso(job.state_at) or ""),
-    ):  # fmt: skip
+        ("created", iso(job.created_at) or ""),
+        ("in this state since", iso(job.state_at) or ""),
+    ):
         fields.add_row(name, value)
     out.print(fields)
     history = Table("at", "from", "to", "attempt", "reason", "detail", title="history")
@@ -154,24 +176,25 @@ def show(
 
 
 def _selection(
-    keys: list[str] | None, everything: bool, provider: Provider | None,
+    keys: list[str] | None,
+    everything: bool,
+    provider: Provider | None,
     reason: DlqReason | None,
-) -> tuple[list[str] | None, dict[str, Any]]:  # fmt: skip
+) -> tuple[list[str] | None, dict[str, Any]]:
     """Explicit keys, or the filters of a selector; refuses an ambiguous or empty choice."""
     filtered = provider is not None or reason is not None
     if keys and (everything or filtered):
-        fail("give keys or a selector (--all, --provider, --reason), not both",
-                  EXIT_BAD_INPUT)  # fmt: skip
+        fail("give keys or a selector (--all, --provider, --reason), not both", EXIT_BAD_INPUT)
     if everything and filtered:
-        fail("--all takes no --provider or --reason: use those alone to narrow it",
-                  EXIT_BAD_INPUT)  # fmt: skip
+        fail("--all takes no --provider or --reason: use those alone to narrow it", EXIT_BAD_INPUT)
     if keys:
         return keys, {}
     if not (everything or filtered):
-        fail("name the jobs: KEY..., --all, --provider P or --reason R",
-                  EXIT_BAD_INPUT)  # fmt: skip
-    return None, {"provider": provider.value if provider else None,
-                  "reason": reason.value if reason else None}  # fmt: skip
+        fail("name the jobs: KEY..., --all, --provider P or --reason R", EXIT_BAD_INPUT)
+    return None, {
+        "provider": provider.value if provider else None,
+        "reason": reason.value if reason else None,
+    }
 
 
 @dlq_app.command("replay")
@@ -212,8 +235,7 @@ def purge_command(
     if not keys and not everything:
         fail("name the jobs: KEY... or --all --yes", EXIT_BAD_INPUT)
     if everything and not yes:
-        fail("--all deletes every dead letter for good: add --yes to confirm",
-                  EXIT_BAD_INPUT)  # fmt: skip
+        fail("--all deletes every dead letter for good: add --yes to confirm", EXIT_BAD_INPUT)
     store = common.open_store()
     outcomes = dlq.purge(store, keys if keys else dlq.select(store))
     _report(outcomes, as_json, "purge")
@@ -229,8 +251,7 @@ def _report(outcomes: list[Any], as_json: bool, what: str) -> None:
     else:
         for o in outcomes:
             detail = getattr(o, "detail", None) or (f"it is {o.state}" if o.state else "")
-            out.print(f"{o.idempotency_key}: {o.result.value}"
-                           f"{f' ({detail})' if detail else ''}")  # fmt: skip
+            out.print(f"{o.idempotency_key}: {o.result.value}{f' ({detail})' if detail else ''}")
         done = sum(1 for o in outcomes if o.result.ok)
         out.print(f"{what}: {done} of {len(outcomes)} done")
     if any(not o.result.ok for o in outcomes):

@@ -56,10 +56,11 @@ def _print_version(wanted: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True,
-                     help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee)."""
 
 
@@ -80,9 +81,15 @@ def enqueue(
     from worker.producer import enqueue as enqueue_grant
 
     raw = {
-        "idempotency_key": key, "provider": provider, "customer_id": customer, "amount": amount,
-        "note": note, "force": force, "currency_code": currency, "credit_type": credit_type,
-    }  # fmt: skip
+        "idempotency_key": key,
+        "provider": provider,
+        "customer_id": customer,
+        "amount": amount,
+        "note": note,
+        "force": force,
+        "currency_code": currency,
+        "credit_type": credit_type,
+    }
     grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
     result = enqueue_grant(grant, store=common.open_store())
     if as_json:
@@ -110,9 +117,14 @@ def status(
                 continue
             error = (job.last_error or {}).get("message", "")
             table.add_row(
-                key, job.state.value, job.provider, job.customer_id,
-                str(job.grant_fields["amount"]), str(job.attempts), str(error),
-            )  # fmt: skip
+                key,
+                job.state.value,
+                job.provider,
+                job.customer_id,
+                str(job.grant_fields["amount"]),
+                str(job.attempts),
+                str(error),
+            )
         out.print(table)
     if any(job is None for job in jobs):
         raise typer.Exit(EXIT_UNKNOWN)
@@ -134,8 +146,15 @@ def stats(as_json: JsonFlag = False) -> None:
     budgets = Budgets(store.redis).snapshots()
     alarms = store.alarms()
     if as_json:
-        emit_json({"states": counts, "dlq_depth": dlq_depth, "oldest_age_seconds": oldest,
-                   "alarms": alarms, "providers": budgets})  # fmt: skip
+        emit_json(
+            {
+                "states": counts,
+                "dlq_depth": dlq_depth,
+                "oldest_age_seconds": oldest,
+                "alarms": alarms,
+                "providers": budgets,
+            }
+        )
         return
     table = Table("state", "jobs", "oldest waiting (s)")
     for state, count in counts.items():
@@ -144,20 +163,28 @@ def stats(as_json: JsonFlag = False) -> None:
     out.print(table)
     out.print(f"dead-letter queue: {dlq_depth}")
     if alarms:  # a duplicate credit or a copied marker: `creditq status KEY` shows which
-        out.print(f"[bold red]ALARMS: {alarms} job(s) with a duplicate credit or a copied "
-                  "marker; their job JSON has the field 'alarm'[/]")  # fmt: skip
+        out.print(
+            f"[bold red]ALARMS: {alarms} job(s) with a duplicate credit or a copied "
+            "marker; their job JSON has the field 'alarm'[/]"
+        )
     else:
         out.print("alarms: 0")
-    calls = Table("provider", "calls last minute / budget", "429s (last hour / total)",
-                  "calls per confirmed grant (last hour)", "fleet pause (s)")  # fmt: skip
+    calls = Table(
+        "provider",
+        "calls last minute / budget",
+        "429s (last hour / total)",
+        "calls per confirmed grant (last hour)",
+        "fleet pause (s)",
+    )
     for b in budgets:
         per_grant = b["calls_per_confirmed_grant"]
         calls.add_row(
-            b["provider"], f"{b['calls_last_minute']} / {b['limit_per_minute']}",
+            b["provider"],
+            f"{b['calls_last_minute']} / {b['limit_per_minute']}",
             f"{b['rate_limited_last_hour']} / {b['rate_limited_total']}",
             "" if per_grant is None else f"{per_grant:.2f}",
             f"{b['paused_for_seconds']:.1f}" if b["paused_for_seconds"] else "",
-        )  # fmt: skip
+        )
     out.print(calls)
 
 
@@ -191,8 +218,14 @@ def check(as_json: JsonFlag = False) -> None:
     for result in results:
         status = "ok" if result.ok else ("not configured" if not result.configured else "FAILED")
         if as_json:
-            emit_json({"provider": result.provider.value, "ok": result.ok,
-                       "configured": result.configured, "verdict": result.verdict})  # fmt: skip
+            emit_json(
+                {
+                    "provider": result.provider.value,
+                    "ok": result.ok,
+                    "configured": result.configured,
+                    "verdict": result.verdict,
+                }
+            )
         else:
             out.print(f"{result.provider.value:<11} {status:<15} {result.verdict}")
     configured = [r for r in results if r.configured]

@@ -73,8 +73,9 @@ def refuse_busy_redis(client: redis.Redis, app: Celery, url: str) -> None:
 def demo_sandbox(run_id: str) -> Iterator[Sandbox]:
     sandbox = Sandbox(port=0, lag=SANDBOX_LAG_SECONDS, hold=SANDBOX_HOLD_SECONDS, seed=6)
     for provider, customer, kind in FAULTS:
-        sandbox.fail_next(kind, provider=provider, operation="submit",
-                          customer_id=f"demo-{run_id}-{customer}")  # fmt: skip
+        sandbox.fail_next(
+            kind, provider=provider, operation="submit", customer_id=f"demo-{run_id}-{customer}"
+        )
     sandbox.mark_customer(f"demo-{run_id}-{GONE_CUSTOMER}", 404)
     with sandbox:
         yield sandbox
@@ -89,10 +90,24 @@ def worker_env(redis_url: str, sandbox: Sandbox) -> dict[str, str]:
 def demo_worker(env: dict[str, str], run_id: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker in its own session: Ctrl-C reaches the demo, which stops it in order."""
     command = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "threads",
-        "-c", str(WORKER_CONCURRENCY), "-n", f"demo-{run_id}@%h", "-l", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        str(WORKER_CONCURRENCY),
+        "-n",
+        f"demo-{run_id}@%h",
+        "-l",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True

@@ -75,21 +75,32 @@ def outcome_of(row: Row, prefix: str) -> str:
 def outcome_table(rows: list[Row], credits: dict[str, int], run_id: str) -> Table:
     prefix = f"demo-{run_id}-"
     table = Table(
-        "key", "provider", "amount", "outcome", "tries", "confirmed in", "credits",
-        "faults met", box=box.SIMPLE_HEAD,
+        "key",
+        "provider",
+        "amount",
+        "outcome",
+        "tries",
+        "confirmed in",
+        "credits",
+        "faults met",
+        box=box.SIMPLE_HEAD,
         caption=f"keys and customers are prefixed {prefix}; credits: the sandbox's ledger",
-    )  # fmt: skip
+    )
     for row in rows:
         job, s = row.job, row.sample
         confirmed_in = ""
         if job is not None and job.state is JobState.CONFIRMED:
             confirmed_in = f"{job.state_at - job.created_at:.1f}s"
         table.add_row(
-            s.key, s.provider, f"{s.amount} {s.currency}", outcome_of(row, prefix),
-            str(job.attempts) if job else "", confirmed_in,
+            s.key,
+            s.provider,
+            f"{s.amount} {s.currency}",
+            outcome_of(row, prefix),
+            str(job.attempts) if job else "",
+            confirmed_in,
             str(credits.get(row.key, 0)) if s.expect is not Expect.DUPLICATE else "",
             what_happened(job) if job else "",
-        )  # fmt: skip
+        )
     return table
 
 

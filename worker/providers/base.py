@@ -70,9 +70,13 @@ class ProviderClient(abc.ABC):
 
     @abc.abstractmethod
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage:  # fmt: skip
+    ) -> ListingPage:
         """One page of the credit listing; cursor None for the first page. ``since``: the
         provider may leave out entries created before it, where it can filter by time (a
         filter it lacks is simply not applied: the reader never relies on it)."""

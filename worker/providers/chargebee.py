@@ -208,9 +208,13 @@ class ChargebeeClient(HttpProviderClient):
         )
 
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage:  # fmt: skip
+    ) -> ListingPage:
         params: dict[str, str | int] = {}
         if customer_id is not None:
             params["customer_id[is]"] = customer_id

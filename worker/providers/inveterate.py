@@ -211,9 +211,13 @@ class InveterateClient(HttpProviderClient):
         )
 
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage:  # fmt: skip
+    ) -> ListingPage:
         # Inveterate documents no time filter: ``since`` is not sent.
         if not customer_id:
             raise ValueError("inveterate lists credits per customer: customer_id is required")

@@ -100,8 +100,9 @@ def _own(grant: PendingGrant, entry: LedgerEntry, window: MatchWindow) -> bool:
 
 
 def _by_age(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
-    return sorted(entries, key=lambda e: (e.created_at is None, e.created_at or datetime.min,
-                                          e.ref))  # fmt: skip
+    return sorted(
+        entries, key=lambda e: (e.created_at is None, e.created_at or datetime.min, e.ref)
+    )
 
 
 def match(
@@ -132,8 +133,9 @@ def match(
         elif entry.ref not in claimed:
             out.found[key] = entry
     taken = set(claimed) | {entry.ref for entry in out.found.values()}
-    anonymous = [e for e in entries if e.marker is None and not e.foreign
-                 and e.created_at is not None]  # fmt: skip
+    anonymous = [
+        e for e in entries if e.marker is None and not e.foreign and e.created_at is not None
+    ]
     for grant in pending:
         if grant.idempotency_key in out.found or not grant.accepted:
             continue
@@ -176,9 +178,13 @@ def could_be_its(grant: PendingGrant, entry: LedgerEntry, window: MatchWindow) -
 
 class PagedListing(Protocol):
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage: ...  # fmt: skip
+    ) -> ListingPage: ...
 
 
 @dataclass(frozen=True)
@@ -273,7 +279,14 @@ def find_in_listing(
         by_customer.setdefault(grant.customer_id, []).append(grant)
     found: dict[str, LedgerEntry] = {}
     for customer_id, group in sorted(by_customer.items()):
-        read = read_back(client, customer_id, group, claimed=claimed, window=window,
-                         max_pages=max_pages, page_size=page_size)  # fmt: skip
+        read = read_back(
+            client,
+            customer_id,
+            group,
+            claimed=claimed,
+            window=window,
+            max_pages=max_pages,
+            page_size=page_size,
+        )
         found.update(match_entries(group, read.entries, claimed, window))
     return found

@@ -120,10 +120,19 @@ def _add_credits(state: SandboxState, request: ApiRequest) -> Any:
     return {"entries": [entry.to_json(now) for entry in entries]}
 
 
-_CREDIT_FIELDS = frozenset({
-    "provider", "customer_id", "amount", "note", "description", "reference", "currency",
-    "count", "lag",
-})  # fmt: skip
+_CREDIT_FIELDS = frozenset(
+    {
+        "provider",
+        "customer_id",
+        "amount",
+        "note",
+        "description",
+        "reference",
+        "currency",
+        "count",
+        "lag",
+    }
+)
 
 
 def _text(body: dict[str, Any], name: str) -> str | None:

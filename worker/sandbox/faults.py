@@ -38,9 +38,14 @@ class FaultKind(StrEnum):
         return self in _APPLYING
 
 
-_APPLYING = frozenset({
-    FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE, FaultKind.LAGGED,
-})  # fmt: skip
+_APPLYING = frozenset(
+    {
+        FaultKind.ERROR_AFTER,
+        FaultKind.TIMEOUT_AFTER,
+        FaultKind.TRICKLE,
+        FaultKind.LAGGED,
+    }
+)
 # What a ``lagged`` fault may do to the answer once the credit is written (None: answer as usual).
 THEN_KINDS = (FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE)
 OPERATIONS = ("submit", "list", "health")

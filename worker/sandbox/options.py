@@ -21,15 +21,17 @@ def creditq_env(redis_url: str, sandbox_url: str, **settings: str) -> dict[str, 
     default keys, and adds ``settings`` (``CREDITQ_...`` names) on top.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITQ_")}
-    env.update({
-        "CREDITQ_REDIS_URL": redis_url,
-        "CREDITQ_INVETERATE_BASE_URL": sandbox_url,
-        "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
-        "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
-        "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
-        # A sandbox run is a demo or a test: its Redis may keep nothing on disk.
-        "CREDITQ_ALLOW_VOLATILE_REDIS": "true",
-    })  # fmt: skip
+    env.update(
+        {
+            "CREDITQ_REDIS_URL": redis_url,
+            "CREDITQ_INVETERATE_BASE_URL": sandbox_url,
+            "CREDITQ_INVETERATE_API_KEY": DEFAULT_INVETERATE_KEY,
+            "CREDITQ_CHARGEBEE_BASE_URL": sandbox_url,
+            "CREDITQ_CHARGEBEE_API_KEY": DEFAULT_CHARGEBEE_KEY,
+            # A sandbox run is a demo or a test: its Redis may keep nothing on disk.
+            "CREDITQ_ALLOW_VOLATILE_REDIS": "true",
+        }
+    )
     env.update(settings)
     return env
 

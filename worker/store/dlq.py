@@ -77,8 +77,12 @@ def dead_letter_json(job: Job) -> dict[str, Any]:
     out["dlq_at"] = iso(job.state_at) if job.state.dead_letter else None
     if out["last_error"] is None and job.state.dead_letter:
         why = job.history[-1].get("reason") if job.history else None
-        out["last_error"] = {"class": out["reason"], "status": None, "message": why,
-                             "at": out["dlq_at"]}  # fmt: skip
+        out["last_error"] = {
+            "class": out["reason"],
+            "status": None,
+            "message": why,
+            "at": out["dlq_at"],
+        }
     return out
 
 
@@ -226,9 +230,14 @@ class ReplayOutcome:
     reconcile_first: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"idempotency_key": self.idempotency_key, "result": self.result.value,
-                "ok": self.result.ok, "state": self.state, "reconcile_first": self.reconcile_first,
-                "detail": self.detail}  # fmt: skip
+        return {
+            "idempotency_key": self.idempotency_key,
+            "result": self.result.value,
+            "ok": self.result.ok,
+            "state": self.state,
+            "reconcile_first": self.reconcile_first,
+            "detail": self.detail,
+        }
 
 
 def replay(
@@ -260,18 +269,30 @@ def _refusal(key: str, job: Job | None) -> ReplayOutcome | None:
         why = "no job with this key (never enqueued, purged or expired)"
         return ReplayOutcome(key, ReplayResult.UNKNOWN, None, why)
     if not job.state.dead_letter:
-        return ReplayOutcome(key, ReplayResult.NOT_IN_DLQ, job.state.value,
-                             f"not in the DLQ (it is {job.state.value}); nothing sent")  # fmt: skip
+        return ReplayOutcome(
+            key,
+            ReplayResult.NOT_IN_DLQ,
+            job.state.value,
+            f"not in the DLQ (it is {job.state.value}); nothing sent",
+        )
     try:
         grant = job.grant()
     except InvalidGrant as exc:
-        return ReplayOutcome(key, ReplayResult.INVALID, job.state.value,
-                             f"the stored grant is invalid ({exc}); it cannot be replayed: "
-                             "enqueue a corrected grant under a new key")  # fmt: skip
+        return ReplayOutcome(
+            key,
+            ReplayResult.INVALID,
+            job.state.value,
+            f"the stored grant is invalid ({exc}); it cannot be replayed: "
+            "enqueue a corrected grant under a new key",
+        )
     if grant.fingerprint() != job.fingerprint:  # e.g. a bad message kept only in part
-        return ReplayOutcome(key, ReplayResult.INVALID, job.state.value,
-                             "the stored payload is not the grant that was accepted; it cannot "
-                             "be replayed: enqueue a corrected grant under a new key")  # fmt: skip
+        return ReplayOutcome(
+            key,
+            ReplayResult.INVALID,
+            job.state.value,
+            "the stored payload is not the grant that was accepted; it cannot "
+            "be replayed: enqueue a corrected grant under a new key",
+        )
     return None
 
 
@@ -284,27 +305,45 @@ def _replay_one(
     reconcile = bool(job.extra.get(JobField.OUTCOME_UNKNOWN)) or JobField.SUBMITTED_AT in job.extra
     how = "the listing is read before any POST" if reconcile else "never POSTed before"
     if dry_run:
-        return ReplayOutcome(key, ReplayResult.WOULD_REPLAY, job.state.value,
-                             f"would go back to queued; {how}", reconcile)  # fmt: skip
+        return ReplayOutcome(
+            key,
+            ReplayResult.WOULD_REPLAY,
+            job.state.value,
+            f"would go back to queued; {how}",
+            reconcile,
+        )
     now = time.time()
     try:
-        store.transition(key, JobState.QUEUED, reason=REPLAY_REASON,
-                         expect=[JobState.REJECTED, JobState.DEAD], attempts="reset", due=now,
-                         fields={JobField.RECONCILE_FIRST: "1"} if reconcile else None)  # fmt: skip
+        store.transition(
+            key,
+            JobState.QUEUED,
+            reason=REPLAY_REASON,
+            expect=[JobState.REJECTED, JobState.DEAD],
+            attempts="reset",
+            due=now,
+            fields={JobField.RECONCILE_FIRST: "1"} if reconcile else None,
+        )
     except TransitionRefused as exc:  # another replay (or purge) got there first
         current = exc.current
         if current is None:
             return ReplayOutcome(key, ReplayResult.UNKNOWN, None, "purged meanwhile; nothing sent")
-        return ReplayOutcome(key, ReplayResult.NOT_IN_DLQ, current,
-                             f"not in the DLQ (it is {current}); nothing sent")  # fmt: skip
+        return ReplayOutcome(
+            key, ReplayResult.NOT_IN_DLQ, current, f"not in the DLQ (it is {current}); nothing sent"
+        )
     try:
         publish(job.grant(), app=app)
     except Exception as exc:  # the job is queued and due now: the reconciler sweep sends it
-        return ReplayOutcome(key, ReplayResult.REPLAYED, JobState.QUEUED.value,
-                             f"queued, but publishing failed ({type(exc).__name__}); the "
-                             "reconciler sweep will send it", reconcile)  # fmt: skip
-    return ReplayOutcome(key, ReplayResult.REPLAYED, JobState.QUEUED.value,
-                         f"queued and published; {how}", reconcile)  # fmt: skip
+        return ReplayOutcome(
+            key,
+            ReplayResult.REPLAYED,
+            JobState.QUEUED.value,
+            f"queued, but publishing failed ({type(exc).__name__}); the "
+            "reconciler sweep will send it",
+            reconcile,
+        )
+    return ReplayOutcome(
+        key, ReplayResult.REPLAYED, JobState.QUEUED.value, f"queued and published; {how}", reconcile
+    )
 
 
 # -- purge ------------------------------------------------------------------------
@@ -328,8 +367,12 @@ class PurgeOutcome:
     state: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"idempotency_key": self.idempotency_key, "result": self.result.value,
-                "ok": self.result.ok, "state": self.state}  # fmt: skip
+        return {
+            "idempotency_key": self.idempotency_key,
+            "result": self.result.value,
+            "ok": self.result.ok,
+            "state": self.state,
+        }
 
 
 def purge(store: JobStore, keys: Iterable[str]) -> list[PurgeOutcome]:
@@ -340,16 +383,21 @@ def purge(store: JobStore, keys: Iterable[str]) -> list[PurgeOutcome]:
     job (``purge.lua``), so a replay racing the purge either wins (the job is kept) or loses.
     """
     script = lua.script(store.redis, "purge.lua")
-    shared = [Keys.INDEX_PREFIX, Keys.PENDING_PREFIX, *Keys.dlq_layout(),
-              " ".join(sorted(s.value for s in DEAD_LETTER)),
-              " ".join(p.value for p in Provider),
-              " ".join(r.value for r in DlqReason)]  # fmt: skip
+    shared = [
+        Keys.INDEX_PREFIX,
+        Keys.PENDING_PREFIX,
+        *Keys.dlq_layout(),
+        " ".join(sorted(s.value for s in DEAD_LETTER)),
+        " ".join(p.value for p in Provider),
+        " ".join(r.value for r in DlqReason),
+    ]
     outcomes: list[PurgeOutcome] = []
     for batch in _batches(list(dict.fromkeys(keys))):
         pipe = store.redis.pipeline(transaction=False)
         for key in batch:
-            script(keys=[Keys.job(key), Keys.history(key), Keys.DUE], args=[key, *shared],
-                   client=pipe)  # fmt: skip
+            script(
+                keys=[Keys.job(key), Keys.history(key), Keys.DUE], args=[key, *shared], client=pipe
+            )
         for key, reply in zip(batch, pipe.execute(), strict=True):
             if reply in ("purged", "stale"):
                 outcomes.append(PurgeOutcome(key, PurgeResult(reply), None))

@@ -59,13 +59,16 @@ def judge(config: Mapping[str, str], version: str | None = None) -> Durability:
     if not aof and not snapshots:
         problems.append("it keeps nothing on disk (appendonly no, save '')")
     elif not aof:
-        problems.append("only RDB snapshots (appendonly no): a restart loses what came after "
-                        "the last one")  # fmt: skip
+        problems.append(
+            "only RDB snapshots (appendonly no): a restart loses what came after the last one"
+        )
     elif fsync != "always" and not has_waitaof(version):
-        problems.append(f"appendfsync {fsync} on Redis {version or '(version unknown)'}, which "
-                        "has no WAITAOF: a crash can lose the last seconds of acknowledged "
-                        "writes, the move before a POST included; set appendfsync always, or "
-                        "run Redis 7.2+")  # fmt: skip
+        problems.append(
+            f"appendfsync {fsync} on Redis {version or '(version unknown)'}, which "
+            "has no WAITAOF: a crash can lose the last seconds of acknowledged "
+            "writes, the move before a POST included; set appendfsync always, or "
+            "run Redis 7.2+"
+        )
     policy = config.get("maxmemory-policy", "noeviction")
     if policy != "noeviction":
         problems.append(f"maxmemory-policy {policy} evicts keys under memory pressure")
@@ -104,10 +107,13 @@ def refusal(verdict: Durability) -> str | None:
     """The one line a worker exits with, or None when the store may be used."""
     if not verdict.problems:
         return None
-    return ("creditq: refusing a volatile job store: " + "; ".join(verdict.problems)
-            + ". Run Redis with appendonly yes (appendfsync always before Redis 7.2) and "
-            "maxmemory-policy noeviction, or set CREDITQ_ALLOW_VOLATILE_REDIS=true for a demo "
-            "or a test")  # fmt: skip
+    return (
+        "creditq: refusing a volatile job store: "
+        + "; ".join(verdict.problems)
+        + ". Run Redis with appendonly yes (appendfsync always before Redis 7.2) and "
+        "maxmemory-policy noeviction, or set CREDITQ_ALLOW_VOLATILE_REDIS=true for a demo "
+        "or a test"
+    )
 
 
 def check_at_start(client: redis.Redis, allow_volatile: bool) -> str | None:
@@ -115,15 +121,20 @@ def check_at_start(client: redis.Redis, allow_volatile: bool) -> str | None:
     (after logging any warning, or that the store could not be checked)."""
     verdict = inspect(client)
     if not verdict.checked:
-        log.warning("the job store hides CONFIG: its persistence could not be checked; "
-                    "it must keep an append-only file and never evict keys")  # fmt: skip
+        log.warning(
+            "the job store hides CONFIG: its persistence could not be checked; "
+            "it must keep an append-only file and never evict keys"
+        )
         return None
     for warning in verdict.warnings:
         log.warning("job store: %s", warning)
     line = refusal(verdict)
     if line is not None and allow_volatile:
-        log.warning("job store: %s; allowed by CREDITQ_ALLOW_VOLATILE_REDIS (a demo or a "
-                    "test): a restart loses every grant", "; ".join(verdict.problems))  # fmt: skip
+        log.warning(
+            "job store: %s; allowed by CREDITQ_ALLOW_VOLATILE_REDIS (a demo or a "
+            "test): a restart loses every grant",
+            "; ".join(verdict.problems),
+        )
         return None
     return line
 

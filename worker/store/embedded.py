@@ -81,10 +81,24 @@ class EmbeddedRedis:
 
     def _command(self, binary: str) -> list[str]:
         return [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--protected-mode", "no", "--logfile", "redis.log",
-        ]  # fmt: skip
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            "redis.log",
+        ]
 
     def start(self) -> EmbeddedRedis:
         binaries = [self.binary] if self.binary else list(candidate_binaries())

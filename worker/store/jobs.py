@@ -184,14 +184,18 @@ class JobStore:
     """Jobs in Redis. Construct with a client that decodes responses (``from_url`` does)."""
 
     def __init__(
-        self, client: redis.Redis, *, ttl_seconds: int | None = None,
+        self,
+        client: redis.Redis,
+        *,
+        ttl_seconds: int | None = None,
         min_replicas: int | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.redis = client
         settings = get_settings()
         self.ttl_seconds = ttl_seconds if ttl_seconds is not None else settings.job_ttl_seconds
-        self.min_replicas = (min_replicas if min_replicas is not None
-                             else settings.redis_min_replicas)  # fmt: skip
+        self.min_replicas = (
+            min_replicas if min_replicas is not None else settings.redis_min_replicas
+        )
         self._aof_wait: bool | None = None  # WAITAOF usable: found out on first need
         self._create = lua.script(client, "create.lua")
         self._transition = lua.script(client, "transition.lua")
@@ -213,9 +217,22 @@ class JobStore:
     def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
         key = grant.idempotency_key
         keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
-        args = [grant.fingerprint(), payload_of(grant), repr(now), iso(now), grant.provider.value,
-                grant.customer_id, key, JobState.QUEUED.value, "enqueued", 0, "",
-                *Keys.dlq_layout(), "", new_incarnation()]  # fmt: skip
+        args = [
+            grant.fingerprint(),
+            payload_of(grant),
+            repr(now),
+            iso(now),
+            grant.provider.value,
+            grant.customer_id,
+            key,
+            JobState.QUEUED.value,
+            "enqueued",
+            0,
+            "",
+            *Keys.dlq_layout(),
+            "",
+            new_incarnation(),
+        ]
         return keys, args
 
     def create_rejected(
@@ -227,16 +244,32 @@ class JobStore:
         lets an operator see what arrived. Returns False if a job already exists.
         """
         now = time.time()
-        safe = {str(k)[:40]: (v if isinstance(v, bool | int | None) else str(v)[:200])
-                for k, v in list(raw.items())[:16]}  # fmt: skip
-        keys = [Keys.job(idempotency_key), Keys.history(idempotency_key),
-                Keys.index(JobState.REJECTED), Keys.DUE]  # fmt: skip
-        args: list[Any] = ["invalid", json.dumps(safe, sort_keys=True, default=str), repr(now),
-                iso(now),
-                str(raw.get("provider", ""))[:40], str(raw.get("customer_id", ""))[:100],
-                idempotency_key, JobState.REJECTED.value, f"invalid: {error['message']}",
-                self.ttl_seconds, json.dumps(error), *Keys.dlq_layout(),
-                DlqReason.INVALID.value, new_incarnation()]  # fmt: skip
+        safe = {
+            str(k)[:40]: (v if isinstance(v, bool | int | None) else str(v)[:200])
+            for k, v in list(raw.items())[:16]
+        }
+        keys = [
+            Keys.job(idempotency_key),
+            Keys.history(idempotency_key),
+            Keys.index(JobState.REJECTED),
+            Keys.DUE,
+        ]
+        args: list[Any] = [
+            "invalid",
+            json.dumps(safe, sort_keys=True, default=str),
+            repr(now),
+            iso(now),
+            str(raw.get("provider", ""))[:40],
+            str(raw.get("customer_id", ""))[:100],
+            idempotency_key,
+            JobState.REJECTED.value,
+            f"invalid: {error['message']}",
+            self.ttl_seconds,
+            json.dumps(error),
+            *Keys.dlq_layout(),
+            DlqReason.INVALID.value,
+            new_incarnation(),
+        ]
         return int(self._create(keys=keys, args=args)) == 1
 
     def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
@@ -369,8 +402,20 @@ class JobStore:
         appends, for what the reason's words do not carry (e.g. ``{"status": 500}``).
         Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
         """
-        move = Move(idempotency_key, target, reason, expect, attempts, fields, due, claim,
-                    dlq_reason, version, flag, detail)  # fmt: skip
+        move = Move(
+            idempotency_key,
+            target,
+            reason,
+            expect,
+            attempts,
+            fields,
+            due,
+            claim,
+            dlq_reason,
+            version,
+            flag,
+            detail,
+        )
         keys, args = self._move_args(move, time.time() if now is None else now)
         reply, held = self._run_held(self._transition, keys, args, hold)
         outcome = self._outcome_of(move, reply)
@@ -396,8 +441,9 @@ class JobStore:
             waits.append(("WAIT", self.min_replicas, HOLD_TIMEOUT_MS))
         return waits
 
-    def _run_held(self, script: Any, keys: list[str], args: list[Any],
-                  hold: bool) -> tuple[Any, bool]:  # fmt: skip
+    def _run_held(
+        self, script: Any, keys: list[str], args: list[Any], hold: bool
+    ) -> tuple[Any, bool]:
         """Run a move script; with ``hold``, in one pipeline with what makes it durable
         (``_hold_commands``). Its reply, and whether the move is held (True without hold)."""
         waits = self._hold_commands() if hold else []
@@ -429,13 +475,27 @@ class JobStore:
         if not seen:
             return []
         when = time.time()
-        args: list[Any] = [repr(when), iso(when), self.ttl_seconds, Keys.JOB_PREFIX,
-                           Keys.HISTORY_PREFIX, JobState.CONFIRMED.value, repr(now),
-                           *_LAYOUT_ARGS]  # fmt: skip
+        args: list[Any] = [
+            repr(when),
+            iso(when),
+            self.ttl_seconds,
+            Keys.JOB_PREFIX,
+            Keys.HISTORY_PREFIX,
+            JobState.CONFIRMED.value,
+            repr(now),
+            *_LAYOUT_ARGS,
+        ]
         for s in seen:
-            args += [s.idempotency_key, s.state.value, str(s.version), s.ref,
-                     f"seen in the listing as {s.ref}", s.provider_ref, _encode_field(s.entry),
-                     repr(s.visible_after)]  # fmt: skip
+            args += [
+                s.idempotency_key,
+                s.state.value,
+                str(s.version),
+                s.ref,
+                f"seen in the listing as {s.ref}",
+                s.provider_ref,
+                _encode_field(s.entry),
+                repr(s.visible_after),
+            ]
         reply = self._confirm_seen(keys=[Keys.DUE, Keys.COUNTERS], args=args)
         outcomes: list[Moved | TransitionRefused] = []
         for s, code, state in zip(seen, reply[::2], reply[1::2], strict=True):
@@ -510,10 +570,15 @@ class JobStore:
         that loses the race spends nothing.
         """
         key = grant.idempotency_key
-        move = Move(key, JobState.SUBMITTING, "POST attempt", expect=[JobState.QUEUED],
-                    attempts="incr", due=now + lease,
-                    fields={JobField.LAST_POST_AT: now,
-                            JobField.IN_FLIGHT_UNTIL: now + lease})  # fmt: skip
+        move = Move(
+            key,
+            JobState.SUBMITTING,
+            "POST attempt",
+            expect=[JobState.QUEUED],
+            attempts="incr",
+            due=now + lease,
+            fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
+        )
         keys, move_args = self._move_args(move, time.time())
         slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
         args = [
@@ -570,14 +635,18 @@ class JobStore:
         """The start of a confirmation sweep of the provider, in one round trip (see
         start_sweep.lua): superseded, busy, or started, holding the lease for ``lease`` seconds."""
         name, due, later, busy = self._start_sweep(
-            keys=[Keys.confirming(provider), Keys.pending(provider, None), Keys.DUE,
-                  Keys.sweeping(provider), Keys.sweep_wanted(provider)],
+            keys=[
+                Keys.confirming(provider),
+                Keys.pending(provider, None),
+                Keys.DUE,
+                Keys.sweeping(provider),
+                Keys.sweep_wanted(provider),
+            ],
             args=[token, repr(due_by), max(int(lease * 1000), 1)],
-        )  # fmt: skip
+        )
         if int(busy):  # ``later`` holds the lease's time left, in ms
             return Sweep([], max(float(later or 0), 0.0) / 1000, False, True)
-        return Sweep(list(due), float(later) if later else None,
-                     bool(name) and name != token)  # fmt: skip
+        return Sweep(list(due), float(later) if later else None, bool(name) and name != token)
 
     def renew_sweep(self, provider: str, token: str, lease: float) -> bool:
         """Extend this sweep's lease; False if it lost it (it outlived the lease and another
@@ -591,14 +660,15 @@ class JobStore:
         keys = [Keys.sweeping(provider), Keys.sweep_wanted(provider)]
         return int(self._hold_sweep(keys=keys, args=[token, "0"])) == 2
 
-    def schedule_sweep(self, provider: str, token: str, due_at: float, ttl: float,
-                       *, force: bool = False) -> bool:  # fmt: skip
+    def schedule_sweep(
+        self, provider: str, token: str, due_at: float, ttl: float, *, force: bool = False
+    ) -> bool:
         """Name a sweep due at ``due_at`` in the provider's sweep marker, unless one is
         scheduled no later (``force``: in any case). True if the caller must send it."""
         reply = self._schedule_sweep(
             keys=[Keys.confirming(provider)],
             args=[sweep_marker(token, due_at), max(int(ttl * 1000), 1), "1" if force else "0"],
-        )  # fmt: skip
+        )
         return int(reply) == 1
 
     def counters(self) -> dict[str, int]:
@@ -645,9 +715,10 @@ class JobStore:
 
     def raise_alarm(self, idempotency_key: str, alarm: Mapping[str, Any], now: float) -> bool:
         """Record an alarm on the job (its ``alarm`` field) and in the alarm index."""
-        reply = self._raise_alarm(keys=[Keys.job(idempotency_key), Keys.ALARMS],
-                                  args=[idempotency_key, json.dumps(alarm, default=str),
-                                        repr(now)])  # fmt: skip
+        reply = self._raise_alarm(
+            keys=[Keys.job(idempotency_key), Keys.ALARMS],
+            args=[idempotency_key, json.dumps(alarm, default=str), repr(now)],
+        )
         return int(reply) == 1
 
     def remember_markers(self, provider: str, confirmed: Mapping[str, str], now: float) -> None:

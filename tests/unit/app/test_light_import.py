@@ -20,7 +20,8 @@ print("built" if worker.app._app is not None else "not built")
 
 def test_importing_the_producer_and_checking_a_grant_builds_no_celery_app() -> None:
     env = {**os.environ, "CREDITQ_MAX_ATTEMPTS": "5"}
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          timeout=60, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["not", "built", "built"]

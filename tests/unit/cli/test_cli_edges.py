@@ -31,9 +31,22 @@ def no_redis(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "since", ["nan", "NaN", " nan ", "inf", "-inf", "Infinity", "1e400", "9" * 400 + "d",
-              "garbage", "", "2h ago", "-2h"],
-)  # fmt: skip
+    "since",
+    [
+        "nan",
+        "NaN",
+        " nan ",
+        "inf",
+        "-inf",
+        "Infinity",
+        "1e400",
+        "9" * 400 + "d",
+        "garbage",
+        "",
+        "2h ago",
+        "-2h",
+    ],
+)
 def test_dlq_list_since_refuses_what_is_not_a_time_with_exit_2_before_redis(
     capsys: pytest.CaptureFixture[str], no_redis: None, since: str
 ) -> None:
@@ -53,11 +66,24 @@ def test_dlq_list_limit_refuses_what_is_not_a_count_with_exit_2_before_redis(
 
 @pytest.mark.parametrize(
     "argv",
-    [["--port", "abc"], ["--port", "99999"], ["--port", "-1"], ["--lag", "nan"],
-     ["--latency", "inf"], ["--hold", "-1"], ["--hold", "nan"], ["--fail-after", "nan"],
-     ["--fail-before", "2"], ["--rate-window", "inf"], ["--rate-window", "0"],
-     ["--page-size", "0"], ["--rate-limit", "x"], ["--seed", "x"], ["--no-such-flag"]],
-)  # fmt: skip
+    [
+        ["--port", "abc"],
+        ["--port", "99999"],
+        ["--port", "-1"],
+        ["--lag", "nan"],
+        ["--latency", "inf"],
+        ["--hold", "-1"],
+        ["--hold", "nan"],
+        ["--fail-after", "nan"],
+        ["--fail-before", "2"],
+        ["--rate-window", "inf"],
+        ["--rate-window", "0"],
+        ["--page-size", "0"],
+        ["--rate-limit", "x"],
+        ["--seed", "x"],
+        ["--no-such-flag"],
+    ],
+)
 def test_sandbox_bad_flags_are_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
@@ -68,8 +94,9 @@ def test_sandbox_bad_flags_are_one_line_and_exit_2(
 
 
 def test_sandbox_port_abc_as_a_user_types_it_is_one_line() -> None:
-    done = subprocess.run([CREDITQ, "sandbox", "--port", "abc"], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [CREDITQ, "sandbox", "--port", "abc"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (
         "creditq sandbox: argument --port: 'abc' is not a port number (--help lists the flags)\n"
@@ -114,8 +141,7 @@ def test_version_and_help_answer_whatever_the_settings() -> None:
     """They read no setting, so a bad one (which stops every command) does not stop them."""
     env = {**os.environ, "CREDITQ_MAX_ATTEMPTS": "0"}
     for flag in ("--version", "--help"):
-        done = subprocess.run([CREDITQ, flag], capture_output=True, text=True, timeout=60,
-                              env=env)  # fmt: skip
+        done = subprocess.run([CREDITQ, flag], capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0 and "Traceback" not in done.stderr, (flag, done.stderr)
     stats = subprocess.run([CREDITQ, "stats"], capture_output=True, text=True, timeout=60, env=env)
     assert stats.returncode == 2 and "CREDITQ_MAX_ATTEMPTS" in stats.stderr

@@ -66,8 +66,12 @@ def test_the_installed_command_refuses_an_underscored_amount_without_touching_re
     creditq = Path(sys.executable).with_name("creditq")
     done = subprocess.run(
         [str(creditq), *BASE, "--amount", "1_000"],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
         "creditq: amount: '1_000' is not a plain decimal number: "

@@ -191,18 +191,33 @@ def test_message_round_trips_through_json_fields() -> None:
 
 
 junk = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=300),
-    st.binary(max_size=20), st.lists(st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=300),
+    st.binary(max_size=20),
+    st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    field=st.sampled_from(["idempotency_key", "provider", "customer_id", "amount", "note",
-                           "force", "currency_code", "credit_type"]),
+    field=st.sampled_from(
+        [
+            "idempotency_key",
+            "provider",
+            "customer_id",
+            "amount",
+            "note",
+            "force",
+            "currency_code",
+            "credit_type",
+        ]
+    ),
     value=junk,
-)  # fmt: skip
+)
 def test_junk_in_any_field_is_accepted_valid_or_refused_with_one_line(
     field: str, value: Any
 ) -> None:
@@ -218,8 +233,11 @@ def test_junk_in_any_field_is_accepted_valid_or_refused_with_one_line(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=2, min_value=-10**4,
-                   max_value=10**4).filter(lambda d: d > 0))  # fmt: skip
+@given(
+    st.decimals(
+        allow_nan=False, allow_infinity=False, places=2, min_value=-(10**4), max_value=10**4
+    ).filter(lambda d: d > 0)
+)
 def test_any_valid_amount_survives_exactly(amount: Decimal) -> None:
     g = CreditGrant.parse(grant(amount=str(amount)))
     assert g.amount == amount and Decimal(g.to_message()["amount"]) == amount

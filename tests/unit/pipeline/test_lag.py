@@ -18,8 +18,18 @@ INV = Provider.INVETERATE
 
 def waiting(submitted_ago: float) -> Job:
     at = NOW - submitted_ago
-    return Job("k", JobState.SUBMITTED, {"provider": "inveterate"}, "f", 1, 3, at, at, at,
-               extra={"submitted_at": repr(at)})  # fmt: skip
+    return Job(
+        "k",
+        JobState.SUBMITTED,
+        {"provider": "inveterate"},
+        "f",
+        1,
+        3,
+        at,
+        at,
+        at,
+        extra={"submitted_at": repr(at)},
+    )
 
 
 @pytest.fixture

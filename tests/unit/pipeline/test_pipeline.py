@@ -167,9 +167,13 @@ def test_a_post_in_flight_holds_off_every_other_delivery(world: World) -> None:
     world.store.create(CreditGrant.parse(m))
     now = world.clock.now
     # Another delivery moved the job into submitting and its POST is still in flight.
-    world.store.transition("g1", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
-                           fields={"first_post_at": now, "last_post_at": now,
-                                   "in_flight_until": now + 50})  # fmt: skip
+    world.store.transition(
+        "g1",
+        JobState.SUBMITTING,
+        reason="POST attempt 1",
+        attempts="incr",
+        fields={"first_post_at": now, "last_post_at": now, "in_flight_until": now + 50},
+    )
     assert world.pipeline.issue(m) == "post in flight"
     assert world.providers[Provider.INVETERATE].submits == 0
     assert world.scheduler.queue[0].at == now + 50
@@ -193,10 +197,14 @@ def test_a_worker_killed_after_posting_is_healed_by_the_sweep_without_paying_twi
     world.store.create(CreditGrant.parse(m))
     inv = world.providers[Provider.INVETERATE]
     # The worker moved the job to submitting and POSTed, then died: no answer recorded.
-    world.store.transition("g1", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
-                           fields={"first_post_at": world.clock.now,
-                                   "last_post_at": world.clock.now},
-                           due=world.clock.now + 50)  # fmt: skip
+    world.store.transition(
+        "g1",
+        JobState.SUBMITTING,
+        reason="POST attempt 1",
+        attempts="incr",
+        fields={"first_post_at": world.clock.now, "last_post_at": world.clock.now},
+        due=world.clock.now + 50,
+    )
     inv.submit(CreditGrant.parse(m), world.marker("g1"))
     world.clock.now += 200
     assert world.pipeline.reconcile() == 1
@@ -564,10 +572,18 @@ def test_a_replayed_unknown_job_at_the_default_budget_reads_once_then_posts(
     reads_before = inv.reads
     # The same again from the DLQ: a replayed job with an unknown outcome.
     world.store.create(CreditGrant.parse(message("g2", customer_id="m-2")))
-    world.store.transition("g2", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
-                           fields={"first_post_at": world.clock.now, "outcome_unknown": "1",
-                                   "unknown_at": world.clock.now,
-                                   "last_post_at": world.clock.now})  # fmt: skip
+    world.store.transition(
+        "g2",
+        JobState.SUBMITTING,
+        reason="POST attempt 1",
+        attempts="incr",
+        fields={
+            "first_post_at": world.clock.now,
+            "outcome_unknown": "1",
+            "unknown_at": world.clock.now,
+            "last_post_at": world.clock.now,
+        },
+    )
     world.store.transition("g2", JobState.DEAD, reason="exhausted", dlq_reason=DlqReason.UNKNOWN)
     world.clock.now += 120
     start(world, message("w2", customer_id="m-w2"))  # a witness after the old attempt
@@ -585,8 +601,9 @@ def test_a_marker_shown_twice_raises_an_alarm_on_the_job_and_in_stats(world: Wor
     world.scheduler.issue(message(), 0.0)
     world.run(until=lambda: inv.submits == 1)
     twin = inv.credits[0]
-    inv.credits.append(type(twin)("e-twin", twin.customer_id, twin.amount, twin.marker,
-                                  twin.created_at))  # fmt: skip
+    inv.credits.append(
+        type(twin)("e-twin", twin.customer_id, twin.amount, twin.marker, twin.created_at)
+    )
     world.run()
     job = world.store.get("g1")
     assert job is not None and job.state is JobState.CONFIRMED
@@ -603,8 +620,9 @@ def test_a_second_credit_that_shows_after_the_confirmation_raises_an_alarm_once(
     start(world, message())
     assert state(world) is JobState.CONFIRMED and world.store.alarms() == 0
     first = inv.credits[0]
-    inv.credits.append(type(first)("e-late", first.customer_id, first.amount, first.marker,
-                                   world.clock.now))  # fmt: skip
+    inv.credits.append(
+        type(first)("e-late", first.customer_id, first.amount, first.marker, world.clock.now)
+    )
     start(world, message("g2"))  # the same member's next grant: its read shows the copy
     start(world, message("g3"))  # and again: the alarm is raised once
     job = world.store.get("g1")

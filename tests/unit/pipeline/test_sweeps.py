@@ -62,8 +62,9 @@ def test_a_sweep_that_finds_another_running_leaves_word_and_the_running_one_swee
     assert world.pipeline.confirm("inveterate", "", token).startswith("confirmed 2")
     assert arrived == ["another sweep is running"] and inv.reads == 2
     others = (token, "latecomer")  # the first schedule, and the latecomer's own return
-    (again,) = [i for i in world.scheduler.queue
-                if i.task == "confirm" and i.kwargs["token"] not in others]  # fmt: skip
+    (again,) = [
+        i for i in world.scheduler.queue if i.task == "confirm" and i.kwargs["token"] not in others
+    ]
     assert again.at == world.clock.now  # no countdown: the running one swept again at once
     world.run()
     assert inv.reads == 2  # nothing was left to read
@@ -130,8 +131,7 @@ def test_a_sweep_whose_runner_died_holding_the_lease_runs_once_the_lease_runs_ou
     world.clock.now += 5
     token = scheduled(world.store).split("@")[0]
     assert world.pipeline.confirm("inveterate", "", token) == "another sweep is running"
-    (back,) = [i for i in world.scheduler.queue
-               if i.task == "confirm" and i.at > world.clock.now]  # fmt: skip
+    (back,) = [i for i in world.scheduler.queue if i.task == "confirm" and i.at > world.clock.now]
     assert back.kwargs["token"] == token and back.at <= world.clock.now + lease + 0.1
     world.clock.now = back.at
     world.store.redis.delete(Keys.sweeping("inveterate"))  # what Redis's expiry does meanwhile

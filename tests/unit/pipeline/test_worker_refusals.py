@@ -62,8 +62,10 @@ def test_a_bad_message_that_bypassed_the_producer_is_recorded_rejected(
 def test_a_job_stored_under_older_rules_is_rejected_when_its_turn_comes(world: World) -> None:
     # A job accepted before today's rules (here: a currency no longer credited) is checked
     # again by the worker before any POST.
-    fields = {**CreditGrant.parse(raw_grant(idempotency_key="old-1", provider="inveterate"))
-              .model_dump(), "currency_code": "XXX"}  # fmt: skip
+    fields = {
+        **CreditGrant.parse(raw_grant(idempotency_key="old-1", provider="inveterate")).model_dump(),
+        "currency_code": "XXX",
+    }
     world.store.create(CreditGrant.model_construct(**fields))
     message = {**valid_message("old-1"), "currency_code": "XXX"}
     assert world.pipeline.issue(message) == "rejected"
@@ -88,8 +90,9 @@ def test_a_job_whose_post_may_have_applied_is_not_called_invalid_under_stricter_
     world.store.create(CreditGrant.parse(raw_grant(idempotency_key=key, provider="inveterate")))
     assert world.pipeline.issue(valid_message(key)) == "outcome unknown"
     stored = json.loads(world.store.redis.hget(f"creditq:job:{key}", "grant") or "{}")
-    world.store.redis.hset(f"creditq:job:{key}", "grant",
-                           json.dumps({**stored, "currency_code": "XXX"}))  # fmt: skip
+    world.store.redis.hset(
+        f"creditq:job:{key}", "grant", json.dumps({**stored, "currency_code": "XXX"})
+    )
     job = world.store.get(key)
     assert job is not None and job.grant_fields.get("currency_code") == "XXX", job.grant_fields
     assert world.pipeline.issue(valid_message(key)) == "dead"
@@ -104,8 +107,9 @@ def test_a_key_no_header_can_carry_ends_in_the_dlq_as_configuration(world: World
     inv = world.providers[Provider.INVETERATE]
 
     def unsendable(grant: CreditGrant, marker: str) -> Any:
-        raise ProviderError(Provider.INVETERATE, Outcome.PERMANENT, "Illegal header value",
-                            code=CONFIGURATION_CODE)  # fmt: skip
+        raise ProviderError(
+            Provider.INVETERATE, Outcome.PERMANENT, "Illegal header value", code=CONFIGURATION_CODE
+        )
 
     inv.submit = unsendable  # type: ignore[method-assign]
     world.store.create(CreditGrant.parse(raw_grant(idempotency_key="cfg-1", provider="inveterate")))

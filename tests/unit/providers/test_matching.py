@@ -40,8 +40,10 @@ def test_marker_matches_whatever_the_time_after_the_first_post() -> None:
 def test_a_marker_on_another_amount_or_customer_is_a_copy_not_a_match() -> None:
     """A person copying a note (and its marker) onto another credit never confirms a job."""
     g = pending("a")
-    copies = [entry("amount", 5, amount="50", marker=g.marker),
-              entry("customer", 6, customer="c9", marker=g.marker)]  # fmt: skip
+    copies = [
+        entry("amount", 5, amount="50", marker=g.marker),
+        entry("customer", 6, customer="c9", marker=g.marker),
+    ]
     found = match(([g]), copies)
     assert found.found == {} and [e.ref for e in found.suspicious["a"]] == ["amount", "customer"]
 
@@ -141,16 +143,21 @@ class FakeListing(ProviderClient):
 
     name = Provider.INVETERATE
 
-    def __init__(self, entries: list[LedgerEntry], page_size: int = 2,
-                 oldest_first: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, entries: list[LedgerEntry], page_size: int = 2, oldest_first: bool = False
+    ) -> None:
         self.entries = sorted(entries, key=lambda e: e.created_at or T0, reverse=not oldest_first)
         self.page_size = page_size
         self.calls: list[tuple[str | None, str | None]] = []
 
     def list_page(
-        self, customer_id: str | None, cursor: str | None, limit: int, *,
+        self,
+        customer_id: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
         since: datetime | None = None,
-    ) -> ListingPage:  # fmt: skip
+    ) -> ListingPage:
         self.calls.append((customer_id, cursor))
         mine = [e for e in self.entries if e.customer_id == customer_id]
         start = int(cursor or 0)

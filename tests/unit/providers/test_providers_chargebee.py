@@ -229,15 +229,19 @@ def test_a_marker_quoted_outside_the_reference_is_someone_elses_credit() -> None
     """creditq writes its marker in ``reference`` and nowhere else: a description (or
     another reference) quoting one is a copy, never a claim."""
     page = parse_promotional_credits(
-        {"list": [
-            {"promotional_credit": {**PC, "description": f"creditq grant {MARKER}"}},
-            {"promotional_credit": {**PC, "id": "pc_2", "reference": f"re {MARKER}"}},
-            {"promotional_credit": {**PC, "id": "pc_3", "reference": MARKER}},
-        ]}
-    )  # fmt: skip
+        {
+            "list": [
+                {"promotional_credit": {**PC, "description": f"creditq grant {MARKER}"}},
+                {"promotional_credit": {**PC, "id": "pc_2", "reference": f"re {MARKER}"}},
+                {"promotional_credit": {**PC, "id": "pc_3", "reference": MARKER}},
+            ]
+        }
+    )
     assert [(e.marker, e.foreign) for e in page.entries] == [
-        (None, True), (None, True), (MARKER, False)
-    ]  # fmt: skip
+        (None, True),
+        (None, True),
+        (MARKER, False),
+    ]
 
 
 def test_check_reads_one_entry(client: ChargebeeClient, api: respx.MockRouter) -> None:

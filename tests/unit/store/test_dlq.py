@@ -22,28 +22,64 @@ T0 = 1_800_000_000.0
 
 
 def grant(key: str, provider: str = "inveterate", amount: str = "5.00") -> CreditGrant:
-    return CreditGrant(idempotency_key=key, provider=provider, customer_id=f"cust-{key}",
-                       amount=amount, note="order")  # fmt: skip
+    return CreditGrant(
+        idempotency_key=key,
+        provider=provider,
+        customer_id=f"cust-{key}",
+        amount=amount,
+        note="order",
+    )
 
 
-def dead_letter(store: JobStore, key: str, *, provider: str = "inveterate",
-                reason: DlqReason = DlqReason.REFUSED, at: float = T0, posted: bool = True,
-                error: dict[str, Any] | None = None) -> None:  # fmt: skip
+def dead_letter(
+    store: JobStore,
+    key: str,
+    *,
+    provider: str = "inveterate",
+    reason: DlqReason = DlqReason.REFUSED,
+    at: float = T0,
+    posted: bool = True,
+    error: dict[str, Any] | None = None,
+) -> None:
     """A job taken the way the pipeline takes it into the DLQ (through submitting if POSTed)."""
     store.create(grant(key, provider), now=at - 10)
     if posted:
-        store.transition(key, JobState.SUBMITTING, reason="POST attempt 1", attempts="incr",
-                         fields={"first_post_at": at - 5}, now=at - 5)  # fmt: skip
+        store.transition(
+            key,
+            JobState.SUBMITTING,
+            reason="POST attempt 1",
+            attempts="incr",
+            fields={"first_post_at": at - 5},
+            now=at - 5,
+        )
         if reason is DlqReason.NOT_VISIBLE:  # accepted (2xx), never seen
-            store.transition(key, JobState.SUBMITTED, reason="HTTP 201",
-                             fields={"submitted_at": at - 4}, now=at - 4)  # fmt: skip
+            store.transition(
+                key,
+                JobState.SUBMITTED,
+                reason="HTTP 201",
+                fields={"submitted_at": at - 4},
+                now=at - 4,
+            )
         elif reason is DlqReason.UNKNOWN:
-            store.transition(key, JobState.SUBMITTING, reason="outcome unknown",
-                             fields={"outcome_unknown": "1"}, now=at - 4)  # fmt: skip
+            store.transition(
+                key,
+                JobState.SUBMITTING,
+                reason="outcome unknown",
+                fields={"outcome_unknown": "1"},
+                now=at - 4,
+            )
     target = JobState.REJECTED if reason is DlqReason.REFUSED else JobState.DEAD
-    store.transition(key, target, reason=f"to the DLQ: {reason}", dlq_reason=reason, now=at,
-                     fields={"last_error": error or {"class": "permanent", "status": 404,
-                             "message": "customer not found"}})  # fmt: skip
+    store.transition(
+        key,
+        target,
+        reason=f"to the DLQ: {reason}",
+        dlq_reason=reason,
+        now=at,
+        fields={
+            "last_error": error
+            or {"class": "permanent", "status": 404, "message": "customer not found"}
+        },
+    )
 
 
 def keys_of(jobs: list[Any]) -> list[str]:
@@ -55,8 +91,13 @@ def mixed(store: JobStore) -> JobStore:
     """Eight dead letters, one second apart: alternate providers, reasons in turn."""
     reasons = [DlqReason.REFUSED, DlqReason.EXHAUSTED, DlqReason.NOT_VISIBLE, DlqReason.REFUSED]
     for i in range(8):
-        dead_letter(store, f"k{i}", provider=("inveterate", "chargebee")[i % 2],
-                    reason=reasons[i % 4], at=T0 + i)  # fmt: skip
+        dead_letter(
+            store,
+            f"k{i}",
+            provider=("inveterate", "chargebee")[i % 2],
+            reason=reasons[i % 4],
+            at=T0 + i,
+        )
     return store
 
 
@@ -107,8 +148,9 @@ def test_dead_letter_json_always_has_a_last_error_and_a_reason(store: JobStore) 
     store.create(grant("late"))
     store.transition("late", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr")
     store.transition("late", JobState.SUBMITTED, reason="HTTP 201")
-    store.transition("late", JobState.DEAD, reason="not visible 600s after",
-                     dlq_reason=DlqReason.NOT_VISIBLE)  # fmt: skip
+    store.transition(
+        "late", JobState.DEAD, reason="not visible 600s after", dlq_reason=DlqReason.NOT_VISIBLE
+    )
     job = store.get("late")
     assert job is not None
     out = dlq.dead_letter_json(job)
@@ -118,10 +160,16 @@ def test_dead_letter_json_always_has_a_last_error_and_a_reason(store: JobStore) 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2h", T0 - 7200), ("30m", T0 - 1800), ("45s", T0 - 45), ("1.5d", T0 - 129600),
-     ("1800000000", T0), ("2027-01-14T08:00:00Z", 1_799_913_600.0),
-     ("2027-01-14T08:00:00", 1_799_913_600.0)],
-)  # fmt: skip
+    [
+        ("2h", T0 - 7200),
+        ("30m", T0 - 1800),
+        ("45s", T0 - 45),
+        ("1.5d", T0 - 129600),
+        ("1800000000", T0),
+        ("2027-01-14T08:00:00Z", 1_799_913_600.0),
+        ("2027-01-14T08:00:00", 1_799_913_600.0),
+    ],
+)
 def test_since_reads_durations_iso_times_and_epochs(text: str, expected: float) -> None:
     assert dlq.parse_since(text, now=T0) == pytest.approx(expected)
 
@@ -165,8 +213,11 @@ def test_only_a_job_whose_credit_may_exist_comes_back_with_reconcile_first(
     assert [o.reconcile_first for o in outcomes] == [False, False, True, True]
     jobs = store.get_many(keys)
     assert [j is not None and j.extra.get("reconcile_first") == "1" for j in jobs] == [
-        False, False, True, True
-    ]  # fmt: skip
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_a_double_replay_is_refused_and_sends_nothing_the_second_time(
@@ -190,17 +241,26 @@ def test_a_job_outside_the_dlq_or_unknown_is_refused_untouched(
     before = store.get("live")
     outcomes = dlq.replay(store, ["live", "nope"], app=recorder)  # type: ignore[arg-type]
     assert [(o.result, o.state) for o in outcomes] == [
-        (ReplayResult.NOT_IN_DLQ, "confirmed"), (ReplayResult.UNKNOWN, None)]  # fmt: skip
+        (ReplayResult.NOT_IN_DLQ, "confirmed"),
+        (ReplayResult.UNKNOWN, None),
+    ]
     assert store.get("live") == before and recorder.sent == []
 
 
 def test_an_invalid_stored_grant_cannot_be_replayed_and_nothing_changes(
     store: JobStore, recorder: PublishRecorder
 ) -> None:
-    raw = {"idempotency_key": "zero-1", "provider": "inveterate", "customer_id": "m-1",
-           "amount": "0.00"}  # fmt: skip
-    store.create_rejected("zero-1", raw, {"class": "validation", "status": None,
-                                          "message": "amount: must not be zero"})  # fmt: skip
+    raw = {
+        "idempotency_key": "zero-1",
+        "provider": "inveterate",
+        "customer_id": "m-1",
+        "amount": "0.00",
+    }
+    store.create_rejected(
+        "zero-1",
+        raw,
+        {"class": "validation", "status": None, "message": "amount: must not be zero"},
+    )
     before = store.get("zero-1")
     (outcome,) = dlq.replay(store, ["zero-1"], app=recorder)  # type: ignore[arg-type]
     assert outcome.result is ReplayResult.INVALID and "must not be zero" in outcome.detail
@@ -263,7 +323,7 @@ def test_replay_runs_through_the_pipeline_and_an_applied_credit_is_not_paid_twic
 
 def test_replaying_a_not_visible_job_whose_credit_still_lags_never_posts_again(
     store: JobStore,
-) -> None:  # fmt: skip
+) -> None:
     world = World(store, confirm_deadline=30.0)
     inv = world.providers[Provider.INVETERATE]
     inv.lag = 1000.0  # longer than the deadline and than settle: still hidden at replay
@@ -287,8 +347,13 @@ def test_purge_removes_the_job_its_history_and_every_index_entry(store: JobStore
     assert outcome.result is PurgeResult.PURGED
     r = store.redis
     assert r.exists(Keys.job("gone"), Keys.history("gone")) == 0
-    for index in [Keys.dlq(), Keys.dlq(provider="chargebee"), Keys.dlq(reason="exhausted"),
-                  Keys.index(JobState.DEAD), Keys.DUE]:  # fmt: skip
+    for index in [
+        Keys.dlq(),
+        Keys.dlq(provider="chargebee"),
+        Keys.dlq(reason="exhausted"),
+        Keys.index(JobState.DEAD),
+        Keys.DUE,
+    ]:
         assert r.zscore(index, "gone") is None, index
     assert store.count_by_state()["dead"] == 0
 
@@ -297,7 +362,9 @@ def test_purge_never_touches_a_live_job_and_says_so(store: JobStore) -> None:
     store.create(grant("live"))
     outcomes = dlq.purge(store, ["live", "nope"])
     assert [(o.result, o.state) for o in outcomes] == [
-        (PurgeResult.NOT_IN_DLQ, "queued"), (PurgeResult.UNKNOWN, None)]  # fmt: skip
+        (PurgeResult.NOT_IN_DLQ, "queued"),
+        (PurgeResult.UNKNOWN, None),
+    ]
     assert store.get("live") is not None
 
 
@@ -320,8 +387,9 @@ def test_a_purged_key_can_be_replayed_no_more(store: JobStore, recorder: Publish
 
 
 @pytest.fixture
-def cli_store(store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.MonkeyPatch
-              ) -> JobStore:  # fmt: skip
+def cli_store(
+    store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.MonkeyPatch
+) -> JobStore:
     """The CLI on the fake store, publishing into the recorder."""
     import worker.producer
 
@@ -335,14 +403,21 @@ def test_cli_list_json_prints_one_dead_letter_per_line(
     cli_store: JobStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead_letter(cli_store, "a", at=T0)
-    dead_letter(cli_store, "b", provider="chargebee", reason=DlqReason.EXHAUSTED, at=T0 + 1,
-                error={"class": "not_applied", "status": 503,
-                       "message": "unavailable"})  # fmt: skip
+    dead_letter(
+        cli_store,
+        "b",
+        provider="chargebee",
+        reason=DlqReason.EXHAUSTED,
+        at=T0 + 1,
+        error={"class": "not_applied", "status": 503, "message": "unavailable"},
+    )
     code, out, err = run(capsys, "dlq", "list", "--json")
     assert code == 0 and err == ""
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [(j["idempotency_key"], j["reason"]) for j in lines] == [("b", "exhausted"),
-                                                                   ("a", "refused")]  # fmt: skip
+    assert [(j["idempotency_key"], j["reason"]) for j in lines] == [
+        ("b", "exhausted"),
+        ("a", "refused"),
+    ]
     assert lines[0]["last_error"]["status"] == 503 and lines[0]["amount"] == "5.00"
     assert {"state", "provider", "customer_id", "attempts", "history"} <= lines[0].keys()
     code, out, _ = run(capsys, "dlq", "list", "--json", "--provider", "inveterate", "--limit", "5")
@@ -355,26 +430,40 @@ def test_cli_list_table_shows_the_columns_people_need(
     dead_letter(cli_store, "tbl-1", at=T0)
     code, out, _ = run(capsys, "dlq", "list", "--reason", "refused", "--since", "3650d")
     assert code == 0
-    for text in ("tbl-1", "inveterate", "cust-tbl-1", "5.00", "refused", "404",
-                 "customer not found", "1 shown; 1 in the DLQ matching"):  # fmt: skip
+    for text in (
+        "tbl-1",
+        "inveterate",
+        "cust-tbl-1",
+        "5.00",
+        "refused",
+        "404",
+        "customer not found",
+        "1 shown; 1 in the DLQ matching",
+    ):
         assert text in out, text
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["dlq", "list", "--since", "yesterday"], "not a duration"),
-     (["dlq", "list", "--provider", "paypal"], "--provider"),
-     (["dlq", "list", "--limit", "0"], "--limit"),
-     (["dlq", "replay"], "name the jobs"),
-     (["dlq", "replay", "k0", "--all"], "not both"),
-     (["dlq", "replay", "--all", "--reason", "refused"], "--all takes no"),
-     (["dlq", "purge", "--all"], "add --yes"),
-     (["dlq", "purge"], "name the jobs")],
-)  # fmt: skip
+    [
+        (["dlq", "list", "--since", "yesterday"], "not a duration"),
+        (["dlq", "list", "--provider", "paypal"], "--provider"),
+        (["dlq", "list", "--limit", "0"], "--limit"),
+        (["dlq", "replay"], "name the jobs"),
+        (["dlq", "replay", "k0", "--all"], "not both"),
+        (["dlq", "replay", "--all", "--reason", "refused"], "--all takes no"),
+        (["dlq", "purge", "--all"], "add --yes"),
+        (["dlq", "purge"], "name the jobs"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(
-    mixed: JobStore, cli_store: JobStore, recorder: PublishRecorder,
-    capsys: pytest.CaptureFixture[str], argv: list[str], message: str,
-) -> None:  # fmt: skip
+    mixed: JobStore,
+    cli_store: JobStore,
+    recorder: PublishRecorder,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
     before = mixed.get_many(dlq.select(mixed))
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
@@ -409,19 +498,27 @@ def test_cli_replay_reports_each_key_and_exits_1_on_a_refusal(
 
 
 def test_cli_replay_by_reason_and_purge_all_with_yes(
-    mixed: JobStore, cli_store: JobStore, recorder: PublishRecorder,
+    mixed: JobStore,
+    cli_store: JobStore,
+    recorder: PublishRecorder,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     code, out, _ = run(capsys, "dlq", "replay", "--reason", "exhausted", "--json")
     assert code == 0 and [json.loads(x)["idempotency_key"] for x in out.splitlines()] == [
-        "k1", "k5"]  # fmt: skip
+        "k1",
+        "k5",
+    ]
     assert len(recorder.sent) == 2
     code, out, _ = run(capsys, "dlq", "purge", "--all", "--yes")
     assert code == 0 and "purge: 6 of 6 done" in out
     assert mixed.redis.zcard(Keys.dlq()) == 0 and mixed.get("k1") is not None  # k1 is queued
     code, out, _ = run(capsys, "dlq", "purge", "k1", "--json")
-    assert code == 1 and json.loads(out) == {"idempotency_key": "k1", "result": "not_in_dlq",
-                                             "ok": False, "state": "queued"}  # fmt: skip
+    assert code == 1 and json.loads(out) == {
+        "idempotency_key": "k1",
+        "result": "not_in_dlq",
+        "ok": False,
+        "state": "queued",
+    }
 
 
 def test_cli_stats_counts_the_dlq(cli_store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,9 +54,11 @@ def test_allowed_moves_append_history_with_from_to_and_attempt(store: JobStore) 
     assert job.provider_ref == "e-9" and job.attempts == 1
     moves = [(h.get("from"), h["to"], h["attempt"]) for h in job.history]
     assert moves == [
-        (None, "queued", 0), ("queued", "submitting", 1),
-        ("submitting", "submitted", 1), ("submitted", "confirmed", 1),
-    ]  # fmt: skip
+        (None, "queued", 0),
+        ("queued", "submitting", 1),
+        ("submitting", "submitted", 1),
+        ("submitted", "confirmed", 1),
+    ]
     assert job.history[1]["reason"] == "posting"
 
 
@@ -134,8 +136,9 @@ def test_indexes_follow_the_state_and_find_stuck_jobs(store: JobStore) -> None:
     assert store.keys_in_state(JobState.QUEUED) == ["a", "b"]
     assert store.keys_in_state(JobState.QUEUED, entered_before=15.0) == ["a"]
     assert store.oldest([JobState.QUEUED, JobState.SUBMITTED]) == {
-        "queued": 10.0, "submitted": None,
-    }  # fmt: skip
+        "queued": 10.0,
+        "submitted": None,
+    }
     counts = store.count_by_state()
     assert counts["queued"] == 2 and counts["submitting"] == 1
 
@@ -156,8 +159,11 @@ def test_create_many_reports_created_duplicates_and_conflicts(store: JobStore) -
     outcomes = store.create_many(
         [make_grant("new"), make_grant("new"), make_grant("taken", amount="9.00")]
     )
-    assert [(o.created, o.conflict) for o in outcomes] == [(True, False), (False, False),
-                                                           (False, True)]  # fmt: skip
+    assert [(o.created, o.conflict) for o in outcomes] == [
+        (True, False),
+        (False, False),
+        (False, True),
+    ]
 
 
 def test_history_is_json_with_iso_times(store: JobStore) -> None:
@@ -274,8 +280,11 @@ def test_a_key_spelled_like_another_jobs_history_is_a_job_of_its_own(store: JobS
     first, second = store.get("order-9"), store.get("order-9:history")
     assert first is not None and [h["to"] for h in first.history] == ["queued", "submitting"]
     assert second is not None and [h["to"] for h in second.history] == ["queued"]
-    assert store.count_by_state() == {**dict.fromkeys([s.value for s in JobState], 0),
-                                      "queued": 1, "submitting": 1}  # fmt: skip
+    assert store.count_by_state() == {
+        **dict.fromkeys([s.value for s in JobState], 0),
+        "queued": 1,
+        "submitting": 1,
+    }
     assert Keys.history("order-9") != Keys.job("order-9:history")
 
 

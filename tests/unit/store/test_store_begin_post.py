@@ -74,11 +74,13 @@ def test_the_budget_slot_is_taken_with_the_start_and_only_then(
     store.create(make_grant("a"))
     store.create(make_grant("b"))
     store.transition("b", JobState.SUBMITTING, reason="elsewhere", attempts="incr")
-    lost = store.begin_post(make_grant("b"), max_attempts=5, now=NOW, lease=50.0,
-                            slot=slots.slot_request())  # fmt: skip
+    lost = store.begin_post(
+        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+    )
     assert lost.outcome == "other" and slots.snapshot()["calls_last_minute"] == 0
-    started = store.begin_post(make_grant("a"), max_attempts=5, now=NOW, lease=50.0,
-                               slot=slots.slot_request())  # fmt: skip
+    started = store.begin_post(
+        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+    )
     assert started.outcome == "started" and slots.snapshot()["calls_last_minute"] == 1
 
 
@@ -88,10 +90,12 @@ def test_without_a_slot_the_job_is_unchanged_and_the_wait_is_reported(
     slots = budget(fake_redis, per_minute=60)  # one call a second
     store.create(make_grant("a"))
     store.create(make_grant("b"))
-    store.begin_post(make_grant("a"), max_attempts=5, now=NOW, lease=50.0,
-                     slot=slots.slot_request())  # fmt: skip
-    waiting = store.begin_post(make_grant("b"), max_attempts=5, now=NOW, lease=50.0,
-                               slot=slots.slot_request())  # fmt: skip
+    store.begin_post(
+        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+    )
+    waiting = store.begin_post(
+        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+    )
     assert waiting.outcome == "wait" and 0.9 < waiting.wait <= 1.0
     job = store.get("b")
     assert job is not None and job.state is JobState.QUEUED and job.version == 0

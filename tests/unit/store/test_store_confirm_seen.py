@@ -33,7 +33,9 @@ def test_every_job_found_is_confirmed_with_its_entry_in_one_call(store: JobStore
     assert out["confirmed_at"] == 9.0 and out["visible_after_seconds"] == 1.5
     assert job.history[-1]["reason"] == "seen in the listing as e-a"
     assert store.pending("inveterate", "c1") == [] and store.claimed("inveterate", "c1") == {
-        "e-a", "e-b"}  # fmt: skip
+        "e-a",
+        "e-b",
+    }
 
 
 def test_a_job_moved_since_it_was_read_is_refused_and_the_others_still_confirm(
@@ -52,8 +54,9 @@ def test_a_job_moved_since_it_was_read_is_refused_and_the_others_still_confirm(
 
 def test_an_entry_another_job_claimed_confirms_nothing_more(store: JobStore) -> None:
     versions = {key: submitted(store, key) for key in ("a", "b")}
-    outcomes = store.confirm_seen([seen("a", versions["a"], "e-1"),
-                                   seen("b", versions["b"], "e-1")], now=9.0)  # fmt: skip
+    outcomes = store.confirm_seen(
+        [seen("a", versions["a"], "e-1"), seen("b", versions["b"], "e-1")], now=9.0
+    )
     assert outcomes[0] == Moved(JobState.SUBMITTED) and isinstance(outcomes[1], EntryClaimed)
     job = store.get("b")
     assert job is not None and job.state is JobState.SUBMITTED
