@@ -58,6 +58,7 @@ from benchmarks.fleet import start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes  # noqa: E402
 from tests.fixtures.workers import FAST, wait_until  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, create_app  # noqa: E402
+from worker.app.commands import worker_command  # noqa: E402
 from worker.demo.report import credits_per_key  # noqa: E402
 from worker.domain.grant import CreditGrant  # noqa: E402
 from worker.domain.job import Job  # noqa: E402
@@ -714,22 +715,7 @@ def production_worker_refuses(b: Bench) -> str | None:
     """Start a worker as production would (no CREDITQ_ALLOW_VOLATILE_REDIS) on this run's
     Redis, which keeps nothing on disk: its one-line refusal, or None if it started."""
     env = {k: v for k, v in b.env.items() if k != "CREDITQ_ALLOW_VOLATILE_REDIS"}
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        "1",
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "WARNING",
-    ]
+    command = worker_command("1", "-l", "WARNING")
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

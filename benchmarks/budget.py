@@ -32,6 +32,7 @@ from benchmarks.common import benchmark_redis  # noqa: E402
 from benchmarks.fleet import start_beat, start_worker  # noqa: E402
 from benchmarks.throughput import Processes, sandbox_stats, start_sandbox, wait  # noqa: E402
 from benchmarks.throughput import worker_env as creditq_env  # noqa: E402
+from worker.app.commands import worker_command  # noqa: E402
 from worker.domain.grant import CreditGrant, Provider  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
 from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY  # noqa: E402
@@ -121,24 +122,9 @@ def run_baseline(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
         )
         for n in range(3):
             procs.start(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "benchmarks.baseline_app",
-                    "worker",
-                    "-P",
-                    "threads",
-                    "-c",
-                    "8",
-                    "-n",
-                    f"b{n}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
+                worker_command(
+                    "8", "-n", f"b{n}@%h", "-l", "WARNING", app="benchmarks.baseline_app"
+                ),
                 env,
                 f"baseline{n}",
             )

@@ -9,7 +9,6 @@ marker, and percentiles.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 from celery import Celery
 
 from benchmarks.throughput import Processes, wait
+from worker.app.commands import celery_command, worker_command
 from worker.domain.grant import CreditGrant
 from worker.domain.job import Job
 from worker.domain.states import JobState
@@ -30,44 +30,14 @@ def start_worker(
     procs: Processes, env: dict[str, str], name: str, concurrency: int, level: str = "WARNING"
 ) -> Any:
     """One ``-P threads`` worker; its process group is its pid (``start_new_session``)."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        level,
-    ]
+    command = worker_command(str(concurrency), "-n", f"{name}@%h", "-l", level)
     return procs.start(command, env, name)
 
 
 def start_beat(procs: Processes, env: dict[str, str]) -> Any:
     schedule = Path(procs.dir) / "beat-schedule"
     return procs.start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "beat",
-            "-s",
-            str(schedule),
-            "-l",
-            "INFO",
-        ],
-        env,
-        "beat",
+        celery_command("worker.app", "beat", "-s", str(schedule), "-l", "INFO"), env, "beat"
     )
 
 

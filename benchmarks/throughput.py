@@ -68,23 +68,14 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (  # noqa: E402
-    Timeline,
-    benchmark_redis,
-    grant_batch,
-    longest_stall,
-    nearest_rank,
-)
+from benchmarks.common import Timeline, benchmark_redis, grant_batch, longest_stall, nearest_rank  # noqa: E402
 from worker.app.broker import TRANSPORT  # noqa: E402
+from worker.app.commands import worker_command  # noqa: E402
 from worker.domain.grant import CreditGrant  # noqa: E402
 from worker.domain.job import Job  # noqa: E402
 from worker.domain.states import TERMINAL, JobState  # noqa: E402
 from worker.producer import enqueue_many  # noqa: E402
-from worker.sandbox.options import (  # noqa: E402
-    DEFAULT_CHARGEBEE_KEY,
-    DEFAULT_INVETERATE_KEY,
-    creditq_env,
-)
+from worker.sandbox.options import DEFAULT_CHARGEBEE_KEY, DEFAULT_INVETERATE_KEY, creditq_env  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.store.embedded import free_port  # noqa: E402
 from worker.store.jobs import JobStore  # noqa: E402
@@ -397,22 +388,7 @@ def run_creditq(
         sandbox = start_sandbox(procs, args.latency, lag)
         settle = {"CREDITQ_SETTLE_SECONDS": str(args.settle)} if ambiguous else {}
         env = worker_env(redis_url, sandbox, lag, **settle)
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            str(args.concurrency),
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ]
+        command = worker_command(str(args.concurrency), "-l", "WARNING")
         worker = procs.start(command, env, "worker")
         store = JobStore(client)
         from worker.app import create_app
@@ -476,22 +452,7 @@ def run_baseline(
         if transport:
             env["BASELINE_BROKER_TRANSPORT"] = transport
         worker = procs.start(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "benchmarks.baseline_app",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                str(args.concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "WARNING",
-            ],
+            worker_command(str(args.concurrency), "-l", "WARNING", app="benchmarks.baseline_app"),
             env,
             "baseline",
         )

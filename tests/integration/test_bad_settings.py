@@ -154,9 +154,7 @@ def test_every_entry_point_refuses_bad_settings_in_one_line_each(entry: str) -> 
     assert_refused(run(COMMANDS[entry], env), lines)
 
 
-def test_check_with_a_key_pasted_with_a_newline_works_and_never_shows_it(
-    sandbox: Sandbox,
-) -> None:
+def test_check_with_a_key_pasted_with_a_newline_works_and_never_shows_it(sandbox: Sandbox) -> None:
     """``echo key > file``: the newline is stripped when the settings are read."""
     env = {
         "CREDITQ_INVETERATE_BASE_URL": sandbox.url,

@@ -5,7 +5,6 @@ of the same key then pays again."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import redis
 
 from tests.fixtures.paths import ROOT
+from worker.app.commands import worker_command
 from worker.sandbox import Sandbox
 from worker.sandbox.options import creditq_env
 from worker.store.embedded import EmbeddedRedis
@@ -31,22 +31,7 @@ def start_worker(url: str, sandbox: Sandbox, tmp_path: Path, **extra: str) -> su
     env.pop("CREDITQ_ALLOW_VOLATILE_REDIS")  # what a production deployment has
     env.update(extra)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "-P",
-            "threads",
-            "-c",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ],
+        worker_command("2", "-l", "INFO"),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

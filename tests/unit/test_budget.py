@@ -5,12 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from worker.budget import (
-    DEFAULT_PAUSE_SECONDS,
-    MAX_PAUSE_SECONDS,
-    Budgets,
-    ProviderBudget,
-)
+from worker.budget import DEFAULT_PAUSE_SECONDS, MAX_PAUSE_SECONDS, Budgets, ProviderBudget
 from worker.domain.grant import Provider
 from worker.settings import get_settings
 from worker.store.keys import BudgetKeys

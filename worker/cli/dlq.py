@@ -176,10 +176,7 @@ def show(
 
 
 def _selection(
-    keys: list[str] | None,
-    everything: bool,
-    provider: Provider | None,
-    reason: DlqReason | None,
+    keys: list[str] | None, everything: bool, provider: Provider | None, reason: DlqReason | None
 ) -> tuple[list[str] | None, dict[str, Any]]:
     """Explicit keys, or the filters of a selector; refuses an ambiguous or empty choice."""
     filtered = provider is not None or reason is not None

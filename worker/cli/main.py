@@ -33,11 +33,7 @@ from worker.errors import CreditqError, IdempotencyConflict, InvalidGrant, Setti
 try:  # typer >= 0.26 vendors click; older typer uses click itself
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import (  # type: ignore[assignment]
-        ClickException,
-        NoArgsIsHelpError,
-        UsageError,
-    )
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 cli = command_group(
     "creditq", "Queue-driven, exactly-once store-credit issuance (Inveterate, Chargebee)."
@@ -101,8 +97,7 @@ def enqueue(
 
 @cli.command()
 def status(
-    keys: Annotated[list[str], typer.Argument(help="Idempotency keys.")],
-    as_json: JsonFlag = False,
+    keys: Annotated[list[str], typer.Argument(help="Idempotency keys.")], as_json: JsonFlag = False
 ) -> None:
     """Show jobs by key; exits 1 if any key is unknown."""
     jobs = common.open_store().get_many(keys)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE
+from worker.app.commands import worker_command
 from worker.demo.scenario import (
     DEMO_TIMINGS,
     FAULTS,
@@ -89,25 +89,9 @@ def worker_env(redis_url: str, sandbox: Sandbox) -> dict[str, str]:
 @contextlib.contextmanager
 def demo_worker(env: dict[str, str], run_id: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker in its own session: Ctrl-C reaches the demo, which stops it in order."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        str(WORKER_CONCURRENCY),
-        "-n",
-        f"demo-{run_id}@%h",
-        "-l",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
+    command = worker_command(
+        str(WORKER_CONCURRENCY), "-n", f"demo-{run_id}@%h", "-l", "INFO", "--without-heartbeat"
+    )
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True

@@ -9,10 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from worker.demo.scenario import (
-    Expect,
-    Row,
-)
+from worker.demo.scenario import Expect, Row
 from worker.domain.job import Job
 from worker.domain.states import JobState
 from worker.errors import Outcome

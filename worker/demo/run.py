@@ -36,19 +36,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from worker.app import create_app
-from worker.demo.parts import (
-    demo_redis,
-    demo_sandbox,
-    demo_worker,
-    refuse_busy_redis,
-    worker_env,
-)
-from worker.demo.report import (
-    credits_per_key,
-    default_console,
-    outcome_table,
-    verdict,
-)
+from worker.demo.parts import demo_redis, demo_sandbox, demo_worker, refuse_busy_redis, worker_env
+from worker.demo.report import credits_per_key, default_console, outcome_table, verdict
 from worker.demo.scenario import (
     DEADLINE_SECONDS,
     DEMO_JOB_TTL_SECONDS,
@@ -87,11 +76,7 @@ def submit(rows: list[Row], store: JobStore, app: Celery, run_id: str) -> list[s
 
 
 def wait_for_end_states(
-    store: JobStore,
-    keys: list[str],
-    deadline: float,
-    alive: Callable[[], bool],
-    console: Console,
+    store: JobStore, keys: list[str], deadline: float, alive: Callable[[], bool], console: Console
 ) -> list[Job | None]:
     """Poll the store until every job is terminal, the deadline passes or the worker died."""
     columns = (TextColumn("grants"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

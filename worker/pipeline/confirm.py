@@ -24,10 +24,7 @@ from worker.pipeline.listing import ListingReader
 from worker.pipeline.mover import Mover, scope_of
 from worker.pipeline.results import SweepEnd
 from worker.providers.base import ProviderClient
-from worker.providers.matching import (
-    MatchWindow,
-    could_be_its,
-)
+from worker.providers.matching import MatchWindow, could_be_its
 
 log = logging.getLogger("creditq.pipeline")
 

@@ -21,7 +21,7 @@ from worker.domain.job import Job, iso
 from worker.domain.states import JobState
 from worker.errors import TransitionRefused
 from worker.pipeline.mover import Mover
-from worker.providers.base import LedgerEntry, ListingPage, ProviderClient
+from worker.providers.base import Cursor, LedgerEntry, ListingPage, ProviderClient
 from worker.providers.matching import (
     ListingRead,
     Matches,
@@ -55,12 +55,7 @@ class _BudgetedListing:
         self.renew = renew  # a sweep's lease, extended before every page it reads
 
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage:
         if self.renew is not None:
             self.renew()

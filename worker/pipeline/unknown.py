@@ -16,11 +16,7 @@ from worker.domain.fields import JobField as F
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
-from worker.errors import (
-    NoSlot,
-    Outcome,
-    ProviderError,
-)
+from worker.errors import NoSlot, Outcome, ProviderError
 from worker.pipeline.confirm import Confirmer, Verdict
 from worker.pipeline.mover import Mover
 from worker.pipeline.outcome import absence_proves, poll_delay
@@ -37,10 +33,7 @@ class Resolver:
     that none did (the issuer's own ``_submit``)."""
 
     def __init__(
-        self,
-        mover: Mover,
-        confirmer: Confirmer,
-        submit: Callable[[Job, CreditGrant], Result],
+        self, mover: Mover, confirmer: Confirmer, submit: Callable[[Job, CreditGrant], Result]
     ) -> None:
         self.mover = mover
         self.store, self.policy, self.clock = mover.store, mover.policy, mover.clock

@@ -38,6 +38,10 @@ class LedgerEntry:
     foreign: bool = False
 
 
+# Where a listing read goes on: the provider's cursor for the next page, None for the first.
+Cursor = str | None
+
+
 @dataclass(frozen=True)
 class ListingPage:
     """One page of a listing, in the provider's order (not assumed: see
@@ -70,12 +74,7 @@ class ProviderClient(abc.ABC):
 
     @abc.abstractmethod
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage:
         """One page of the credit listing; cursor None for the first page. ``since``: the
         provider may leave out entries created before it, where it can filter by time (a

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from worker.domain.grant import MARKER_PATTERN, CreditGrant, CreditType, Provider, minor_units
 from worker.errors import ProviderError
-from worker.providers.base import LedgerEntry, ListingPage, SubmitResult
+from worker.providers.base import Cursor, LedgerEntry, ListingPage, SubmitResult
 from worker.providers.http import BasicKeyAuth, HttpProviderClient
 from worker.settings import Settings
 
@@ -208,12 +208,7 @@ class ChargebeeClient(HttpProviderClient):
         )
 
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage:
         params: dict[str, str | int] = {}
         if customer_id is not None:

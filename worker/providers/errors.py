@@ -157,12 +157,7 @@ def classify_response(
         if retry_after is None and response.status_code == 429:
             retry_after = RATE_LIMIT_DEFAULT_WAIT_SECONDS
     return ProviderError(
-        provider,
-        outcome,
-        message,
-        status=response.status_code,
-        retry_after=retry_after,
-        code=code,
+        provider, outcome, message, status=response.status_code, retry_after=retry_after, code=code
     )
 
 

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from worker.domain.grant import MARKER_PATTERN, CreditGrant, Provider
 from worker.errors import ProviderError, one_line
-from worker.providers.base import LedgerEntry, ListingPage, SubmitResult
+from worker.providers.base import Cursor, LedgerEntry, ListingPage, SubmitResult
 from worker.providers.http import HeaderKeyAuth, HttpProviderClient
 from worker.settings import Settings
 
@@ -211,12 +211,7 @@ class InveterateClient(HttpProviderClient):
         )
 
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage:
         # Inveterate documents no time filter: ``since`` is not sent.
         if not customer_id:

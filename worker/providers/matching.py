@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from worker.providers.base import LedgerEntry, ListingPage
+from worker.providers.base import Cursor, LedgerEntry, ListingPage
 
 # Pages one read may take before it gives up on completeness: every page spends the
 # provider's shared budget. A read cut short proves nothing by an absence.
@@ -178,12 +178,7 @@ def could_be_its(grant: PendingGrant, entry: LedgerEntry, window: MatchWindow) -
 
 class PagedListing(Protocol):
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage: ...
 
 

@@ -39,12 +39,7 @@ class FaultKind(StrEnum):
 
 
 _APPLYING = frozenset(
-    {
-        FaultKind.ERROR_AFTER,
-        FaultKind.TIMEOUT_AFTER,
-        FaultKind.TRICKLE,
-        FaultKind.LAGGED,
-    }
+    {FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE, FaultKind.LAGGED}
 )
 # What a ``lagged`` fault may do to the answer once the credit is written (None: answer as usual).
 THEN_KINDS = (FaultKind.ERROR_AFTER, FaultKind.TIMEOUT_AFTER, FaultKind.TRICKLE)

@@ -112,10 +112,7 @@ class Sandbox:
         return httpx.Client(**{**options, **kwargs})
 
     def entries(
-        self,
-        provider: str | None = None,
-        customer_id: str | None = None,
-        origin: str | None = None,
+        self, provider: str | None = None, customer_id: str | None = None, origin: str | None = None
     ) -> list[LedgerEntry]:
         """Every applied credit, oldest first, including those listings do not show yet;
         ``origin="api"`` keeps only credits written through the APIs (creditq's own),

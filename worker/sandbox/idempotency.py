@@ -44,11 +44,7 @@ class IdempotencyStore:
         self._records: dict[str, _Record] = {}
 
     def run_once(
-        self,
-        key: str,
-        fingerprint: str,
-        ttl: float,
-        action: Callable[[], tuple[Reply, bool]],
+        self, key: str, fingerprint: str, ttl: float, action: Callable[[], tuple[Reply, bool]]
     ) -> Outcome:
         """Run ``action`` (returning the reply and whether it took effect) unless ``key``
         already has a live record. Keep ``action`` quick: it runs under the lock."""

@@ -223,10 +223,7 @@ class Ledger:
         )
 
     def entries(
-        self,
-        provider: str | None = None,
-        customer_id: str | None = None,
-        origin: str | None = None,
+        self, provider: str | None = None, customer_id: str | None = None, origin: str | None = None
     ) -> list[LedgerEntry]:
         """Every entry, visible or not, oldest first: what tests inspect."""
         with self._lock:

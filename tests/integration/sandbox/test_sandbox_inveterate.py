@@ -126,9 +126,7 @@ def test_merchant_health_check(sandbox_inveterate_http: httpx.Client) -> None:
     assert response.status_code == 200 and set(response.json()) == {"message", "data"}
 
 
-def test_walking_every_page_with_the_awkward_cursor(
-    make_sandbox: Callable[..., Sandbox],
-) -> None:
+def test_walking_every_page_with_the_awkward_cursor(make_sandbox: Callable[..., Sandbox]) -> None:
     sandbox = make_sandbox(page_size=2)
     for n in range(1, 8):
         sandbox.ledger.apply("inveterate", "walker", Decimal(n), note=f"n{n}")

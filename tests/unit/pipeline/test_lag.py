@@ -37,9 +37,7 @@ def lag(store: JobStore) -> LearnedLag:
     return LearnedLag(store, initial=2.0, ceiling=60.0, clock=lambda: NOW)
 
 
-def test_a_sweep_of_early_reads_grows_the_delay_one_step_not_one_per_read(
-    lag: LearnedLag,
-) -> None:
+def test_a_sweep_of_early_reads_grows_the_delay_one_step_not_one_per_read(lag: LearnedLag) -> None:
     lag.learn(INV, [(None, [waiting(2.0)])] * 25)
     assert lag.delay(INV) == pytest.approx(2.0 * LearnedLag.GROW)
 

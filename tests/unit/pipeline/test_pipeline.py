@@ -55,9 +55,7 @@ def test_500_after_applying_is_reconciled_from_the_listing_without_a_second_post
     assert inv.submits == 1 and inv.credits_for(world.marker("g1")) == 1
 
 
-def test_500_before_applying_is_posted_again_only_after_the_listing_settled(
-    world: World,
-) -> None:
+def test_500_before_applying_is_posted_again_only_after_the_listing_settled(world: World) -> None:
     inv = world.providers[Provider.INVETERATE]
     inv.script = ["error_before"]
     inv.lag = 5.0
@@ -70,9 +68,7 @@ def test_500_before_applying_is_posted_again_only_after_the_listing_settled(
     assert len(times) == 3  # POST, outcome unknown, second POST
 
 
-def test_a_lagging_listing_does_not_trick_reconciliation_into_paying_twice(
-    world: World,
-) -> None:
+def test_a_lagging_listing_does_not_trick_reconciliation_into_paying_twice(world: World) -> None:
     inv = world.providers[Provider.INVETERATE]
     inv.script = ["error_after"]
     inv.lag = 15.0  # below settle (20 s): the credit shows before its absence counts
@@ -80,9 +76,7 @@ def test_a_lagging_listing_does_not_trick_reconciliation_into_paying_twice(
     assert state(world) is JobState.CONFIRMED and inv.credits_for(world.marker("g1")) == 1
 
 
-def test_chargebee_ambiguous_answer_is_retried_with_the_same_idempotency_key(
-    world: World,
-) -> None:
+def test_chargebee_ambiguous_answer_is_retried_with_the_same_idempotency_key(world: World) -> None:
     cb = world.providers[Provider.CHARGEBEE]
     cb.script = ["error_after"]
     cb.lag = 5.0  # not in the listing yet when the retry is due: the record answers it
@@ -103,9 +97,7 @@ def test_chargebee_retry_reads_the_listing_first_and_a_shown_credit_needs_no_ret
     assert cb.submits == 1 and cb.credits_for(world.marker("g1")) == 1
 
 
-def test_a_permanent_refusal_rejects_with_the_providers_message_and_no_retry(
-    world: World,
-) -> None:
+def test_a_permanent_refusal_rejects_with_the_providers_message_and_no_retry(world: World) -> None:
     world.providers[Provider.INVETERATE].script = ["refused"]
     start(world, message())
     job = world.store.get("g1")
@@ -293,9 +285,7 @@ def test_the_first_read_comes_sooner_when_the_listing_is_quick(world: World) -> 
     assert world.pipeline.lag.delay(Provider.INVETERATE) < 2.0 * 0.95**10
 
 
-def test_a_429_after_an_unknown_outcome_keeps_the_job_unresolved_not_queued(
-    world: World,
-) -> None:
+def test_a_429_after_an_unknown_outcome_keeps_the_job_unresolved_not_queued(world: World) -> None:
     """Try 1 may have applied (500); try 2 (same Chargebee key) is turned away (429). Queued
     would claim that nothing applied; the job must stay 'outcome unknown' until resolved."""
     cb = world.providers[Provider.CHARGEBEE]
@@ -378,9 +368,7 @@ def test_a_sweep_message_superseded_by_a_newer_schedule_does_nothing(world: Worl
     assert inv.reads == 1 and world.store.redis.get(Keys.confirming("inveterate")) is None
 
 
-def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(
-    world: World,
-) -> None:
+def test_a_forced_sweep_supersedes_the_scheduled_one_so_only_one_chain_runs(world: World) -> None:
     world.providers[Provider.INVETERATE].lag = 30.0  # several sweeps before it shows
     world.store.create(CreditGrant.parse(message()))
     world.pipeline.issue(message())
@@ -449,9 +437,7 @@ def test_an_entry_without_a_marker_loads_every_waiting_job_before_matching(world
     assert cb.reads == 1  # the one read placed both
 
 
-def test_a_job_not_due_yet_that_already_shows_is_confirmed_by_the_same_read(
-    world: World,
-) -> None:
+def test_a_job_not_due_yet_that_already_shows_is_confirmed_by_the_same_read(world: World) -> None:
     cb = world.providers[Provider.CHARGEBEE]
     world.store.create(CreditGrant.parse(message("early", "chargebee")))
     world.pipeline.issue(message("early", "chargebee"))

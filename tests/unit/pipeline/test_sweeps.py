@@ -108,9 +108,7 @@ def test_a_later_schedule_never_replaces_an_earlier_one_and_force_always_does(
     assert scheduled(store).startswith("d@")
 
 
-def test_confirming_a_job_already_confirmed_is_counted_as_work_for_nothing(
-    world: World,
-) -> None:
+def test_confirming_a_job_already_confirmed_is_counted_as_work_for_nothing(world: World) -> None:
     submit(world, "g1", "m-1")
     world.run()
     job = world.store.get("g1")

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from worker.domain.grant import CreditGrant, Provider, marker_for
-from worker.providers.base import LedgerEntry, ListingPage, ProviderClient, SubmitResult
+from worker.providers.base import Cursor, LedgerEntry, ListingPage, ProviderClient, SubmitResult
 from worker.providers.matching import (
     MatchWindow,
     PendingGrant,
@@ -104,8 +104,7 @@ def test_claimed_refs_are_skipped() -> None:
 
 
 @pytest.mark.parametrize(
-    ("at", "matched"),
-    [(-61, False), (-60, True), (0, True), (3600, True), (3601, False)],
+    ("at", "matched"), [(-61, False), (-60, True), (0, True), (3600, True), (3601, False)]
 )
 def test_fallback_window(at: int, matched: bool) -> None:
     found = match_entries([pending("a")], [entry("e1", at)])
@@ -151,12 +150,7 @@ class FakeListing(ProviderClient):
         self.calls: list[tuple[str | None, str | None]] = []
 
     def list_page(
-        self,
-        customer_id: str | None,
-        cursor: str | None,
-        limit: int,
-        *,
-        since: datetime | None = None,
+        self, customer_id: str | None, cursor: Cursor, limit: int, *, since: datetime | None = None
     ) -> ListingPage:
         self.calls.append((customer_id, cursor))
         mine = [e for e in self.entries if e.customer_id == customer_id]

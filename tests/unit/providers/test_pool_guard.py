@@ -129,9 +129,7 @@ def test_every_provider_client_pool_is_guarded(client: InveterateClient) -> None
     assert isinstance(client._http._transport._pool, HeldConnectionGuard)  # type: ignore[attr-defined]
 
 
-def test_proxy_pools_from_the_environment_are_guarded_too(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_proxy_pools_from_the_environment_are_guarded_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     with InveterateClient("https://example.invalid", SecretStr("k"), 1) as client:
         mounts = [t for t in client._http._mounts.values() if t is not None]

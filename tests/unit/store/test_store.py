@@ -180,9 +180,7 @@ def test_the_state_table_is_consistent() -> None:
     assert not can_move(JobState.SUBMITTED, JobState.SUBMITTING)
 
 
-def test_pending_index_holds_jobs_in_submitting_or_submitted_per_customer(
-    store: JobStore,
-) -> None:
+def test_pending_index_holds_jobs_in_submitting_or_submitted_per_customer(store: JobStore) -> None:
     store.create(make_grant("a"))
     store.create(make_grant("b", customer_id="c2"))
     walk(store, "a", JobState.SUBMITTING)

@@ -41,9 +41,7 @@ def test_a_second_start_of_the_same_job_finds_it_already_started(store: JobStore
     assert again.job.state is JobState.SUBMITTING and again.job.attempts == 1
 
 
-def test_a_grant_that_differs_from_the_stored_one_is_left_to_the_full_path(
-    store: JobStore,
-) -> None:
+def test_a_grant_that_differs_from_the_stored_one_is_left_to_the_full_path(store: JobStore) -> None:
     store.create(make_grant(amount="5.00"))
     for other in (make_grant(amount="5.0"), make_grant(amount="6.00")):
         started = store.begin_post(other, max_attempts=5, now=NOW, lease=50.0)
@@ -52,9 +50,7 @@ def test_a_grant_that_differs_from_the_stored_one_is_left_to_the_full_path(
     assert job is not None and job.state is JobState.QUEUED and job.version == 0
 
 
-def test_a_job_without_attempts_left_or_with_a_replay_note_is_not_started(
-    store: JobStore,
-) -> None:
+def test_a_job_without_attempts_left_or_with_a_replay_note_is_not_started(store: JobStore) -> None:
     store.create(make_grant())
     assert store.begin_post(make_grant(), max_attempts=0, now=NOW, lease=50.0).outcome == "other"
     store.redis.hset("creditq:job:k1", "reconcile_first", "1")
