@@ -3,7 +3,7 @@
 The hash is written by the store's Lua scripts (``worker/store/lua``) and by the pipeline's
 moves (``fields={...}``), and read back into ``Job``; a field spelled differently in two of
 those places would be a value written and never read. Every name the hash holds is listed
-here, and a unit test (``tests/unit/test_lua.py``) checks that each field name the scripts
+here, and a unit test (``tests/unit/store/test_lua.py``) checks that each field name the scripts
 spell is one of them.
 """
 

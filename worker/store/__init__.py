@@ -1,4 +1,5 @@
 """The Redis job store: every key name (``keys``), every Lua script, and the Python that runs
-them (``jobs`` for jobs and their indexes, ``dlq`` for dead letters), plus what makes Redis
+them (``jobs`` for jobs and their indexes, ``moves`` for a move's request and answer,
+``dlq`` for dead letters), plus what makes Redis
 safe to trust (``durability``) and the private redis-server the demo and tests start
 (``embedded``)."""

@@ -20,101 +20,26 @@ import redis
 from worker.domain.fields import JobField
 from worker.domain.grant import CreditGrant, new_incarnation
 from worker.domain.job import Job, iso
-from worker.domain.states import DlqReason, JobState, sources_of
+from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.settings import get_settings
 from worker.store import lua
 from worker.store.durability import has_waitaof
-from worker.store.keys import HISTORY_LIMIT, Keys
-
-# The states of a job waiting for its credit to show: the pending sets (``Keys.pending``)
-# hold the jobs in them.
-PENDING_STATES = (JobState.SUBMITTING, JobState.SUBMITTED)
-
-# A move's arguments, by name, in the order ``move.lua`` reads them (its MOVE_LAYOUT and
-# MOVE_REQUEST; tests/unit/test_lua.py keeps the lists equal). The layout is the same for
-# every move; ``move.lua`` documents each name.
-MOVE_LAYOUT = (
-    "index_prefix",
-    "history_limit",
-    "pending_prefix",
-    "pending_states",
-    "claimed_prefix",
-    "dlq_all",
-    "dlq_by_provider",
-    "dlq_by_reason",
+from worker.store.keys import Keys
+from worker.store.moves import (
+    _LAYOUT_ARGS,
+    Move,
+    Moved,
+    encode_field,
+    job_of,
+    move_args,
+    outcome_of,
 )
-MOVE_REQUEST = (
-    "key",
-    "target",
-    "sources",
-    "now",
-    "now_iso",
-    "reason",
-    "attempts",
-    "ttl",
-    "due",
-    "claim",
-    "claim_ref",
-    "dlq_reason",
-    "version",
-    "flag_key",
-    "flag_ttl",
-    "flag_value",
-    "detail",
-)
-
-
-def _layout_args() -> list[Any]:
-    """The key layout every move is passed, in MOVE_LAYOUT's order."""
-    dlq_all, dlq_by_provider, dlq_by_reason = Keys.dlq_layout()
-    layout: dict[str, Any] = {
-        "index_prefix": Keys.INDEX_PREFIX,
-        "history_limit": HISTORY_LIMIT,
-        "pending_prefix": Keys.PENDING_PREFIX,
-        "pending_states": " ".join(s.value for s in PENDING_STATES),
-        "claimed_prefix": Keys.CLAIMED_PREFIX,
-        "dlq_all": dlq_all,
-        "dlq_by_provider": dlq_by_provider,
-        "dlq_by_reason": dlq_by_reason,
-    }
-    return [layout[name] for name in MOVE_LAYOUT]
-
-
-_LAYOUT_ARGS = _layout_args()
 
 
 def sweep_marker(token: str, due_at: float) -> str:
     """The value of a provider's sweep marker: the scheduled sweep and when it is due."""
     return f"{token}@{due_at:.3f}"
-
-
-@dataclass(frozen=True)
-class Move:
-    """One requested move of a job; ``JobStore.transition`` documents each field."""
-
-    idempotency_key: str
-    target: JobState
-    reason: str
-    expect: Iterable[JobState] | None = None
-    attempts: str = "keep"
-    fields: Mapping[str, Any] | None = None
-    due: float | None = None
-    claim: str | None = None
-    dlq_reason: DlqReason | None = None
-    version: int | None = None
-    flag: tuple[str, float, str] | None = None
-    detail: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Moved:
-    """What a successful move did: the state it left, and whether it set the flag."""
-
-    previous: JobState
-    flagged: bool = False
-    held: bool = True  # the move is on disk / on the replicas asked for (``hold``)
-    job: Job | None = None  # the job as the move left it (without history), from the script
 
 
 @dataclass(frozen=True)
@@ -416,9 +341,9 @@ class JobStore:
             flag,
             detail,
         )
-        keys, args = self._move_args(move, time.time() if now is None else now)
+        keys, args = move_args(move, time.time() if now is None else now, self.ttl_seconds)
         reply, held = self._run_held(self._transition, keys, args, hold)
-        outcome = self._outcome_of(move, reply)
+        outcome = outcome_of(move, reply)
         if isinstance(outcome, TransitionRefused):
             raise outcome
         return replace(outcome, held=held)
@@ -493,7 +418,7 @@ class JobStore:
                 s.ref,
                 f"seen in the listing as {s.ref}",
                 s.provider_ref,
-                _encode_field(s.entry),
+                encode_field(s.entry),
                 repr(s.visible_after),
             ]
         reply = self._confirm_seen(keys=[Keys.DUE, Keys.COUNTERS], args=args)
@@ -506,50 +431,6 @@ class JobStore:
             else:
                 outcomes.append(TransitionRefused(s.idempotency_key, state or None, "confirmed"))
         return outcomes
-
-    def _move_args(self, move: Move, now: float) -> tuple[list[str], list[Any]]:
-        if move.attempts not in ("keep", "incr", "decr", "reset"):
-            raise ValueError(f"attempts must be keep, incr, decr or reset, not {move.attempts!r}")
-        if move.target.dead_letter != (move.dlq_reason is not None):
-            raise ValueError("a move into the DLQ (and only such a move) needs a dlq_reason")
-        sources = sources_of(move.target)
-        if move.expect is not None:
-            sources = sources & frozenset(move.expect)
-        due, flag = move.due, move.flag
-        request: dict[str, Any] = {
-            "key": move.idempotency_key,
-            "target": move.target.value,
-            "sources": " ".join(sorted(s.value for s in sources)),
-            "now": repr(now),
-            "now_iso": iso(now),
-            "reason": move.reason,
-            "attempts": move.attempts,
-            "ttl": self.ttl_seconds if move.target.terminal else 0,
-            "due": "" if due is None else repr(due),
-            "claim": "" if move.claim is None else "1",
-            "claim_ref": move.claim or "",
-            "dlq_reason": move.dlq_reason.value if move.dlq_reason else "",
-            "version": "" if move.version is None else str(move.version),
-            "flag_key": flag[0] if flag else "",
-            "flag_ttl": int(flag[1] * 1000) if flag else 0,
-            "flag_value": flag[2] if flag else "",
-            "detail": _encode_detail(move.detail),
-        }
-        args: list[Any] = [*_LAYOUT_ARGS, *(request[name] for name in MOVE_REQUEST)]
-        for name, value in (move.fields or {}).items():
-            args += [str(name), _encode_field(value)]
-        key = move.idempotency_key
-        return [Keys.job(key), Keys.history(key), Keys.DUE], args
-
-    @staticmethod
-    def _outcome_of(move: Move, reply: Any) -> Moved | TransitionRefused:
-        if not int(reply[0]):
-            if len(reply) > 2:
-                return EntryClaimed(move.idempotency_key, str(move.claim))
-            return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
-        after = reply[3] if len(reply) > 3 else None
-        job = Job.from_redis(dict(zip(after[::2], after[1::2], strict=True)), []) if after else None
-        return Moved(JobState(reply[1]), bool(int(reply[2])), job=job)
 
     def begin_post(
         self,
@@ -579,25 +460,25 @@ class JobStore:
             due=now + lease,
             fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
         )
-        keys, move_args = self._move_args(move, time.time())
+        keys, moving = move_args(move, time.time(), self.ttl_seconds)
         slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
         args = [
             payload_of(grant),
             max_attempts,
-            _encode_field(now),
+            encode_field(now),
             JobState.QUEUED.value,
             *slot_args,
-            *move_args,
+            *moving,
         ]
         reply, held = self._run_held(self._begin_post, keys, args, hold=True)
         outcome = reply[0]
         if outcome == "started" and not held:
-            return PostStart("unheld", _job_of(reply[1]))
+            return PostStart("unheld", job_of(reply[1]))
         if outcome == "missing":
             return PostStart("missing")
         if outcome == "wait":
-            return PostStart("wait", _job_of(reply[2]), int(reply[1]) / 1_000_000)
-        return PostStart(outcome, _job_of(reply[1]))
+            return PostStart("wait", job_of(reply[2]), int(reply[1]) / 1_000_000)
+        return PostStart(outcome, job_of(reply[1]))
 
     # -- scheduling and confirmation reads ----------------------------------------
 
@@ -779,24 +660,3 @@ def _supports_waitaof(client: redis.Redis) -> bool:
 def payload_of(grant: CreditGrant) -> str:
     """The grant as the job hash stores it: canonical JSON, the amount as spelled."""
     return json.dumps(grant.to_message(), sort_keys=True, separators=(",", ":"))
-
-
-def _job_of(flat: list[str]) -> Job:
-    return Job.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)), [])
-
-
-def _encode_detail(detail: Mapping[str, Any] | None) -> str:
-    """A move's ``detail`` as the history entry keeps it: a JSON object, or '' for none."""
-    if detail is None:
-        return ""
-    return json.dumps(dict(detail), separators=(",", ":"), default=str)
-
-
-def _encode_field(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if type(value) in (float, int):  # what json.dumps writes, without its machinery
-        return repr(value)
-    return json.dumps(value, separators=(",", ":"), default=str)

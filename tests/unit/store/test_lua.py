@@ -22,8 +22,8 @@ from worker.domain.fields import JobField
 from worker.domain.grant import Provider
 from worker.domain.states import DlqReason, JobState
 from worker.store import lua
-from worker.store.jobs import MOVE_LAYOUT, MOVE_REQUEST
 from worker.store.keys import Keys
+from worker.store.moves import MOVE_LAYOUT, MOVE_REQUEST
 
 LUA = Path(str(files("worker.store.lua")))
 NAMES = sorted(p.name for p in LUA.glob("*.lua"))

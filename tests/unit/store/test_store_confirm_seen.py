@@ -6,7 +6,8 @@ from __future__ import annotations
 from tests.fixtures.grants import make_grant
 from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, TransitionRefused
-from worker.store.jobs import JobStore, Moved, Seen
+from worker.store.jobs import JobStore, Seen
+from worker.store.moves import Moved
 
 
 def submitted(store: JobStore, key: str, customer: str = "c1") -> int:

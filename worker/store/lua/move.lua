@@ -13,7 +13,7 @@
 -- Returns {1, previous state, 1 if it set the flag else 0}; {0, current state or ''} when
 -- refused; {0, state, 'claimed'} when another job already claimed the ledger entry.
 
--- The key layout, in the order JobStore passes it (jobs.py's MOVE_LAYOUT; a unit test
+-- The key layout, in the order JobStore passes it (moves.py's MOVE_LAYOUT; a unit test
 -- keeps the two lists equal):
 --   index_prefix     the per-state index sets' prefix (the state follows)
 --   history_limit    how many history entries are kept
@@ -26,7 +26,7 @@
 local MOVE_LAYOUT = {'index_prefix', 'history_limit', 'pending_prefix', 'pending_states',
   'claimed_prefix', 'dlq_all', 'dlq_by_provider', 'dlq_by_reason'}
 
--- One move, in the order JobStore passes it (jobs.py's MOVE_REQUEST):
+-- One move, in the order JobStore passes it (moves.py's MOVE_REQUEST):
 --   key          the job's idempotency key
 --   target       the state to move to
 --   sources      the states it may move from, space separated
