@@ -65,7 +65,7 @@ class _BudgetedListing:
 
 @dataclass(frozen=True)
 class ReadResult:
-    """What ``Confirmer._read_listing`` did: the jobs it confirmed, and what it read."""
+    """What ``ListingReader.read`` did: the jobs it confirmed, and what it read."""
 
     confirmed: set[str]
     read: ListingRead
