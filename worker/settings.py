@@ -84,6 +84,10 @@ def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
+# A bearer token shorter than this is guessable; 32 hex digits (secrets.token_hex(16)) pass.
+MIN_TOKEN_LENGTH = 16
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: a ValidationError printed by anyone never shows a key or a URL's
     # password; allow_inf_nan: no timeout or interval is "nan" or "inf".
@@ -111,6 +115,10 @@ class Settings(BaseSettings):
     chargebee_amount_in_decimal: bool = Field(
         default=False,
         description="Send amount_in_decimal instead of minor units (multi-decimal sites).",
+    )
+
+    api_tokens: SecretStr | None = Field(
+        default=None, description="Bearer tokens of creditq serve's /v1 API, separated by commas."
     )
 
     max_attempts: int = Field(default=8, ge=1, le=100)
@@ -206,6 +214,24 @@ class Settings(BaseSettings):
                 "carry; set the key alone, as the provider shows it"
             )
         return SecretStr(value) if value else None
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, tokens: SecretStr | None) -> SecretStr | None:
+        if tokens is None:
+            return None
+        parts = [part.strip() for part in tokens.get_secret_value().split(",")]
+        if any(not header_safe(part) or " " in part for part in parts):
+            raise ValueError("a token holds a space, a control or a non-ASCII character")
+        if any(len(part) < MIN_TOKEN_LENGTH for part in parts if part):
+            raise ValueError(f"every token must be at least {MIN_TOKEN_LENGTH} characters")
+        kept = ",".join(part for part in parts if part)
+        return SecretStr(kept) if kept else None
+
+    @property
+    def api_token_list(self) -> list[str]:
+        """The /v1 API's bearer tokens (empty: the API is open, which only loopback allows)."""
+        return self.api_tokens.get_secret_value().split(",") if self.api_tokens else []
 
     @field_validator("default_currency")
     @classmethod

@@ -1,5 +1,6 @@
-"""The Procfile as operators run it (honcho: worker, beat, flower) against a private Redis and
-the sandbox, and Flower as they watch it: behind basic auth, showing grants, never a key."""
+"""The Procfile as operators run it (honcho: worker, beat, flower, web) against a private Redis
+and the sandbox; Flower as they watch it (behind basic auth, showing grants, never a key), and
+creditq serve taking a grant over HTTP."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ class Deployment:
     honcho: subprocess.Popen[bytes]
     flower: str
     auth: tuple[str, str]
-    secrets: tuple[str, str]
+    secrets: tuple[str, ...]
     log: Path
+    web: str = ""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -85,12 +87,15 @@ def deployment(
     keys = (f"inv-secret-{secrets.token_hex(8)}", f"cb-secret-{secrets.token_hex(8)}")
     sandbox = make_sandbox(lag=0.2, inveterate_key=keys[0], chargebee_key=keys[1])
     auth = ("ops", secrets.token_hex(8))
-    port = free_port()
+    port, web_port = free_port(), free_port()
+    token = f"web-token-{secrets.token_hex(12)}"
     env = worker_env(
         redis_url,
         sandbox,
         CREDITQ_INVETERATE_API_KEY=keys[0],
         CREDITQ_CHARGEBEE_API_KEY=keys[1],
+        CREDITQ_API_TOKENS=token,
+        SERVE_PORT=str(web_port),
         FLOWER_BASIC_AUTH=":".join(auth),
         FLOWER_PORT=str(port),
         BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"),
@@ -107,11 +112,18 @@ def deployment(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    running = Deployment(honcho, f"http://127.0.0.1:{port}", auth, keys, log)
+    web = f"http://127.0.0.1:{web_port}"
+    running = Deployment(honcho, f"http://127.0.0.1:{port}", auth, (*keys, token), log, web)
     try:
         yield running, sandbox
     finally:
         stop_everything(honcho)
+
+
+def web_answers(deployment: Deployment, path: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(f"{deployment.web}{path}", timeout=5.0).status_code == 200
+    return False
 
 
 def flower_is_up(deployment: Deployment) -> bool:
@@ -129,7 +141,16 @@ def test_the_procfile_processes_grants_and_flower_shows_them_behind_auth_without
     sandbox.fail_next("error_after", provider="chargebee", operation="submit")
 
     batch = grants(6, prefix="procfile")
-    enqueue_many(batch, store=real_store, app=celery_app)
+    enqueue_many(batch[:5], store=real_store, app=celery_app)
+    ready = wait_until(lambda: web_answers(running, "/readyz"), timeout=30)
+    assert ready, running.output()[-3000:]
+    posted = httpx.post(  # the sixth through the Procfile's web process, creditq serve
+        f"{running.web}/v1/grants",
+        json=batch[5],
+        headers={"Authorization": f"Bearer {running.secrets[-1]}"},
+        timeout=10,
+    )
+    assert posted.status_code == 201, posted.text
     keys = [g["idempotency_key"] for g in batch]
     assert wait_until(lambda: confirmed_count(real_store) == 6, timeout=60), running.output()
     assert_exactly_once(real_store, sandbox, keys)

@@ -29,9 +29,9 @@ def compose() -> dict[str, Any]:
 
 def test_the_procfile_runs_worker_beat_and_flower_the_standard_way() -> None:
     entries = procfile()
-    assert set(entries) == set(CELERY_SERVICES)
-    for name, command in entries.items():
-        assert command.startswith(f"celery -A worker.app {name}"), command
+    assert set(entries) == {*CELERY_SERVICES, "web"}
+    for name in CELERY_SERVICES:
+        assert entries[name].startswith(f"celery -A worker.app {name}"), entries[name]
     assert "-P threads -c 16" in entries["worker"]
     assert "--port=${FLOWER_PORT:-5555}" in entries["flower"]
     assert "--conf=worker/app/flowerconfig.py" in entries["flower"]  # no login, no Flower
@@ -68,15 +68,25 @@ def test_the_sandbox_runs_only_under_the_dev_profile(compose: dict[str, Any]) ->
 
 
 API_KEYS = {f"CREDITQ_{n.upper()}" for n in Settings.model_fields if n.endswith("_api_key")}
+API_TOKENS = "CREDITQ_API_TOKENS"
 
 
-@pytest.mark.parametrize("service", [*CELERY_SERVICES, "sandbox"])
+def test_serve_is_the_procfiles_web_on_the_network_with_tokens(compose: dict[str, Any]) -> None:
+    serve = compose["services"]["serve"]
+    assert procfile()["web"].startswith("creditq serve --host ${SERVE_HOST:-127.0.0.1} ")
+    assert serve["command"] == "creditq serve --host 0.0.0.0 --port 8080"
+    assert serve["environment"][API_TOKENS].startswith("${CREDITQ_API_TOKENS:?")
+    assert "/readyz" in " ".join(serve["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("service", [*CELERY_SERVICES, "serve", "sandbox"])
 def test_every_creditq_setting_reaches_the_containers(
     compose: dict[str, Any], service: str
 ) -> None:
     environment = compose["services"][service]["environment"]
     settings = {f"CREDITQ_{name.upper()}" for name in Settings.model_fields}
-    expected = settings if service == "worker" else settings - API_KEYS
+    secret = {"worker": {API_TOKENS}, "serve": API_KEYS}.get(service, API_KEYS | {API_TOKENS})
+    expected = settings - secret
     assert expected <= set(environment), expected - set(environment)
     assert environment["CREDITQ_REDIS_URL"] == "redis://redis:6379/0"
     assert not [k for k in environment if not k.startswith(("CREDITQ_", "FLOWER_"))]
@@ -88,11 +98,13 @@ def test_the_image_is_built_from_the_dockerfile(compose: dict[str, Any]) -> None
     assert "pip install ." in dockerfile and "USER creditq" in dockerfile
 
 
-@pytest.mark.parametrize("service", ["beat", "flower", "sandbox"])
+@pytest.mark.parametrize("service", ["beat", "flower", "serve", "sandbox"])
 def test_provider_keys_reach_only_the_worker_that_calls_a_provider(
     compose: dict[str, Any], service: str
 ) -> None:
     assert {"CREDITQ_INVETERATE_API_KEY", "CREDITQ_CHARGEBEE_API_KEY"} == API_KEYS
     environment = compose["services"][service]["environment"]
     assert not [k for k in environment if k.endswith("_API_KEY")], environment
+    if service != "serve":
+        assert API_TOKENS not in environment
     assert set(compose["services"]["worker"]["environment"]) >= API_KEYS

@@ -250,6 +250,18 @@ def _budget_slot_taker(settings: Any) -> Any:
 
 
 @cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """The HTTP intake (/v1), health probes and OpenAPI document, until stopped."""
+    from worker.serve.app import serve as run_server
+    from worker.settings import get_settings
+
+    run_server(host, port, get_settings())
+
+
+@cli.command()
 def demo() -> None:
     """Run the pipeline on this machine: its own Redis, the provider sandbox, a real worker."""
     from worker.demo.run import run

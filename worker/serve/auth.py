@@ -1,0 +1,23 @@
+"""Bearer tokens for ``/v1``: compared in constant time, never logged, never echoed."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+
+
+def bearer_ok(request: Request, tokens: list[str]) -> bool:
+    """Whether the request carries one of ``tokens``; every token is compared (no early
+    exit), so the time taken says nothing of which one matched or how much of it. No tokens
+    configured: the API is open (``app.check_exposure`` allows that on loopback only)."""
+    if not tokens:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    offered = given.strip().encode()
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(offered, token.encode())
+    return matched
