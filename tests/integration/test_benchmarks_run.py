@@ -55,6 +55,10 @@ SMALL = {
         ],
     ),
     "enqueue": (["--single", "100", "--batch", "200"], ["enqueue_many"]),
+    "intake": (
+        ["--single", "40", "--batch", "1200", "--clients", "4"],
+        ["POST /v1/grants, 4 clients", "POST /v1/grants/batch", "of its baseline"],
+    ),
     "dlq_list": (["--jobs", "500", "--runs", "3"], ["dlq list"]),
     "budget": (["--grants", "20", "--lag", "0.5"], ["confirmed grants per call", "0 429s"]),
     "chaos": (
