@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default=None, description="Bearer tokens of creditq serve's /v1 API, separated by commas."
     )
 
+    console_basic_auth: SecretStr | None = Field(
+        default=None,
+        description="user:password pairs, separated by commas, for the console and /metrics.",
+    )
+
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_base_seconds: float = Field(default=2.0, gt=0)
     # Countdowns must stay below the broker's visibility timeout (see worker.app), or
@@ -227,6 +232,27 @@ class Settings(BaseSettings):
             raise ValueError(f"every token must be at least {MIN_TOKEN_LENGTH} characters")
         kept = ",".join(part for part in parts if part)
         return SecretStr(kept) if kept else None
+
+    @field_validator("console_basic_auth")
+    @classmethod
+    def _console_auth(cls, pairs: SecretStr | None) -> SecretStr | None:
+        if pairs is None or not pairs.get_secret_value().strip():
+            return None
+        for pair in pairs.get_secret_value().split(","):
+            user, _, password = pair.strip().partition(":")
+            if not user or not password:
+                raise ValueError("expected user:password pairs, each with both parts")
+        return pairs
+
+    @property
+    def console_logins(self) -> dict[str, str]:
+        """The console's users and their passwords (empty: the console and /metrics are shut)."""
+        if self.console_basic_auth is None:
+            return {}
+        pairs = (
+            p.strip().partition(":") for p in self.console_basic_auth.get_secret_value().split(",")
+        )
+        return {user: password for user, _, password in pairs}
 
     @property
     def api_token_list(self) -> list[str]:

@@ -271,11 +271,11 @@ class ListingReader:
                 job.attempts,
                 item.ref,
             )
+        provider = jobs[next(iter(found))].provider if found else ""  # one listing, one provider
         self.store.remember_markers(
-            jobs[next(iter(found))].provider if found else "",
-            {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed},
-            now,
+            provider, {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed}, now
         )
+        self.store.record_latencies(provider, [now - jobs[k].created_at for k in confirmed])
         if accepted:  # what the listing has shown: the witness and the lag (pipeline.outcome)
             self.store.record_visibility(
                 jobs[next(iter(confirmed))].provider,

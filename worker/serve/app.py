@@ -11,14 +11,19 @@ from __future__ import annotations
 import ipaddress
 
 from celery import Celery
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from worker.budget import Budgets
 from worker.errors import SettingsError
 from worker.serve.api import Intake
+from worker.serve.auth import basic_ok
 from worker.serve.health import Readiness, healthz
+from worker.serve.metrics import registry_for, render
 from worker.serve.openapi import document
 from worker.settings import Settings
 from worker.store.jobs import JobStore
@@ -45,12 +50,28 @@ def check_exposure(host: str, settings: Settings) -> None:
         )
 
 
+def shut_out(logins: dict[str, str]) -> Response:
+    """401 asking for the console's login; with none configured, the line says how to set one."""
+    why = "log in" if logins else "set CREDITQ_CONSOLE_BASIC_AUTH=user:password to open it"
+    return PlainTextResponse(
+        f"creditq: {why}\n", status_code=401, headers={"WWW-Authenticate": 'Basic realm="creditq"'}
+    )
+
+
 def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
     intake = Intake(settings.api_token_list, store, celery)
     readiness = Readiness(store, celery)
+    logins = settings.console_logins
+    registry = registry_for(store, Budgets(store.redis, settings))
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(document())
+
+    async def metrics(request: Request) -> Response:
+        if not basic_ok(request, logins):
+            return shut_out(logins)
+        body = await run_in_threadpool(render, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
         routes=[
@@ -60,6 +81,7 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readiness.readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ]
     )
 

@@ -21,3 +21,23 @@ def bearer_ok(request: Request, tokens: list[str]) -> bool:
     for token in tokens:
         matched |= hmac.compare_digest(offered, token.encode())
     return matched
+
+
+def basic_ok(request: Request, logins: dict[str, str]) -> bool:
+    """Whether the request carries the password of one of ``logins`` (HTTP basic, as Flower
+    takes ``FLOWER_BASIC_AUTH``); every login is compared, in constant time. No logins: shut."""
+    import base64
+    import binascii
+
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not logins:
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    matched = False
+    for known, secret in logins.items():
+        same_user = hmac.compare_digest(user.encode(), known.encode())
+        matched |= same_user & hmac.compare_digest(password.encode(), secret.encode())
+    return matched

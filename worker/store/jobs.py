@@ -10,6 +10,7 @@ instead of scans, the way rq keeps one registry per state.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -637,10 +638,39 @@ class JobStore:
         pipe.expire(Keys.ALARMED_REFS, 7 * 86400)
         return bool(pipe.execute()[0])
 
+    def record_latencies(self, provider: str, seconds: Sequence[float]) -> None:
+        """Count enqueue-to-confirmed times into the provider's histogram (``/metrics``),
+        one round trip for a whole read's confirmations; kept for the fleet, in Redis."""
+        if not seconds:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        key = Keys.latency(provider)
+        for value in seconds:
+            bound = next((b for b in LATENCY_BUCKETS if value <= b), math.inf)
+            pipe.hincrby(key, "inf" if bound == math.inf else repr(bound), 1)
+        pipe.hincrby(key, "count", len(seconds))
+        pipe.hincrbyfloat(key, "sum", float(sum(seconds)))
+        pipe.execute()
+
+    def latencies(self, provider: str) -> tuple[list[tuple[float, int]], int, float]:
+        """The histogram ``record_latencies`` keeps: cumulative (bound, count) pairs ending at
+        +Inf, the count and the sum."""
+        raw = self.redis.hgetall(Keys.latency(provider))
+        running = 0
+        buckets = []
+        for bound in [*LATENCY_BUCKETS, math.inf]:
+            running += int(raw.get("inf" if bound == math.inf else repr(bound), 0))
+            buckets.append((bound, running))
+        return buckets, int(raw.get("count", 0)), float(raw.get("sum", 0.0))
+
     def alarms(self) -> int:
         """How many jobs carry an alarm."""
         return int(self.redis.zcard(Keys.ALARMS))
 
+
+# The bounds (seconds) of the enqueue-to-confirmed histogram: a grant confirmed at the first
+# listing read takes a few seconds; one the listing shows late, minutes; the deadline is an hour.
+LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0)
 
 # How long a POST waits for its move to be held (WAITAOF, WAIT) before it is put off.
 HOLD_TIMEOUT_MS = 1000

@@ -103,6 +103,12 @@ class Keys:
         schedules the next at once instead of leaving it to a countdown."""
         return f"{PREFIX}:sweep-wanted:{provider}"
 
+    @staticmethod
+    def latency(provider: str) -> str:
+        """The enqueue-to-confirmed times of the provider's grants, as a histogram: one hash
+        field per bucket (``le`` its upper bound, non-cumulative), plus ``count`` and ``sum``."""
+        return f"{PREFIX}:latency:{provider}"
+
     # Counters of work done for nothing (e.g. ``confirm_again``: a confirmation refused
     # because the job was confirmed already), read by the benchmarks and by operators.
     COUNTERS = f"{PREFIX}:counters"

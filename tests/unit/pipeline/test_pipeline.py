@@ -668,3 +668,12 @@ def test_a_post_that_goes_through_after_429s_ends_the_fleets_streak(world: World
     world.run(until=lambda: state(world, "g1") is JobState.SUBMITTED)
     assert inv.submits == 3 and inv.reads == 0  # the 2xx itself, before any listing read
     assert world.store.redis.get(strikes) is None
+
+
+def test_a_confirmation_counts_its_enqueue_to_confirmed_time_for_the_fleet(world: World) -> None:
+    start(world, message())
+    assert state(world, "g1") is JobState.CONFIRMED
+    buckets, count, total = world.store.latencies("inveterate")
+    job = world.store.get("g1")
+    assert job is not None and count == 1 and buckets[-1][1] == 1
+    assert total == pytest.approx(float(job.extra["confirmed_at"]) - job.created_at, abs=0.01)
