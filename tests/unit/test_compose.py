@@ -109,3 +109,9 @@ def test_provider_keys_reach_only_the_worker_that_calls_a_provider(
     if service != "serve":
         assert not SERVE_SECRETS & set(environment)
     assert set(compose["services"]["worker"]["environment"]) >= API_KEYS
+
+
+def test_the_worker_is_healthy_only_while_it_answers_a_broker_ping(compose: dict[str, Any]) -> None:
+    check = compose["services"]["worker"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    assert check[1].startswith("celery -A worker.app inspect ping -d celery@$$HOSTNAME")
