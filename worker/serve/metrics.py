@@ -50,48 +50,30 @@ class FleetCollector(Collector):
 
     def _providers(self) -> Iterator[Metric]:
         label = ["provider"]
-        calls_minute = GaugeMetricFamily(
-            "creditq_provider_calls_last_minute", "Provider calls in the last minute.", labels=label
-        )
-        calls_hour = GaugeMetricFamily(
-            "creditq_provider_calls_last_hour", "Provider calls in the last hour.", labels=label
-        )
-        limited = CounterMetricFamily(
-            "creditq_provider_rate_limited", "429s answered, ever.", labels=label
-        )
-        limited_hour = GaugeMetricFamily(
-            "creditq_provider_rate_limited_last_hour", "429s in the last hour.", labels=label
-        )
-        per_grant = GaugeMetricFamily(
-            "creditq_calls_per_confirmed_grant",
-            "Provider calls per grant confirmed, over the last hour.",
-            labels=label,
-        )
-        budget = GaugeMetricFamily(
-            "creditq_budget_per_minute", "The fleet's call budget per minute.", labels=label
-        )
-        use = GaugeMetricFamily(
-            "creditq_budget_use_ratio", "Calls in the last minute over the budget.", labels=label
-        )
-        paused = GaugeMetricFamily(
-            "creditq_budget_paused_seconds", "Time left of a fleet-wide 429 pause.", labels=label
-        )
+        families = {
+            name: kind(f"creditq_{name}", words, labels=label)
+            for name, kind, words in PROVIDER_FIGURES
+        }
+        for snap in self.budgets.snapshots():
+            ratio = snap["calls_per_confirmed_grant"]
+            values = {
+                "provider_calls_last_minute": snap["calls_last_minute"],
+                "provider_calls_last_hour": snap["calls_last_hour"],
+                "provider_rate_limited": snap["rate_limited_total"],
+                "provider_rate_limited_last_hour": snap["rate_limited_last_hour"],
+                "calls_per_confirmed_grant": math.nan if ratio is None else ratio,
+                "budget_per_minute": snap["limit_per_minute"],
+                "budget_use_ratio": snap["calls_last_minute"] / snap["limit_per_minute"],
+                "budget_paused_seconds": snap["paused_for_seconds"],
+            }
+            for name, value in values.items():
+                families[name].add_metric([snap["provider"]], value)
+        yield from families.values()
         latency = HistogramMetricFamily(
             "creditq_enqueue_to_confirmed_seconds",
             "Time from enqueue to confirmed in the provider's listing.",
             labels=label,
         )
-        for snap in self.budgets.snapshots():
-            name = [snap["provider"]]
-            calls_minute.add_metric(name, snap["calls_last_minute"])
-            calls_hour.add_metric(name, snap["calls_last_hour"])
-            limited.add_metric(name, snap["rate_limited_total"])
-            limited_hour.add_metric(name, snap["rate_limited_last_hour"])
-            ratio = snap["calls_per_confirmed_grant"]
-            per_grant.add_metric(name, math.nan if ratio is None else ratio)
-            budget.add_metric(name, snap["limit_per_minute"])
-            use.add_metric(name, snap["calls_last_minute"] / snap["limit_per_minute"])
-            paused.add_metric(name, snap["paused_for_seconds"])
         for provider in Provider:
             buckets, _, total = self.store.latencies(provider.value)
             latency.add_metric(
@@ -99,8 +81,20 @@ class FleetCollector(Collector):
                 [("+Inf" if math.isinf(b) else repr(b), n) for b, n in buckets],
                 sum_value=total,
             )
-        yield from (calls_minute, calls_hour, limited, limited_hour, per_grant)
-        yield from (budget, use, paused, latency)
+        yield latency
+
+
+# The per-provider figures of ``Budgets.snapshots``: name (after ``creditq_``), kind, help.
+PROVIDER_FIGURES: tuple[tuple[str, type[GaugeMetricFamily | CounterMetricFamily], str], ...] = (
+    ("provider_calls_last_minute", GaugeMetricFamily, "Provider calls in the last minute."),
+    ("provider_calls_last_hour", GaugeMetricFamily, "Provider calls in the last hour."),
+    ("provider_rate_limited", CounterMetricFamily, "429s answered, ever."),
+    ("provider_rate_limited_last_hour", GaugeMetricFamily, "429s in the last hour."),
+    ("calls_per_confirmed_grant", GaugeMetricFamily, "Calls per grant confirmed, last hour."),
+    ("budget_per_minute", GaugeMetricFamily, "The fleet's call budget per minute."),
+    ("budget_use_ratio", GaugeMetricFamily, "Calls in the last minute over the budget."),
+    ("budget_paused_seconds", GaugeMetricFamily, "Time left of a fleet-wide 429 pause."),
+)
 
 
 def registry_for(store: JobStore, budgets: Budgets) -> CollectorRegistry:
