@@ -15,7 +15,8 @@
         ├── NotHeld                         the move before a POST is not durable: no POST
         └── SweepLost                       a sweep outlived its lease: it stops reading
 
-The sandbox (``worker.sandbox``) stands in for the providers and keeps its own errors.
+The sandbox (``worker.sandbox``) stands in for the providers and keeps its own errors;
+``serve.api.Refused`` is not an error of creditq's but an HTTP answer (a status and a line).
 """
 
 from __future__ import annotations
