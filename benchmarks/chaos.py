@@ -20,6 +20,7 @@ window AOF everysec may lose), wall time and kills; and the full story of any ba
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +81,33 @@ def enqueue_retrying(batch: list[CreditGrant], store: JobStore, app: Any) -> Non
             time.sleep(0.2)
 
 
-def wait_terminal(store: JobStore, keys: list[str], timeout: float) -> list[str]:
-    """Wait until every job is terminal or gone; returns the keys still unfinished."""
+# A shop keeps selling: while a job's outcome is unknown, a fresh grant of its provider is
+# sent this often. creditq calls a credit absent only once a credit accepted after the
+# ambiguous attempt has shown in the listing (a witness); a run whose traffic stopped with
+# the chaos would otherwise leave a late ambiguous POST unknown until the confirm deadline.
+WITNESS_EVERY_SECONDS = 5.0
+
+
+def wait_terminal(
+    store: JobStore,
+    keys: list[str],
+    timeout: float,
+    keep_selling: Callable[[set[str]], list[str]] | None = None,
+) -> list[str]:
+    """Wait until every job is terminal or gone; returns the keys still unfinished. With
+    ``keep_selling``, the keys of the witness grants it sends are added to ``keys``."""
     deadline = time.monotonic() + timeout
+    next_sale = time.monotonic() + WITNESS_EVERY_SECONDS
     while True:
         jobs = store.get_many(keys, history=False)
-        open_keys = [k for k, j in zip(keys, jobs, strict=True) if j and not j.state.terminal]
-        if not open_keys or time.monotonic() > deadline:
-            return open_keys
+        open_jobs = [j for j in jobs if j and not j.state.terminal]
+        if not open_jobs or time.monotonic() > deadline:
+            return [j.idempotency_key for j in open_jobs]
+        if keep_selling is not None and time.monotonic() >= next_sale:
+            unknown = {j.provider for j in open_jobs if j.state is JobState.SUBMITTING}
+            if unknown:
+                keys.extend(keep_selling(unknown))
+            next_sale = time.monotonic() + WITNESS_EVERY_SECONDS
         time.sleep(1.0)
 
 
@@ -204,11 +225,28 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
         beat_alive = beat.poll() is None
 
         keys = list(enqueued_at)
-        stuck = wait_terminal(store, keys, args.settle_timeout)
+        sold = itertools.count()
+
+        def keep_selling(providers: set[str]) -> list[str]:
+            witnesses = [
+                CreditGrant(
+                    idempotency_key=f"chaos-witness-{next(sold)}",
+                    provider=provider,
+                    customer_id="chaos-witness",
+                    amount="1.00",
+                )
+                for provider in sorted(providers)
+            ]
+            enqueue_retrying(witnesses, store, app)
+            return [w.idempotency_key for w in witnesses]
+
+        stuck = wait_terminal(store, keys, args.settle_timeout, keep_selling)
         dlq_before = dlq_depth(store)
         mark(sandbox, args.refuse_customer, None)  # the operator fixes the cause, then replays
         replayed = replay(store, select(store), app) if dlq_before else []
-        stuck_after = wait_terminal(store, keys, args.settle_timeout) if replayed else stuck
+        stuck_after = (
+            wait_terminal(store, keys, args.settle_timeout, keep_selling) if replayed else stuck
+        )
         dlq_after = dlq_depth(store)
         done = time.monotonic()
 
@@ -247,7 +285,11 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
         f'worker processes that died on their own ("Unrecoverable error" in their log): '
         f"{crashed_on_their_own(procs)}"
     )
-    print(f"grants enqueued {len(keys)}, confirmed {len(confirmed)}")
+    witnesses = sum(k.startswith("chaos-witness-") for k in keys)
+    print(
+        f"grants enqueued {len(keys)} ({witnesses} after the chaos, the shop selling on while an"
+        f" outcome was unknown), confirmed {len(confirmed)}"
+    )
     print(f"unfinished before replay {len(stuck)}, after {len(stuck_after)}")
     print(
         f"in DLQ before replay {dlq_before}, replayed {sum(r.result.ok for r in replayed)}, "

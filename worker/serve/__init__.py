@@ -2,6 +2,7 @@
 and for the people who run creditq.
 
 ``api`` is the intake (``/v1``: the producer's ``enqueue`` over HTTP, with bearer tokens),
-``health`` the probes (``/healthz``, ``/readyz``), ``openapi`` the API's document, and ``app``
-builds the application and runs it. The console and ``/metrics`` are to come (issue 17).
+``health`` the probes (``/healthz``, ``/readyz``), ``openapi`` the API's document, ``metrics``
+the Prometheus figures, ``console`` the operator's pages (``templates/``, ``static/``),
+``auth`` the tokens and logins, and ``app`` builds the application and runs it.
 """

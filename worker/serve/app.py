@@ -21,7 +21,8 @@ from starlette.routing import Route
 from worker.budget import Budgets
 from worker.errors import SettingsError
 from worker.serve.api import Intake
-from worker.serve.auth import basic_ok
+from worker.serve.auth import basic_user
+from worker.serve.console import Console
 from worker.serve.health import Readiness, healthz
 from worker.serve.metrics import registry_for, render
 from worker.serve.openapi import document
@@ -68,7 +69,7 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
         return JSONResponse(document())
 
     async def metrics(request: Request) -> Response:
-        if not basic_ok(request, logins):
+        if basic_user(request, logins) is None:
             return shut_out(logins)
         body = await run_in_threadpool(render, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -82,6 +83,7 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
             Route("/readyz", readiness.readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *Console(logins, store, celery).routes(),
         ]
     )
 

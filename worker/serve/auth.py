@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from starlette.requests import Request
@@ -23,21 +25,19 @@ def bearer_ok(request: Request, tokens: list[str]) -> bool:
     return matched
 
 
-def basic_ok(request: Request, logins: dict[str, str]) -> bool:
-    """Whether the request carries the password of one of ``logins`` (HTTP basic, as Flower
-    takes ``FLOWER_BASIC_AUTH``); every login is compared, in constant time. No logins: shut."""
-    import base64
-    import binascii
-
+def basic_user(request: Request, logins: dict[str, str]) -> str | None:
+    """The user whose password the request carries (HTTP basic, as Flower takes
+    ``FLOWER_BASIC_AUTH``); every login is compared, in constant time. No logins: nobody."""
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic" or not logins:
-        return False
+        return None
     try:
         user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return False
-    matched = False
+        return None
+    found = None
     for known, secret in logins.items():
-        same_user = hmac.compare_digest(user.encode(), known.encode())
-        matched |= same_user & hmac.compare_digest(password.encode(), secret.encode())
-    return matched
+        same = hmac.compare_digest(user.encode(), known.encode())
+        if same & hmac.compare_digest(password.encode(), secret.encode()):
+            found = known
+    return found
