@@ -4,48 +4,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
-import uvicorn
 from celery import Celery
 from pydantic import SecretStr
 
 from tests.fixtures.celery import queued_messages
 from tests.fixtures.grants import grants, raw_grant
-from tests.fixtures.workers import wait_until
-from worker.serve.app import build_app
+from tests.fixtures.serve import served
 from worker.settings import Settings
-from worker.store.embedded import EmbeddedRedis, free_port
+from worker.store.embedded import EmbeddedRedis
 from worker.store.jobs import JobStore
 
 TOKEN = "integration-token-0123456789abcdef"
 
 
-def _served(store: JobStore, app: Celery) -> Iterator[str]:
-    """uvicorn in a thread on a free port, stopped when the test ends."""
-    port = free_port()
-    settings = Settings(api_tokens=SecretStr(TOKEN))
-    config = uvicorn.Config(
-        build_app(settings, store, app), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, timeout=10), "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture
 def base_url(real_store: JobStore, celery_app: Celery) -> Iterator[str]:
-    yield from _served(real_store, celery_app)
+    with served(real_store, celery_app, Settings(api_tokens=SecretStr(TOKEN))) as url:
+        yield url
 
 
 @pytest.fixture
@@ -97,7 +77,7 @@ def test_readyz_says_503_when_redis_stops_and_healthz_stays_up(
         monkeypatch.setenv("CREDITQ_REDIS_URL", own.url)
         get_settings.cache_clear()
         store = JobStore(redis.Redis.from_url(own.url, decode_responses=True, socket_timeout=2))
-        for base in _served(store, create_app()):
+        with served(store, create_app(), Settings(api_tokens=SecretStr(TOKEN))) as base:
             ready = httpx.get(f"{base}/readyz", timeout=30)
             assert ready.status_code == 200, ready.text
             assert ready.json() == {"status": "ready", "redis": "ok", "broker": "ok"}
