@@ -52,6 +52,19 @@ def test_every_status_of_the_intake_over_a_real_socket(
     huge = api.post("/v1/grants", content=b"[" + b"0," * 1_100_000 + b"0]")
     assert huge.status_code == 413
     assert queued_messages(real_redis) == 1  # one message, for the one grant created
+    assert TOKEN not in everything_in(real_redis)  # the token reached neither job nor message
+
+
+def everything_in(client: redis.Redis) -> str:
+    """Every key and value of the database, as text."""
+    readers = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "list": lambda k: client.lrange(k, 0, -1),
+        "set": client.smembers,
+        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+    }
+    return repr({key: readers[client.type(key)](key) for key in client.scan_iter()})
 
 
 def test_a_thousand_grant_batch_is_accepted_in_one_request(

@@ -115,3 +115,8 @@ def test_the_worker_is_healthy_only_while_it_answers_a_broker_ping(compose: dict
     check = compose["services"]["worker"]["healthcheck"]["test"]
     assert check[0] == "CMD-SHELL"
     assert check[1].startswith("celery -A worker.app inspect ping -d celery@$$HOSTNAME")
+
+
+def test_beat_is_healthy_only_while_its_reconcile_passes_arrive(compose: dict[str, Any]) -> None:
+    check = compose["services"]["beat"]["healthcheck"]["test"]
+    assert check == ["CMD", "python", "-m", "worker.app.health", "beat"]

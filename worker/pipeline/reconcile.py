@@ -31,6 +31,7 @@ class Reconciler:
         Redis restart. Re-driving is safe: every path starts by reading the job's state.
         """
         now = self.clock()
+        self.store.mark_reconciled(now)  # beat's heartbeat, for its health check
         keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
         redriven = 0
         providers: set[str] = set()

@@ -638,6 +638,13 @@ class JobStore:
         pipe.expire(Keys.ALARMED_REFS, 7 * 86400)
         return bool(pipe.execute()[0])
 
+    def mark_reconciled(self, now: float) -> None:
+        self.redis.set(Keys.RECONCILED_AT, repr(now))
+
+    def reconciled_at(self) -> float | None:
+        value = self.redis.get(Keys.RECONCILED_AT)
+        return float(value) if value else None
+
     def record_latencies(self, provider: str, seconds: Sequence[float]) -> None:
         """Count enqueue-to-confirmed times into the provider's histogram (``/metrics``),
         one round trip for a whole read's confirmations; kept for the fleet, in Redis."""

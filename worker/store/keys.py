@@ -109,6 +109,10 @@ class Keys:
         field per bucket (``le`` its upper bound, non-cumulative), plus ``count`` and ``sum``."""
         return f"{PREFIX}:latency:{provider}"
 
+    # When a reconcile pass last ran: beat schedules one every interval, so its age says
+    # whether beat (and a worker to run it) is alive (``python -m worker.app.health beat``).
+    RECONCILED_AT = f"{PREFIX}:reconciled-at"
+
     # Counters of work done for nothing (e.g. ``confirm_again``: a confirmation refused
     # because the job was confirmed already), read by the benchmarks and by operators.
     COUNTERS = f"{PREFIX}:counters"

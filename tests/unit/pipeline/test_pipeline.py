@@ -677,3 +677,9 @@ def test_a_confirmation_counts_its_enqueue_to_confirmed_time_for_the_fleet(world
     job = world.store.get("g1")
     assert job is not None and count == 1 and buckets[-1][1] == 1
     assert total == pytest.approx(float(job.extra["confirmed_at"]) - job.created_at, abs=0.01)
+
+
+def test_a_reconcile_pass_leaves_beats_heartbeat(world: World) -> None:
+    assert world.store.reconciled_at() is None
+    world.pipeline.reconcile()
+    assert world.store.reconciled_at() == world.clock()
