@@ -19,7 +19,7 @@ import hmac
 import json
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from celery import Celery
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -157,7 +157,7 @@ class Console:
 
         jobs = await run_in_threadpool(find)
         if len(jobs) == 1 and jobs[0].idempotency_key == query:
-            return RedirectResponse(f"/jobs/{query}", status_code=303)
+            return RedirectResponse(f"/jobs/{quote(query, safe='')}", status_code=303)
         return self._page(request, "search.html", jobs=jobs, query=query)
 
     async def dead_letters(self, request: Request) -> Response:
@@ -216,7 +216,7 @@ class Console:
         else:
             purged = await run_in_threadpool(dlq.purge, self.store, keys)
             words = [f"{o.idempotency_key}: {o.result.value}" for o in purged]
-        back = "/dlq" if len(keys) > 1 or action == "purge" else f"/jobs/{keys[0]}"
+        back = "/dlq" if len(keys) > 1 or action == "purge" else f"/jobs/{quote(keys[0], safe='')}"
         return RedirectResponse(f"{back}?{urlencode({'done': '; '.join(words)})}", 303)
 
     async def job(self, request: Request) -> Response:
