@@ -20,7 +20,6 @@ window AOF everysec may lose), wall time and kills; and the full story of any ba
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -28,7 +27,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from kombu.exceptions import OperationalError  # noqa: E402
 
 from benchmarks.fleet import credits_for, ledger_by_marker, start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes, grant_batch, sandbox_stats, start_sandbox, worker_env  # noqa: E402
+from tests.fixtures.witnesses import Witnesses  # noqa: E402
 from tests.fixtures.workers import FAST  # noqa: E402
 from worker.app import create_app  # noqa: E402
 from worker.domain.grant import CreditGrant  # noqa: E402
@@ -81,33 +80,20 @@ def enqueue_retrying(batch: list[CreditGrant], store: JobStore, app: Any) -> Non
             time.sleep(0.2)
 
 
-# A shop keeps selling: while a job's outcome is unknown, a fresh grant of its provider is
-# sent this often. creditq calls a credit absent only once a credit accepted after the
-# ambiguous attempt has shown in the listing (a witness); a run whose traffic stopped with
-# the chaos would otherwise leave a late ambiguous POST unknown until the confirm deadline.
-WITNESS_EVERY_SECONDS = 5.0
-
-
 def wait_terminal(
-    store: JobStore,
-    keys: list[str],
-    timeout: float,
-    keep_selling: Callable[[set[str]], list[str]] | None = None,
+    store: JobStore, keys: list[str], timeout: float, shop: Witnesses | None = None
 ) -> list[str]:
-    """Wait until every job is terminal or gone; returns the keys still unfinished. With
-    ``keep_selling``, the keys of the witness grants it sends are added to ``keys``."""
+    """Wait until every job is terminal or gone; returns the keys still unfinished. With a
+    ``shop``, it sells on while an outcome is unknown (tests/fixtures/witnesses.py), and the
+    keys of the witness grants are added to ``keys``."""
     deadline = time.monotonic() + timeout
-    next_sale = time.monotonic() + WITNESS_EVERY_SECONDS
     while True:
         jobs = store.get_many(keys, history=False)
-        open_jobs = [j for j in jobs if j and not j.state.terminal]
-        if not open_jobs or time.monotonic() > deadline:
-            return [j.idempotency_key for j in open_jobs]
-        if keep_selling is not None and time.monotonic() >= next_sale:
-            unknown = {j.provider for j in open_jobs if j.state is JobState.SUBMITTING}
-            if unknown:
-                keys.extend(keep_selling(unknown))
-            next_sale = time.monotonic() + WITNESS_EVERY_SECONDS
+        open_keys = [k for k, j in zip(keys, jobs, strict=True) if j and not j.state.terminal]
+        if not open_keys or time.monotonic() > deadline:
+            return open_keys
+        if shop is not None:
+            keys.extend(shop.tick(open_keys))
         time.sleep(1.0)
 
 
@@ -225,28 +211,12 @@ def run(args: argparse.Namespace, server: EmbeddedRedis) -> None:
         beat_alive = beat.poll() is None
 
         keys = list(enqueued_at)
-        sold = itertools.count()
-
-        def keep_selling(providers: set[str]) -> list[str]:
-            witnesses = [
-                CreditGrant(
-                    idempotency_key=f"chaos-witness-{next(sold)}",
-                    provider=provider,
-                    customer_id="chaos-witness",
-                    amount="1.00",
-                )
-                for provider in sorted(providers)
-            ]
-            enqueue_retrying(witnesses, store, app)
-            return [w.idempotency_key for w in witnesses]
-
-        stuck = wait_terminal(store, keys, args.settle_timeout, keep_selling)
+        shop = Witnesses(store, lambda g: enqueue_retrying(g, store, app), prefix="chaos-witness")
+        stuck = wait_terminal(store, keys, args.settle_timeout, shop)
         dlq_before = dlq_depth(store)
         mark(sandbox, args.refuse_customer, None)  # the operator fixes the cause, then replays
         replayed = replay(store, select(store), app) if dlq_before else []
-        stuck_after = (
-            wait_terminal(store, keys, args.settle_timeout, keep_selling) if replayed else stuck
-        )
+        stuck_after = wait_terminal(store, keys, args.settle_timeout, shop) if replayed else stuck
         dlq_after = dlq_depth(store)
         done = time.monotonic()
 
