@@ -15,13 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from worker.budget import Budgets
 from worker.errors import SettingsError
 from worker.serve.api import Intake
-from worker.serve.auth import basic_user
+from worker.serve.auth import basic_user, login_required
 from worker.serve.console import Console
 from worker.serve.health import Readiness, healthz
 from worker.serve.metrics import registry_for, render
@@ -51,14 +51,6 @@ def check_exposure(host: str, settings: Settings) -> None:
         )
 
 
-def shut_out(logins: dict[str, str]) -> Response:
-    """401 asking for the console's login; with none configured, the line says how to set one."""
-    why = "log in" if logins else "set CREDITQ_CONSOLE_BASIC_AUTH=user:password to open it"
-    return PlainTextResponse(
-        f"creditq: {why}\n", status_code=401, headers={"WWW-Authenticate": 'Basic realm="creditq"'}
-    )
-
-
 def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
     intake = Intake(settings.api_token_list, store, celery)
     readiness = Readiness(store, celery)
@@ -70,7 +62,7 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
 
     async def metrics(request: Request) -> Response:
         if basic_user(request, logins) is None:
-            return shut_out(logins)
+            return login_required(logins)
         body = await run_in_threadpool(render, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

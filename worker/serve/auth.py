@@ -7,6 +7,7 @@ import binascii
 import hmac
 
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 
 def bearer_ok(request: Request, tokens: list[str]) -> bool:
@@ -41,3 +42,13 @@ def basic_user(request: Request, logins: dict[str, str]) -> str | None:
         if same & hmac.compare_digest(password.encode(), secret.encode()):
             found = known
     return found
+
+
+def login_required(logins: dict[str, str], headers: dict[str, str] | None = None) -> Response:
+    """401 asking for the console's login; with none configured, the line says how to set one."""
+    why = "log in" if logins else "set CREDITQ_CONSOLE_BASIC_AUTH=user:password to open it"
+    return PlainTextResponse(
+        f"creditq: {why}\n",
+        status_code=401,
+        headers={**(headers or {}), "WWW-Authenticate": 'Basic realm="creditq"'},
+    )

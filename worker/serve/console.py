@@ -32,7 +32,7 @@ from worker.budget import Budgets
 from worker.domain.grant import Provider
 from worker.domain.job import iso
 from worker.domain.states import DlqReason, JobState
-from worker.serve.auth import basic_user
+from worker.serve.auth import basic_user, login_required
 from worker.store import dlq
 from worker.store.jobs import JobStore
 
@@ -105,12 +105,7 @@ class Console:
         async def guarded(request: Request) -> Response:
             user = basic_user(request, self.logins)
             if user is None:
-                why = "log in" if self.logins else "set CREDITQ_CONSOLE_BASIC_AUTH=user:password"
-                return PlainTextResponse(
-                    f"creditq: {why}\n",
-                    status_code=401,
-                    headers={**HEADERS, "WWW-Authenticate": 'Basic realm="creditq"'},
-                )
+                return login_required(self.logins, HEADERS)
             request.state.user = user
             return await page(request)  # type: ignore[no-any-return]
 
