@@ -272,15 +272,14 @@ class ListingReader:
                 item.ref,
             )
         provider = jobs[next(iter(found))].provider if found else ""  # one listing, one provider
-        self.store.remember_markers(
-            provider, {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed}, now
+        self.store.remember_confirmed(
+            provider,
+            {jobs[k].marker: f"{k} {found[k].ref}" for k in confirmed},
+            [now - jobs[k].created_at for k in confirmed],  # enqueue to confirmed, /metrics
+            now,
         )
-        self.store.record_latencies(provider, [now - jobs[k].created_at for k in confirmed])
         if accepted:  # what the listing has shown: the witness and the lag (pipeline.outcome)
             self.store.record_visibility(
-                jobs[next(iter(confirmed))].provider,
-                max(a for a, _ in accepted),
-                max(t for _, t in accepted),
-                now,
+                provider, max(a for a, _ in accepted), max(t for _, t in accepted), now
             )
         return confirmed

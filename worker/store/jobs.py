@@ -603,14 +603,20 @@ class JobStore:
         )
         return int(reply) == 1
 
-    def remember_markers(self, provider: str, confirmed: Mapping[str, str], now: float) -> None:
-        """Markers just confirmed (marker -> "key ref"), kept for about two hours."""
-        if not confirmed:
+    def remember_confirmed(
+        self, provider: str, markers: Mapping[str, str], latencies: Sequence[float], now: float
+    ) -> None:
+        """What a read's confirmations leave behind, in one round trip: their markers (marker
+        -> "key ref", kept for about two hours, for late duplicates) and their
+        enqueue-to-confirmed times (``record_latencies``)."""
+        if not markers and not latencies:
             return
-        key = Keys.confirmed_markers(provider, int(now // 3600))
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=cast(Mapping[Any, Any], confirmed))
-        pipe.expire(key, 3 * 3600)
+        if markers:
+            key = Keys.confirmed_markers(provider, int(now // 3600))
+            pipe.hset(key, mapping=cast(Mapping[Any, Any], markers))
+            pipe.expire(key, 3 * 3600)
+        _count_latencies(pipe, provider, latencies)
         pipe.execute()
 
     def recall_markers(
@@ -647,17 +653,11 @@ class JobStore:
 
     def record_latencies(self, provider: str, seconds: Sequence[float]) -> None:
         """Count enqueue-to-confirmed times into the provider's histogram (``/metrics``),
-        one round trip for a whole read's confirmations; kept for the fleet, in Redis."""
-        if not seconds:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        key = Keys.latency(provider)
-        for value in seconds:
-            bound = next((b for b in LATENCY_BUCKETS if value <= b), math.inf)
-            pipe.hincrby(key, "inf" if bound == math.inf else repr(bound), 1)
-        pipe.hincrby(key, "count", len(seconds))
-        pipe.hincrbyfloat(key, "sum", float(sum(seconds)))
-        pipe.execute()
+        kept for the fleet, in Redis; a read's confirmations do it in ``remember_confirmed``."""
+        if seconds:
+            pipe = self.redis.pipeline(transaction=False)
+            _count_latencies(pipe, provider, seconds)
+            pipe.execute()
 
     def latencies(self, provider: str) -> tuple[list[tuple[float, int]], int, float]:
         """The histogram ``record_latencies`` keeps: cumulative (bound, count) pairs ending at
@@ -666,7 +666,7 @@ class JobStore:
         running = 0
         buckets = []
         for bound in [*LATENCY_BUCKETS, math.inf]:
-            running += int(raw.get("inf" if bound == math.inf else repr(bound), 0))
+            running += int(raw.get(_bucket_field(bound), 0))
             buckets.append((bound, running))
         return buckets, int(raw.get("count", 0)), float(raw.get("sum", 0.0))
 
@@ -678,6 +678,25 @@ class JobStore:
 # The bounds (seconds) of the enqueue-to-confirmed histogram: a grant confirmed at the first
 # listing read takes a few seconds; one the listing shows late, minutes; the deadline is an hour.
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0)
+
+
+def _bucket_field(bound: float) -> str:
+    """The histogram hash's field of one bucket: its upper bound, or "inf"."""
+    return "inf" if bound == math.inf else repr(bound)
+
+
+def _count_latencies(pipe: Any, provider: str, seconds: Sequence[float]) -> None:
+    """Queue on ``pipe`` the histogram counts of ``seconds`` (nothing when empty)."""
+    if not seconds:
+        return
+    key = Keys.latency(provider)
+    for value in seconds:
+        pipe.hincrby(
+            key, _bucket_field(next((b for b in LATENCY_BUCKETS if value <= b), math.inf)), 1
+        )
+    pipe.hincrby(key, "count", len(seconds))
+    pipe.hincrbyfloat(key, "sum", float(sum(seconds)))
+
 
 # How long a POST waits for its move to be held (WAITAOF, WAIT) before it is put off.
 HOLD_TIMEOUT_MS = 1000
