@@ -57,16 +57,8 @@ class Pipeline:
         self.reconciler = Reconciler(self.mover)
 
     @property
-    def store(self) -> JobStore:
-        return self.mover.store
-
-    @property
     def policy(self) -> Policy:
         return self.mover.policy
-
-    @property
-    def budgets(self) -> Callable[[Provider], Budget | None]:
-        return self.mover.budgets
 
     def issue(self, message: Mapping[str, Any]) -> Result:
         """One issue message: see ``Issuer.issue``."""

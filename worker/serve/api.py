@@ -60,20 +60,29 @@ def refusal(status: int, message: str, field: str | None = None) -> Response:
     return JobResponse(body, status_code=status, headers=headers)
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON (numbers as Decimals), at most ``MAX_BODY_BYTES`` however sent."""
+async def read_bounded(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes, however it is sent (a
+    Content-Length over the limit is refused before a byte is read)."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            return None
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON (numbers as Decimals), at most ``MAX_BODY_BYTES``."""
+    body = await read_bounded(request, MAX_BODY_BYTES)
+    if body is None:
+        raise Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(b"".join(chunks), parse_float=Decimal)
+        return json.loads(body, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise Refused(400, "the body is not JSON") from None
 

@@ -55,7 +55,8 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
     intake = Intake(settings.api_token_list, store, celery)
     readiness = Readiness(store, celery)
     logins = settings.console_logins
-    registry = registry_for(store, Budgets(store.redis, settings))
+    budgets = Budgets(store.redis, settings)  # sized by these settings, for both readers
+    registry = registry_for(store, budgets)
 
     async def openapi(_: Request) -> Response:
         return JSONResponse(document())
@@ -75,7 +76,7 @@ def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
             Route("/readyz", readiness.readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            *Console(logins, store, celery).routes(),
+            *Console(logins, store, celery, budgets).routes(),
         ]
     )
 

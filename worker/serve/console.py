@@ -32,6 +32,7 @@ from worker.budget import Budgets
 from worker.domain.grant import Provider
 from worker.domain.job import iso
 from worker.domain.states import DlqReason, JobState
+from worker.serve.api import read_bounded
 from worker.serve.auth import basic_user, login_required
 from worker.store import dlq
 from worker.store.jobs import JobStore
@@ -61,12 +62,11 @@ MAX_FORM_BYTES = 64 * 1024
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
-    """An urlencoded form (what the console's forms send), bounded; no multipart parser."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return {}
+    """An urlencoded form (what the console's forms send), bounded; no multipart parser. An
+    oversized one reads as empty, so it carries no token and is refused."""
+    body = await read_bounded(request, MAX_FORM_BYTES)
+    if body is None:
+        return {}
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
@@ -81,11 +81,13 @@ def same_origin(request: Request) -> bool:
 
 
 class Console:
-    def __init__(self, logins: dict[str, str], store: JobStore, app: Celery) -> None:
+    def __init__(
+        self, logins: dict[str, str], store: JobStore, app: Celery, budgets: Budgets
+    ) -> None:
         self.logins = logins
         self.store = store
         self.app = app
-        self.budgets = Budgets(store.redis)
+        self.budgets = budgets
         self.templates = Environment(
             loader=PackageLoader("worker.serve", "templates"),
             autoescape=select_autoescape(["html"]),
