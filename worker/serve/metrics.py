@@ -4,7 +4,8 @@ a fleet reports the same numbers (the fleet's, never one process's memory)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -50,25 +51,14 @@ class FleetCollector(Collector):
 
     def _providers(self) -> Iterator[Metric]:
         label = ["provider"]
-        families = {
-            name: kind(f"creditq_{name}", words, labels=label)
-            for name, kind, words in PROVIDER_FIGURES
-        }
+        families = [
+            (kind(f"creditq_{name}", words, labels=label), value)
+            for name, kind, words, value in PROVIDER_FIGURES
+        ]
         for snap in self.budgets.snapshots():
-            ratio = snap["calls_per_confirmed_grant"]
-            values = {
-                "provider_calls_last_minute": snap["calls_last_minute"],
-                "provider_calls_last_hour": snap["calls_last_hour"],
-                "provider_rate_limited": snap["rate_limited_total"],
-                "provider_rate_limited_last_hour": snap["rate_limited_last_hour"],
-                "calls_per_confirmed_grant": math.nan if ratio is None else ratio,
-                "budget_per_minute": snap["limit_per_minute"],
-                "budget_use_ratio": snap["calls_last_minute"] / snap["limit_per_minute"],
-                "budget_paused_seconds": snap["paused_for_seconds"],
-            }
-            for name, value in values.items():
-                families[name].add_metric([snap["provider"]], value)
-        yield from families.values()
+            for family, value in families:
+                family.add_metric([snap["provider"]], value(snap))
+        yield from (family for family, _ in families)
         latency = HistogramMetricFamily(
             "creditq_enqueue_to_confirmed_seconds",
             "Time from enqueue to confirmed in the provider's listing.",
@@ -84,16 +74,64 @@ class FleetCollector(Collector):
         yield latency
 
 
-# The per-provider figures of ``Budgets.snapshots``: name (after ``creditq_``), kind, help.
-PROVIDER_FIGURES: tuple[tuple[str, type[GaugeMetricFamily | CounterMetricFamily], str], ...] = (
-    ("provider_calls_last_minute", GaugeMetricFamily, "Provider calls in the last minute."),
-    ("provider_calls_last_hour", GaugeMetricFamily, "Provider calls in the last hour."),
-    ("provider_rate_limited", CounterMetricFamily, "429s answered, ever."),
-    ("provider_rate_limited_last_hour", GaugeMetricFamily, "429s in the last hour."),
-    ("calls_per_confirmed_grant", GaugeMetricFamily, "Calls per grant confirmed, last hour."),
-    ("budget_per_minute", GaugeMetricFamily, "The fleet's call budget per minute."),
-    ("budget_use_ratio", GaugeMetricFamily, "Calls in the last minute over the budget."),
-    ("budget_paused_seconds", GaugeMetricFamily, "Time left of a fleet-wide 429 pause."),
+def _ratio(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+Snapshot = dict[str, Any]
+Kind = type[GaugeMetricFamily | CounterMetricFamily]
+
+# The per-provider figures, from ``Budgets.snapshots``: name (after ``creditq_``), kind, help,
+# and how to read it off a provider's snapshot.
+PROVIDER_FIGURES: tuple[tuple[str, Kind, str, Callable[[Snapshot], float]], ...] = (
+    (
+        "provider_calls_last_minute",
+        GaugeMetricFamily,
+        "Provider calls in the last minute.",
+        lambda s: s["calls_last_minute"],
+    ),
+    (
+        "provider_calls_last_hour",
+        GaugeMetricFamily,
+        "Provider calls in the last hour.",
+        lambda s: s["calls_last_hour"],
+    ),
+    (
+        "provider_rate_limited",
+        CounterMetricFamily,
+        "429s answered, ever.",
+        lambda s: s["rate_limited_total"],
+    ),
+    (
+        "provider_rate_limited_last_hour",
+        GaugeMetricFamily,
+        "429s in the last hour.",
+        lambda s: s["rate_limited_last_hour"],
+    ),
+    (
+        "calls_per_confirmed_grant",
+        GaugeMetricFamily,
+        "Calls per grant confirmed, last hour.",
+        lambda s: _ratio(s["calls_per_confirmed_grant"]),
+    ),
+    (
+        "budget_per_minute",
+        GaugeMetricFamily,
+        "The fleet's call budget per minute.",
+        lambda s: s["limit_per_minute"],
+    ),
+    (
+        "budget_use_ratio",
+        GaugeMetricFamily,
+        "Calls in the last minute over the budget.",
+        lambda s: s["calls_last_minute"] / s["limit_per_minute"],
+    ),
+    (
+        "budget_paused_seconds",
+        GaugeMetricFamily,
+        "Time left of a fleet-wide 429 pause.",
+        lambda s: s["paused_for_seconds"],
+    ),
 )
 
 
