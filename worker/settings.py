@@ -238,10 +238,7 @@ class Settings(BaseSettings):
     def _console_auth(cls, pairs: SecretStr | None) -> SecretStr | None:
         if pairs is None or not pairs.get_secret_value().strip():
             return None
-        for pair in pairs.get_secret_value().split(","):
-            user, _, password = pair.strip().partition(":")
-            if not user or not password:
-                raise ValueError("expected user:password pairs, each with both parts")
+        parse_logins(pairs.get_secret_value())  # refused here, with its reason, if malformed
         return pairs
 
     @property
@@ -249,10 +246,7 @@ class Settings(BaseSettings):
         """The console's users and their passwords (empty: the console and /metrics are shut)."""
         if self.console_basic_auth is None:
             return {}
-        pairs = (
-            p.strip().partition(":") for p in self.console_basic_auth.get_secret_value().split(",")
-        )
-        return {user: password for user, _, password in pairs}
+        return parse_logins(self.console_basic_auth.get_secret_value())
 
     @property
     def api_token_list(self) -> list[str]:
@@ -296,6 +290,18 @@ class Settings(BaseSettings):
         if self.chargebee_api_key is None or not self.chargebee_api_key.get_secret_value():
             raise MissingCredentials("CREDITQ_CHARGEBEE_API_KEY", "chargebee")
         return self.chargebee_api_key
+
+
+def parse_logins(text: str) -> dict[str, str]:
+    """Pure: ``user:password[,user:password]`` (Flower's ``FLOWER_BASIC_AUTH`` form) as a
+    dict; ``ValueError`` when a pair lacks either part."""
+    logins: dict[str, str] = {}
+    for pair in text.split(","):
+        user, _, password = pair.strip().partition(":")
+        if not user or not password:
+            raise ValueError("expected user:password pairs, each with both parts")
+        logins[user] = password
+    return logins
 
 
 def header_safe(value: str) -> bool:

@@ -110,3 +110,11 @@ def test_purge_deletes_only_dead_letters(console: TestClient, store: JobStore) -
     assert answer.status_code == 303
     assert store.get("d1") is None and store.get("live") is not None
     assert "live: not_in_dlq" in console.get(answer.headers["location"]).text
+
+
+@pytest.mark.parametrize("pairs", ["ops", "ops:", ":pw", "ops:pw,", "ops:pw,viewer"])
+def test_a_console_login_without_both_parts_is_refused(pairs: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="user:password pairs, each with both parts"):
+        Settings(console_basic_auth=SecretStr(pairs))
