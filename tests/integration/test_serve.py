@@ -121,3 +121,20 @@ def test_serve_refuses_a_network_address_without_tokens(tmp_path: object) -> Non
         "creditq: refusing to serve on 0.0.0.0 without CREDITQ_API_TOKENS: the /v1 API would "
         "be open to the network; set tokens, or serve on 127.0.0.1"
     ]
+
+
+def test_a_webhook_retried_at_once_from_many_connections_is_created_once(
+    base_url: str, real_redis: redis.Redis
+) -> None:
+    """A storefront that retries before its first attempt answered: 16 copies of one grant
+    race through the intake; one is created, the others are its duplicates, one message."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(_: int) -> int:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return httpx.post(f"{base_url}/v1/grants", json=raw_grant(), headers=headers).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = sorted(pool.map(post, range(16)))
+    assert statuses == [200] * 15 + [201]
+    assert queued_messages(real_redis) == 1
