@@ -130,6 +130,7 @@ def stats(as_json: JsonFlag = False) -> None:
     """Jobs per state, DLQ depth, and the age of the oldest job waiting in each waiting state."""
     store = common.open_store()
     counts = store.count_by_state()
+    by_provider = store.count_by_provider()
     now = time.time()
     oldest = {
         state: (round(now - since, 3) if since is not None else None)
@@ -144,6 +145,7 @@ def stats(as_json: JsonFlag = False) -> None:
         emit_json(
             {
                 "states": counts,
+                "states_by_provider": by_provider,
                 "dlq_depth": dlq_depth,
                 "oldest_age_seconds": oldest,
                 "alarms": alarms,
@@ -151,10 +153,11 @@ def stats(as_json: JsonFlag = False) -> None:
             }
         )
         return
-    table = Table("state", "jobs", "oldest waiting (s)")
+    table = Table("state", "jobs", *by_provider, "oldest waiting (s)")
     for state, count in counts.items():
         age = oldest.get(state)
-        table.add_row(state, str(count), "" if age is None else f"{age:.1f}")
+        row = [str(by_provider[p][state]) for p in by_provider]
+        table.add_row(state, str(count), *row, "" if age is None else f"{age:.1f}")
     out.print(table)
     out.print(f"dead-letter queue: {dlq_depth}")
     if alarms:  # a duplicate credit or a copied marker: `creditq status KEY` shows which

@@ -131,6 +131,7 @@ class Console:
                 b["dead"] = dlq.dlq_depth(self.store, provider=b["provider"])
             return {
                 "states": [(s.value, counts.get(s.value, 0)) for s in JobState],
+                "by_provider": self.store.count_by_provider(),
                 "dlq": [(r.value, dlq.dlq_depth(self.store, reason=r.value)) for r in DlqReason],
                 "budgets": budgets,
                 "alarms": self.store.alarms(),

@@ -36,6 +36,15 @@ class FleetCollector(Collector):
         for state in JobState:
             jobs.add_metric([state.value], counts.get(state.value, 0))
         yield jobs
+        per_provider = GaugeMetricFamily(
+            "creditq_provider_jobs",
+            "Jobs in each state, per provider.",
+            labels=["provider", "state"],
+        )
+        for provider, by_state in self.store.count_by_provider().items():
+            for name, n in by_state.items():
+                per_provider.add_metric([provider, name], n)
+        yield per_provider
         dlq = GaugeMetricFamily(
             "creditq_dlq_jobs", "Dead-lettered jobs per reason.", labels=["reason"]
         )

@@ -19,7 +19,7 @@ from typing import Any, cast
 import redis
 
 from worker.domain.fields import JobField
-from worker.domain.grant import CreditGrant, new_incarnation
+from worker.domain.grant import CreditGrant, Provider, new_incarnation
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
@@ -142,7 +142,13 @@ class JobStore:
 
     def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
         key = grant.idempotency_key
-        keys = [Keys.job(key), Keys.history(key), Keys.index(JobState.QUEUED), Keys.DUE]
+        keys = [
+            Keys.job(key),
+            Keys.history(key),
+            Keys.index(JobState.QUEUED),
+            Keys.DUE,
+            Keys.index(JobState.QUEUED, grant.provider.value),
+        ]
         args = [
             grant.fingerprint(),
             payload_of(grant),
@@ -174,18 +180,20 @@ class JobStore:
             str(k)[:40]: (v if isinstance(v, bool | int | None) else str(v)[:200])
             for k, v in list(raw.items())[:16]
         }
+        provider = str(raw.get("provider", ""))[:40]
         keys = [
             Keys.job(idempotency_key),
             Keys.history(idempotency_key),
             Keys.index(JobState.REJECTED),
             Keys.DUE,
+            Keys.index(JobState.REJECTED, provider),
         ]
         args: list[Any] = [
             "invalid",
             json.dumps(safe, sort_keys=True, default=str),
             repr(now),
             iso(now),
-            str(raw.get("provider", ""))[:40],
+            provider,
             str(raw.get("customer_id", ""))[:100],
             idempotency_key,
             JobState.REJECTED.value,
@@ -272,6 +280,15 @@ class JobStore:
         for state in JobState:
             pipe.zcard(Keys.index(state))
         return {state.value: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
+
+    def count_by_provider(self) -> dict[str, dict[str, int]]:
+        """Jobs per state of each provider: ``{provider: {state: n}}``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for provider in Provider:
+            for state in JobState:
+                pipe.zcard(Keys.index(state, provider.value))
+        counts = iter(pipe.execute())
+        return {p.value: {s.value: int(next(counts)) for s in JobState} for p in Provider}
 
     def oldest(self, states: Iterable[JobState]) -> dict[str, float | None]:
         """When the longest-waiting job of each state entered it (epoch seconds), or None."""

@@ -41,8 +41,12 @@ class Keys:
     DUE = f"{PREFIX}:due"
 
     @staticmethod
-    def index(state: JobState) -> str:
-        return f"{Keys.INDEX_PREFIX}{state.value}"
+    def index(state: JobState, provider: str | None = None) -> str:
+        """Every job in ``state``, or (``provider`` given) the provider's only: the console's
+        and the metrics' counts per state and provider are one ZCARD each."""
+        if provider is None:
+            return f"{Keys.INDEX_PREFIX}{state.value}"
+        return f"{Keys.INDEX_PREFIX}{state.value}:{provider}"
 
     @staticmethod
     def pending(provider: str, customer_id: str | None) -> str:

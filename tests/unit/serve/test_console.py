@@ -65,6 +65,11 @@ def test_the_overview_counts_states_dead_letters_and_alarms(
     assert '<span class="count">1</span><span>queued</span>' in text
     assert "1 job(s) with a duplicate credit" in text
     assert '<a href="/dlq?reason=exhausted">exhausted</a></td><td>1</td>' in text
+    inveterate = text.split("<tr><td>inveterate</td>")[1].split("</tr>")[0]
+    assert '<td class="state-queued">1</td>' in inveterate
+    assert '<td class="state-dead">1</td>' in inveterate
+    chargebee = text.split("<tr><td>chargebee</td>")[1].split("</tr>")[0]
+    assert '<td class="state-queued">0</td>' in chargebee
 
 
 def test_a_dead_letter_is_found_listed_and_replayed_from_its_page(

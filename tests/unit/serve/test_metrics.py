@@ -58,6 +58,8 @@ def test_metrics_count_known_jobs_the_dlq_alarms_and_latencies(
     assert got[("creditq_jobs", (("state", "queued"),))] == 2
     assert got[("creditq_jobs", (("state", "dead"),))] == 1
     assert got[("creditq_jobs", (("state", "confirmed"),))] == 0
+    assert got[("creditq_provider_jobs", (("provider", "inveterate"), ("state", "queued")))] == 2
+    assert got[("creditq_provider_jobs", (("provider", "chargebee"), ("state", "dead")))] == 0
     assert got[("creditq_dlq_jobs", (("reason", "exhausted"),))] == 1
     assert got[("creditq_dlq_jobs", (("reason", "refused"),))] == 0
     assert got[("creditq_alarms", ())] == 1

@@ -352,10 +352,12 @@ def test_purge_removes_the_job_its_history_and_every_index_entry(store: JobStore
         Keys.dlq(provider="chargebee"),
         Keys.dlq(reason="exhausted"),
         Keys.index(JobState.DEAD),
+        Keys.index(JobState.DEAD, "chargebee"),
         Keys.DUE,
     ]:
         assert r.zscore(index, "gone") is None, index
     assert store.count_by_state()["dead"] == 0
+    assert store.count_by_provider()["chargebee"]["dead"] == 0
 
 
 def test_purge_never_touches_a_live_job_and_says_so(store: JobStore) -> None:
@@ -374,6 +376,7 @@ def test_purge_clears_index_entries_left_by_an_expired_job(store: JobStore) -> N
     (outcome,) = dlq.purge(store, ["old"])
     assert outcome.result is PurgeResult.STALE
     assert store.redis.zcard(Keys.dlq()) == 0 and store.redis.zcard(Keys.dlq(reason="refused")) == 0
+    assert store.count_by_provider()["inveterate"]["rejected"] == 0
 
 
 def test_a_purged_key_can_be_replayed_no_more(store: JobStore, recorder: PublishRecorder) -> None:
@@ -528,3 +531,5 @@ def test_cli_stats_counts_the_dlq(cli_store: JobStore, capsys: pytest.CaptureFix
     code, out, _ = run(capsys, "stats", "--json")
     stats = json.loads(out)
     assert code == 0 and stats["dlq_depth"] == 2 and stats["oldest_age_seconds"]["queued"] >= 0
+    assert stats["states_by_provider"]["inveterate"]["rejected"] == 1
+    assert stats["states_by_provider"]["inveterate"]["dead"] == 1

@@ -242,6 +242,9 @@ def test_the_scripts_compose_the_key_names_keys_py_spells() -> None:
     )
     got = run(sets, *Keys.dlq_layout(), Provider.CHARGEBEE.value, DlqReason.REFUSED.value)
     assert got == [Keys.dlq(), Keys.dlq(provider="chargebee"), Keys.dlq(reason="refused")]
+    by_state = lua.source("scope.lua") + "\nreturn {state_scope(ARGV[1], ARGV[2], ARGV[3])}"
+    got = run(by_state, Keys.INDEX_PREFIX, JobState.DEAD.value, Provider.INVETERATE.value)
+    assert got == [Keys.index(JobState.DEAD, Provider.INVETERATE.value)]
 
 
 # -- shipping -----------------------------------------------------------------------------

@@ -143,6 +143,34 @@ def test_indexes_follow_the_state_and_find_stuck_jobs(store: JobStore) -> None:
     assert counts["queued"] == 2 and counts["submitting"] == 1
 
 
+def test_counts_per_provider_follow_every_move_and_add_up_to_the_fleets(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    store = JobStore(fake_redis, ttl_seconds=100)
+    store.create(make_grant("i1"), now=1_000.0)
+    store.create(make_grant("i2"), now=1_000.0)
+    store.create(make_grant("c1", provider="chargebee"), now=1_000.0)
+    store.transition("i1", JobState.SUBMITTING, reason="x", now=1_001.0)
+    store.transition("i2", JobState.DEAD, reason="x", now=1_002.0, dlq_reason=DlqReason.EXHAUSTED)
+    store.create_rejected("bad", {"provider": "chargebee"}, {"message": "m"})
+    by_provider = store.count_by_provider()
+    assert {s: n for s, n in by_provider["inveterate"].items() if n} == {"submitting": 1, "dead": 1}
+    assert {s: n for s, n in by_provider["chargebee"].items() if n} == {"queued": 1, "rejected": 1}
+    fleet = store.count_by_state()
+    assert all(fleet[s] == sum(c[s] for c in by_provider.values()) for s in fleet)
+    store.transition("c1", JobState.DEAD, reason="x", now=1_003.0, dlq_reason=DlqReason.EXHAUSTED)
+    store.transition("c1", JobState.QUEUED, reason="replay", now=1_004.0)  # out of the DLQ
+    store.create(make_grant("i3"), now=1_200.0)
+    store.transition("i3", JobState.DEAD, reason="x", now=1_200.0, dlq_reason=DlqReason.EXHAUSTED)
+    store.transition("i1", JobState.CONFIRMED, reason="x", now=1_200.0)
+    # i2 is past retention (ttl 100): i3 entering `dead` trimmed it from both indexes
+    by_provider = store.count_by_provider()
+    assert {s: n for s, n in by_provider["inveterate"].items() if n} == {"confirmed": 1, "dead": 1}
+    assert {s: n for s, n in by_provider["chargebee"].items() if n} == {"queued": 1, "rejected": 1}
+    fleet = store.count_by_state()
+    assert all(fleet[s] == sum(c[s] for c in by_provider.values()) for s in fleet)
+
+
 def test_fields_are_set_as_json_and_none_deletes(store: JobStore) -> None:
     store.create(make_grant())
     error = {"status": 500, "message": "boom"}

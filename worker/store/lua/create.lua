@@ -6,6 +6,7 @@
 -- KEYS[2] history_key      the job's history list
 -- KEYS[3] index_key        the index of the initial state
 -- KEYS[4] due_key          the due index
+-- KEYS[5] provider_index   the provider's index of the initial state
 -- ARGV[1] fingerprint      the grant's fingerprint: the same one is a duplicate
 -- ARGV[2] grant            the grant as stored (JSON)
 -- ARGV[3] now              epoch seconds
@@ -28,6 +29,7 @@ local job_key = KEYS[1]
 local history_key = KEYS[2]
 local index_key = KEYS[3]
 local due_key = KEYS[4]
+local provider_index = KEYS[5]
 local fingerprint = ARGV[1]
 local grant = ARGV[2]
 local now = ARGV[3]
@@ -58,6 +60,7 @@ if dlq_reason ~= '' then
 end
 redis.call('RPUSH', history_key, cjson.encode({at=now_iso, to=state, reason=reason, attempt=0}))
 redis.call('ZADD', index_key, now, key)
+redis.call('ZADD', provider_index, now, key)
 if ttl > 0 then
   redis.call('EXPIRE', job_key, ttl)
   redis.call('EXPIRE', history_key, ttl)

@@ -111,6 +111,9 @@ local function move(job_key, history_key, due_key, layout, request)
   if state ~= request.target then
     redis.call('ZREM', layout.index_prefix .. state, request.key)
     redis.call('ZADD', layout.index_prefix .. request.target, request.now, request.key)
+    redis.call('ZREM', state_scope(layout.index_prefix, state, provider), request.key)
+    redis.call('ZADD', state_scope(layout.index_prefix, request.target, provider), request.now,
+      request.key)
   end
   local was_pending = listed(layout.pending_states, state)
   local is_pending = listed(layout.pending_states, request.target)
@@ -140,8 +143,10 @@ local function move(job_key, history_key, due_key, layout, request)
   if ttl > 0 then
     redis.call('EXPIRE', job_key, ttl)
     redis.call('EXPIRE', history_key, ttl)
-    redis.call('ZREMRANGEBYSCORE', layout.index_prefix .. request.target, '-inf',
-      tonumber(request.now) - ttl)
+    local expired = tonumber(request.now) - ttl  -- entries whose jobs the TTL removed
+    redis.call('ZREMRANGEBYSCORE', layout.index_prefix .. request.target, '-inf', expired)
+    redis.call('ZREMRANGEBYSCORE', state_scope(layout.index_prefix, request.target, provider),
+      '-inf', expired)
     redis.call('ZREM', due_key, request.key)
   else
     if left_dlq then  -- leaving the DLQ (replay): the job is live again, keep it

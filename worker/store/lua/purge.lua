@@ -38,13 +38,19 @@ elseif not redis.call('ZSCORE', layout.dlq_all, key) then
 end
 local sets = {layout.dlq_all, due_key}
 for s in string.gmatch(dead_states, '%S+') do table.insert(sets, index_prefix .. s) end
-for p in string.gmatch(providers, '%S+') do table.insert(sets, layout.dlq_by_provider .. p) end
+for p in string.gmatch(providers, '%S+') do
+  table.insert(sets, layout.dlq_by_provider .. p)
+  for s in string.gmatch(dead_states, '%S+') do table.insert(sets, state_scope(index_prefix, s, p)) end
+end
 for r in string.gmatch(reasons, '%S+') do table.insert(sets, layout.dlq_by_reason .. r) end
 if state then
   local job = redis.call('HMGET', job_key, 'provider', 'customer_id', 'dlq_reason')
   local provider, customer_id, reason = job[1], job[2], job[3]
   if provider then
     table.insert(sets, layout.dlq_by_provider .. provider)
+    for s in string.gmatch(dead_states, '%S+') do
+      table.insert(sets, state_scope(index_prefix, s, provider))
+    end
     if customer_id then
       table.insert(sets, customer_scope(pending_prefix, provider, customer_id))
     end
