@@ -107,6 +107,7 @@ ENQUEUE = ["enqueue", "--key", "cli-1", "--provider", "chargebee", "--customer",
         (["--amount", "1.001"], "decimal places"),
         (["--amount", "-2"], "only adds credit"),
         (["--amount", "1", "--credit-type", "cash"], "credit_type:"),
+        (["--amount", "1", "--priority", "urgent"], "priority: must be one of"),
         ([], "Missing option '--amount'"),
     ],
 )
@@ -122,10 +123,11 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
 def test_cli_enqueue_status_and_stats_speak_json_lines(
     redis_url: str, real_redis: redis.Redis
 ) -> None:
-    first = run_cli(redis_url, *ENQUEUE, "--amount", "12.30", "--json")
+    first = run_cli(redis_url, *ENQUEUE, "--amount", "12.30", "--priority", "bulk", "--json")
     assert first.returncode == 0, first.stderr
     job = json.loads(first.stdout)
     assert job["created"] is True and job["amount"] == "12.30" and job["state"] == "queued"
+    assert job["priority"] == "bulk"
     dup = json.loads(run_cli(redis_url, *ENQUEUE, "--amount", "12.3", "--json").stdout)
     assert dup["created"] is False
     assert queued_messages(real_redis) == 1

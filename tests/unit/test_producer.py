@@ -41,6 +41,7 @@ def test_enqueue_creates_the_job_and_sends_one_message(
                 "force": False,
                 "currency_code": "USD",
                 "credit_type": "general",
+                "priority": "interactive",
             },
         )
     ]

@@ -70,6 +70,10 @@ def enqueue(
     force: Annotated[bool, typer.Option(help="Inveterate: force a negative grant.")] = False,
     currency: Annotated[str | None, typer.Option(help="ISO 4217 code.")] = None,
     credit_type: Annotated[str | None, typer.Option(help="Chargebee credit type.")] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(help="interactive (default: a customer waits) or bulk (a campaign)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Accept one grant (validated first; a duplicate key with the same grant sends nothing)."""
@@ -85,6 +89,7 @@ def enqueue(
         "force": force,
         "currency_code": currency,
         "credit_type": credit_type,
+        "priority": priority,
     }
     grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
     result = enqueue_grant(grant, store=common.open_store())

@@ -54,6 +54,17 @@ class Provider(StrEnum):
     CHARGEBEE = "chargebee"
 
 
+class Priority(StrEnum):
+    """Which lane a grant waits in when its provider's budget is short (DESIGN, "Priorities").
+
+    Not part of the grant's identity: the same grant re-sent with another priority is a
+    duplicate (the first one's priority stands), never a conflict: the money is the same.
+    """
+
+    INTERACTIVE = "interactive"  # a customer is waiting (a refund as credit): the next slots
+    BULK = "bulk"  # a campaign, a backfill: every slot interactive grants leave
+
+
 class CreditType(StrEnum):
     GENERAL = "general"
     REFERRAL_REWARDS = "referral_rewards"
@@ -69,6 +80,7 @@ FIELDS = (
     "force",
     "currency_code",
     "credit_type",
+    "priority",
 )
 
 
@@ -208,6 +220,13 @@ def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
     elif credit_type_name is not None:
         raise InvalidGrant("credit_type", "applies to chargebee only")
 
+    priority_name = _text(raw, "priority", required=False)
+    try:
+        priority = Priority(priority_name or Priority.INTERACTIVE)
+    except ValueError:
+        choices = ", ".join(p.value for p in Priority)
+        raise InvalidGrant("priority", f"must be one of {choices}") from None
+
     return {
         "idempotency_key": key,
         "provider": provider,
@@ -217,6 +236,7 @@ def check_grant(raw: Mapping[str, Any]) -> dict[str, Any]:
         "force": force,
         "currency_code": currency,
         "credit_type": credit_type,
+        "priority": priority,
     }
 
 
@@ -237,6 +257,7 @@ class CreditGrant(BaseModel):
     force: bool = False
     currency_code: str
     credit_type: CreditType | None = None
+    priority: Priority = Priority.INTERACTIVE
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -277,15 +298,19 @@ class CreditGrant(BaseModel):
             "force": self.force,
             "currency_code": self.currency_code,
             "credit_type": self.credit_type.value if self.credit_type else None,
+            "priority": self.priority.value,
         }
 
     def fingerprint(self) -> str:
         """A digest of the payload: equal for the same grant, whatever the amount's spelling.
 
-        ``10.0`` and ``10.00`` are the same money, so the amount is normalised first.
+        ``10.0`` and ``10.00`` are the same money, so the amount is normalised first. The
+        priority is left out: it says when to pay, not what (``Priority``), and grants
+        accepted before priorities existed keep their fingerprint.
         """
         fields = self.to_message()
         fields["amount"] = format(self.amount.normalize(), "f")
+        del fields["priority"]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -46,6 +46,11 @@ class Job:
     def customer_id(self) -> str:
         return str(self.grant_fields.get("customer_id", ""))
 
+    @property
+    def priority(self) -> str:
+        """The grant's lane; a job accepted before priorities existed is interactive."""
+        return str(self.grant_fields.get("priority") or "interactive")
+
     def number(self, name: JobField | str) -> float | None:
         """A numeric extra field (e.g. ``submitted_at``), or None when absent."""
         value = self.extra.get(name)
@@ -93,6 +98,7 @@ class Job:
             "note": self.grant_fields.get("note"),
             "force": self.grant_fields.get("force", False),
             "credit_type": self.grant_fields.get("credit_type"),
+            "priority": self.priority,
             "attempts": self.attempts,
             "provider_ref": self.provider_ref,
             "marker": self.marker,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.domain.grant import FIELDS, Provider
+from worker.domain.grant import FIELDS, Priority, Provider
 from worker.serve.api import MAX_BATCH
 
 _STRING = {"type": "string"}
@@ -31,6 +31,10 @@ _GRANT: dict[str, Any] = {
         "note": {"type": ["string", "null"]},
         "force": {"type": "boolean"},
         "credit_type": {"type": ["string", "null"]},
+        "priority": {
+            "enum": [p.value for p in Priority],
+            "description": "interactive (default) takes the next slots of a short budget.",
+        },
     },
 }
 assert set(_GRANT["properties"]) == set(FIELDS), "the document must name every grant field"

@@ -35,6 +35,7 @@ def no_store(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--amount", "9999.999999999999999999999999999"], "amount: has more than 12 digits after"),
         (["--amount", "10", "--currency", "ZZZ"], "currency_code: 'ZZZ' is not an ISO 4217"),
         (["--amount", "10", "--currency", "XXX"], "currency_code: 'XXX' is not money"),
+        (["--amount", "10", "--priority", "now"], "priority: must be one of interactive, bulk"),
     ],
 )
 def test_a_bad_amount_or_currency_exits_2_with_one_line(

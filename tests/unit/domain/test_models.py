@@ -16,6 +16,7 @@ from worker.domain.grant import (
     NOTE_MAX,
     CreditGrant,
     CreditType,
+    Priority,
     Provider,
     marker_for,
     minor_units,
@@ -240,3 +241,20 @@ def test_junk_in_any_field_is_accepted_valid_or_refused_with_one_line(
 def test_any_valid_amount_survives_exactly(amount: Decimal) -> None:
     g = CreditGrant.parse(grant(amount=str(amount)))
     assert g.amount == amount and Decimal(g.to_message()["amount"]) == amount
+
+
+def test_priority_is_interactive_unless_bulk_and_nothing_else() -> None:
+    assert CreditGrant.parse(grant()).priority is Priority.INTERACTIVE
+    assert CreditGrant.parse(grant(priority="bulk")).priority is Priority.BULK
+    assert CreditGrant.parse(grant(priority="bulk")).to_message()["priority"] == "bulk"
+    error = refused("priority", priority="urgent")
+    assert str(error) == "priority: must be one of interactive, bulk"
+    refused("priority", priority=1)
+
+
+def test_the_same_grant_in_another_lane_is_the_same_grant() -> None:
+    """A retried webhook that now says bulk is a duplicate, never a 409: the money is the
+    same, and grants accepted before priorities existed keep their fingerprint."""
+    interactive = CreditGrant.parse(grant())
+    assert CreditGrant.parse(grant(priority="bulk")).fingerprint() == interactive.fingerprint()
+    assert CreditGrant.parse(grant(amount="10.51")).fingerprint() != interactive.fingerprint()

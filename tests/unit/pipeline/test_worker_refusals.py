@@ -49,6 +49,7 @@ def assert_rejected_without_a_call(world: World, key: str, field: str) -> None:
         ("currency_code", "ZZZ"),
         ("customer_id", "."),
         ("customer_id", "a%2Fb"),
+        ("priority", "urgent"),
     ],
 )
 def test_a_bad_message_that_bypassed_the_producer_is_recorded_rejected(

@@ -64,6 +64,7 @@ def test_a_key_holding_another_grant_is_a_conflict(intake: TestClient) -> None:
         (raw_grant(amount="0"), "amount: must not be zero", "amount"),
         (raw_grant(colour="red"), "colour: is not a field of a credit grant", "colour"),
         (raw_grant(provider="stripe"), None, "provider"),
+        (raw_grant(priority="urgent"), "priority: must be one of interactive, bulk", "priority"),
         ([raw_grant()], "the body must be a JSON object: a credit grant", None),
     ],
 )
@@ -82,6 +83,16 @@ def test_a_refused_field_is_a_422_naming_it_and_nothing_is_written(
         assert answer.json()["error"] == error
     assert store.count_by_state() == {} or sum(store.count_by_state().values()) == 0
     assert recorder.sent == []
+
+
+def test_a_bulk_grant_says_so_in_its_job_and_a_repeat_in_another_lane_is_a_duplicate(
+    intake: TestClient, recorder: PublishRecorder
+) -> None:
+    first = intake.post("/v1/grants", json=raw_grant(priority="bulk"))
+    assert first.status_code == 201 and first.json()["priority"] == "bulk"
+    again = intake.post("/v1/grants", json=raw_grant())
+    assert again.status_code == 200 and again.json()["priority"] == "bulk"
+    assert len(recorder.sent) == 1 and recorder.sent[0][1]["priority"] == "bulk"
 
 
 def test_a_json_number_amount_keeps_its_exact_value(intake: TestClient) -> None:
