@@ -30,11 +30,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from worker.domain.grant import Provider
+from worker.domain.grant import Priority, Provider
 from worker.settings import Settings, get_settings
 from worker.store import lua
 from worker.store.keys import BudgetKeys
@@ -55,6 +56,69 @@ HOUR_MINUTES = 60
 SUCCESS_RESET_SECONDS = 30.0
 
 _US = 1_000_000
+
+# The turns (``budget_turn.lua``): how far ahead a caller near the front reserves its slot
+# and waits for it in its thread (2.5 slots, within these bounds), how late an owner may
+# come back before the others go past it, the longest wait handed out (a countdown well
+# under the broker's visibility timeout), and every how many interactive slots one goes to
+# a waiting bulk ticket.
+HORIZON_SLOTS = 2.5
+HORIZON_BOUNDS = (0.3, 1.5)
+TURN_GRACE_SECONDS = 2.0
+TURN_MAX_WAIT_SECONDS = 300.0
+BULK_SHARE = 9
+
+# A turn's arguments, by name, in the order ``budget_turn.lua`` reads them (its TURN;
+# tests/unit/store/test_lua.py keeps the lists equal): the six keys, then the values.
+TURN_ARGS = (
+    "minute_prefix",
+    "pause_key",
+    "tat_key",
+    "queue_key",
+    "promised_key",
+    "lanes_key",
+    "clock",
+    "interval",
+    "bucket_ttl",
+    "horizon",
+    "grace",
+    "max_wait",
+    "share",
+    "ticket",
+    "class",
+)
+
+
+def turn_class(priority: Priority | str, *, read: bool) -> int:
+    """A ticket's class, the order classes take slots in: interactive listing reads (a
+    customer waits on the credit they confirm), interactive POSTs, bulk reads (they finish
+    work already paid for, and keep a campaign's early grants inside the confirm
+    deadline), bulk POSTs."""
+    bulk = Priority(priority) is Priority.BULK
+    return 2 * bulk + (0 if read else 1)
+
+
+# Ticket names: each the same every time its owner asks, so it keeps its place in turn.
+SWEEP_TICKET = "sweep"  # the provider's confirmation sweep (one runs at a time)
+
+
+def post_ticket(idempotency_key: str) -> str:
+    """The ticket of a job's POST."""
+    return f"post:{idempotency_key}"
+
+
+def focus_ticket(idempotency_key: str) -> str:
+    """The ticket of the listing read that settles a job's unknown outcome."""
+    return f"focus:{idempotency_key}"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What taking a turn gave: a slot ``wait`` seconds from now (``granted``: the caller
+    waits that long, then calls), or nothing, and when to ask again."""
+
+    granted: bool
+    wait: float
 
 
 class ProviderBudget:
@@ -81,6 +145,8 @@ class ProviderBudget:
         self.provider = provider
         self.per_minute = per_minute
         self.interval_us = round(60 * _US / (per_minute * headroom))
+        low, high = HORIZON_BOUNDS
+        self.horizon_us = round(min(max(HORIZON_SLOTS * self.interval_us, low * _US), high * _US))
         self._clock = clock
         self._reset_at = -math.inf  # when this process last ended a streak (monotonic)
         self._saw_429 = False
@@ -95,11 +161,9 @@ class ProviderBudget:
         return "" if self._clock is None else str(round(self._clock() * _US))
 
     def try_acquire(self) -> float:
-        """Take a call slot and return 0.0, or take nothing and return the seconds to wait.
-
-        The wait is the fleet-wide pause when one is in force, else the time until the
-        next evenly spaced slot; a task reschedules itself for then instead of sleeping.
-        """
+        """Take a slot free now and return 0.0, or take nothing and return the seconds to
+        wait: for a caller that holds no ticket (``creditq check``), which goes only when
+        nobody waits in turn."""
         return self.try_acquire_at()[0]
 
     def try_acquire_at(self) -> tuple[float, float]:
@@ -108,9 +172,20 @@ class ProviderBudget:
         Tests and the benchmark check spacing on these stamps: the caller's own clock
         adds its thread scheduling to every gap.
         """
-        keys, args = self.slot_request()
-        wait, now = self._acquire(keys=keys, args=args)
-        return int(wait) / _US, int(now) / _US
+        granted, wait, now = self._turn("", 0)
+        return (0.0 if granted else wait), now
+
+    def take_turn(self, ticket: str, klass: int) -> Turn:
+        """A slot in turn for ``ticket`` (the same name each time its owner asks, so it
+        keeps its place) in class ``klass`` (``turn_class``): reserved, and ``wait``
+        seconds away, or refused, and when to ask again (``budget_turn.lua``)."""
+        granted, wait, _ = self._turn(ticket, klass)
+        return Turn(granted, wait)
+
+    def _turn(self, ticket: str, klass: int) -> tuple[bool, float, float]:
+        keys, args = self.turn_request(ticket, klass)
+        granted, wait, now = self._acquire(keys=keys, args=args)
+        return bool(int(granted)), int(wait) / _US, int(now) / _US
 
     def reserve(self, longest_wait: float) -> float | None:
         """Reserve the next free slot and return the seconds until it (the caller waits that
@@ -122,19 +197,44 @@ class ProviderBudget:
         there would start again at page one, for ever at the real budget. A reserved slot
         is nobody else's, so the read advances at the budget's pace.
         """
-        keys, args = self.slot_request()
-        reserved, wait = self._reserve(keys=keys, args=[*args, round(longest_wait * _US)])
-        return int(wait) / _US if int(reserved) else None
-
-    def slot_request(self) -> tuple[list[str], list[str | int]]:
-        """The keys and arguments of ``take_slot`` (``budget_slot.lua``), for a script that
-        takes a slot as one of its steps (``JobStore.begin_post``)."""
         keys = [
             BudgetKeys.minute_prefix(self.provider),
             BudgetKeys.pause(self.provider),
             BudgetKeys.tat(self.provider),
         ]
-        return keys, [self._now_arg(), self.interval_us, BUCKET_TTL_SECONDS]
+        args: list[str | int] = [
+            self._now_arg(),
+            self.interval_us,
+            BUCKET_TTL_SECONDS,
+            round(longest_wait * _US),
+        ]
+        reserved, wait = self._reserve(keys=keys, args=args)
+        return int(wait) / _US if int(reserved) else None
+
+    def turn_request(self, ticket: str, klass: int) -> tuple[list[str], list[str | int]]:
+        """The keys and the other arguments of a turn (``TURN_ARGS``), for a script that
+        takes one as one of its steps (``JobStore.begin_post``)."""
+        p = self.provider
+        keys = [
+            BudgetKeys.minute_prefix(p),
+            BudgetKeys.pause(p),
+            BudgetKeys.tat(p),
+            BudgetKeys.queue(p),
+            BudgetKeys.promised(p),
+            BudgetKeys.lanes(p),
+        ]
+        args: list[str | int] = [
+            self._now_arg(),
+            self.interval_us,
+            BUCKET_TTL_SECONDS,
+            self.horizon_us,
+            round(TURN_GRACE_SECONDS * _US),
+            round(TURN_MAX_WAIT_SECONDS * _US),
+            BULK_SHARE,
+            ticket,
+            klass,
+        ]
+        return keys, args
 
     def _run_pause(self, mode: str, length: str) -> tuple[float, float]:
         p = self.provider

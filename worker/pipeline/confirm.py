@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from enum import StrEnum
 
+from worker.budget import SWEEP_TICKET, focus_ticket, turn_class
 from worker.domain.fields import JobField as F
-from worker.domain.grant import Provider
+from worker.domain.grant import Priority, Provider
 from worker.domain.job import Job
 from worker.domain.states import DlqReason, JobState
 from worker.errors import NoSlot, ProviderError, SweepLost, TransitionRefused
@@ -118,14 +119,15 @@ class Confirmer:
         groups: dict[str | None, dict[str, Job]] = {}
         for key, job in jobs.items():
             groups.setdefault(scope_of(job), {})[key] = job
-        # The listings with a job due, the longest-waiting first.
+        # The listings with a job due: those an interactive grant waits on first (their
+        # reads take interactive turns), then the longest-waiting first.
         reads = sorted(
             (
                 (min(due[k] or 0.0 for k in targets), scope, targets)
                 for scope, group in groups.items()
                 if (targets := self._due(group, due, now))
             ),
-            key=lambda read: read[0],
+            key=lambda read: (not _interactive(groups[read[1]], read[2]), read[0]),
         )
         members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
         if not customer_id:  # a one-customer confirm loaded that customer's whole set
@@ -153,6 +155,7 @@ class Confirmer:
                     claimed.get(scope or "", set()),
                     everyone,
                     renew,
+                    turn=(SWEEP_TICKET, _read_class(groups[scope], targets)),
                 ).confirmed
             except SweepLost:
                 log.warning(
@@ -285,6 +288,7 @@ class Confirmer:
             jobs,
             [job.idempotency_key],
             claimed.get(job.customer_id, set()),
+            turn=(focus_ticket(job.idempotency_key), turn_class(job.priority, read=True)),
         )
         if job.idempotency_key in result.confirmed:
             return Verdict.FOUND
@@ -297,3 +301,15 @@ class Confirmer:
         if any(could_be_its(mine, entry, self.window) for entry in result.read.entries):
             return Verdict.UNPROVEN  # an unmarked credit of its amount: maybe its own
         return Verdict.ABSENT
+
+
+def _interactive(group: Mapping[str, Job], targets: Sequence[str]) -> bool:
+    """Whether an interactive grant waits on this read."""
+    return any(group[k].priority != Priority.BULK for k in targets)
+
+
+def _read_class(group: Mapping[str, Job], targets: Sequence[str]) -> int:
+    """The class of a read's turn: interactive if any grant it is for is."""
+    return turn_class(
+        Priority.INTERACTIVE if _interactive(group, targets) else Priority.BULK, read=True
+    )

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
+from worker.budget import post_ticket, turn_class
 from worker.domain.backoff import retry_delay
 from worker.domain.fields import JobField as F
 from worker.domain.grant import CreditGrant, Provider, check_idempotency_key
@@ -115,14 +116,17 @@ class Issuer:
         except (InvalidGrant, MissingCredentials):
             return None
         budget = self.mover.budgets(grant.provider)
+        klass = turn_class(grant.priority, read=False)
         started = self.store.begin_post(
             grant,
             max_attempts=self.policy.max_attempts,
             now=self.clock(),
             lease=self.policy.lease,
-            slot=budget.slot_request() if budget else None,
+            turn=budget.turn_request(post_ticket(grant.idempotency_key), klass) if budget else None,
         )
         if started.outcome == "started" and started.job is not None:
+            if started.wait > 0:  # its slot, reserved a moment ahead: the POST leaves then
+                self.mover.sleep(started.wait)
             job = started.job
             log.info(
                 "key=%s provider=%s queued -> submitting attempt=%d: POST attempt %d",
@@ -208,7 +212,8 @@ class Issuer:
             )
         try:
             self.clients(grant.provider)
-            self.mover.spend(grant.provider)
+            klass = turn_class(grant.priority, read=False)
+            self.mover.spend(grant.provider, post_ticket(job.idempotency_key), klass)
         except MissingCredentials as exc:
             return self.mover.give_up(
                 job,

@@ -92,6 +92,8 @@ class ListingReader:
         claimed: set[str],
         everyone: Callable[[], Mapping[str, Job]] | None = None,
         renew: Callable[[], None] | None = None,
+        *,
+        turn: tuple[str, int],
     ) -> ReadResult:
         """Read one listing (a customer's, or with None the provider's) as far as ``targets``
         need, and confirm every job of ``jobs`` (that listing's pending jobs) it shows.
@@ -102,13 +104,14 @@ class ListingReader:
         are confirmed if the pages read show them anyway. A job whose POST may never have
         applied (``submitting``) is confirmed only by its own marker, never by amount and
         time. ``everyone`` loads every waiting job of the listing, when ``_needs_everyone``
-        says so. Duplicates and copied markers the read shows raise alarms.
+        says so. Duplicates and copied markers the read shows raise alarms. ``turn`` is the
+        ticket and class its first page's slot is taken in (``worker.budget``).
         """
         pending = {key: self.pending(job) for key, job in jobs.items()}
         name = Provider(provider)
         client = _BudgetedListing(
             self.clients(name),
-            lambda: self.mover.spend(name),
+            lambda: self.mover.spend(name, *turn),
             lambda: self.mover.spend_next_page(name),
             renew,
         )

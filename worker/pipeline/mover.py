@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from worker.app.scheduler import Scheduler
+from worker.budget import Turn
 from worker.domain.backoff import retry_delay
 from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
@@ -81,7 +82,7 @@ class Policy:
 class Budget(Protocol):
     """The fleet-wide request budget of one provider account (``worker.budget``)."""
 
-    def try_acquire(self) -> float: ...
+    def take_turn(self, ticket: str, klass: int) -> Turn: ...
 
     def reserve(self, longest_wait: float) -> float | None: ...
 
@@ -91,7 +92,7 @@ class Budget(Protocol):
 
     def record_confirmed(self, n: int = 1) -> None: ...
 
-    def slot_request(self) -> tuple[list[str], list[str | int]]: ...
+    def turn_request(self, ticket: str, klass: int) -> tuple[list[str], list[str | int]]: ...
 
 
 # The longest a listing read under way waits for the slot of its next page: a few slots
@@ -171,12 +172,18 @@ class Mover:
         if budget is not None and status is not None and status != 429:
             budget.record_success()
 
-    def spend(self, provider: Provider) -> None:
+    def spend(self, provider: Provider, ticket: str, klass: int) -> None:
+        """A slot of the provider's budget for one call, taken in turn (``ticket`` in class
+        ``klass``, see ``worker.budget.turn_class``): waited for when it is reserved a
+        moment ahead, else ``NoSlot`` says when to ask again."""
         budget = self.budgets(provider)
-        if budget is not None:
-            wait = budget.try_acquire()
-            if wait > 0:
-                raise NoSlot(wait)
+        if budget is None:
+            return
+        turn = budget.take_turn(ticket, klass)
+        if not turn.granted:
+            raise NoSlot(turn.wait)
+        if turn.wait > 0:
+            self.sleep(turn.wait)
 
     def spend_next_page(self, provider: Provider) -> None:
         """A slot for a further page of a listing read under way: reserved and waited for

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.budget import TURN_ARGS
 from worker.domain.fields import JobField
 from worker.domain.grant import CreditGrant, Provider, new_incarnation
 from worker.domain.job import Job, iso
@@ -84,9 +85,11 @@ class Visibility:
 class PostStart:
     """What ``JobStore.begin_post`` did.
 
-    ``started``: the job (``job``, as it now stands) is ``submitting`` and its POST may go.
+    ``started``: the job (``job``, as it now stands) is ``submitting`` and its POST may go
+    in ``wait`` seconds (when its reserved slot opens).
     ``unheld``: the move into ``submitting`` was made but not held (disk, replicas) in time:
-    the POST must not leave. ``wait``: no budget slot for ``wait`` seconds; nothing changed.
+    the POST must not leave. ``wait``: no budget slot for this job yet: ask again in
+    ``wait`` seconds (its turn keeps its place); nothing else changed.
     ``other``: the job is
     not a plain queued job holding this grant, and takes the full path; nothing changed.
     ``missing``: there is no such job (``job`` None).
@@ -457,16 +460,17 @@ class JobStore:
         max_attempts: int,
         now: float,
         lease: float,
-        slot: tuple[list[str], list[str | int]] | None = None,
+        turn: tuple[list[str], list[str | int]] | None = None,
     ) -> PostStart:
         """The issue path's first step in one round trip: load the job and, if it is a plain
-        ``queued`` job holding exactly ``grant`` with attempts left, take a budget slot
-        (``slot``: ``ProviderBudget.slot_request()``, None without a budget) and move it
-        into ``submitting`` with its POST in flight until ``now + lease``.
+        ``queued`` job holding exactly ``grant`` with attempts left, take its turn for a
+        budget slot (``turn``: ``ProviderBudget.turn_request()``, None without a budget) and
+        move it into ``submitting`` with its POST in flight until ``now + lease``.
 
         The move is the same compare-and-set as ``transition`` (attempts +1, reason
-        "POST attempt N"); the slot is taken only when the move is made, so a delivery
-        that loses the race spends nothing.
+        "POST attempt N"); the turn is taken only when the move will be made, so a
+        delivery that loses the race spends nothing. ``started`` carries in ``wait`` the
+        seconds until the reserved slot: the POST leaves then, not before.
         """
         key = grant.idempotency_key
         move = Move(
@@ -479,7 +483,7 @@ class JobStore:
             fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
         )
         keys, moving = move_args(move, time.time(), self.ttl_seconds)
-        slot_args: list[Any] = [*slot[0], *slot[1]] if slot else [""] * 6
+        slot_args: list[Any] = [*turn[0], *turn[1]] if turn else [""] * len(TURN_ARGS)
         args = [
             payload_of(grant),
             max_attempts,
@@ -492,6 +496,8 @@ class JobStore:
         outcome = reply[0]
         if outcome == "started" and not held:
             return PostStart("unheld", job_of(reply[1]))
+        if outcome == "started":
+            return PostStart("started", job_of(reply[1]), int(reply[2]) / 1_000_000)
         if outcome == "missing":
             return PostStart("missing")
         if outcome == "wait":

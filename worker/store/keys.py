@@ -147,7 +147,9 @@ class BudgetKeys:
     ``pause``: until when the fleet is paused, gone with the pause. ``strikes``: 429s in
     a row for the backoff, deleted by a success, gone a grace after the pause.
     ``rate_limited_total``: one integer. ``minute:<n>``: a hash per minute (``calls``,
-    ``s<second>``, ``rate_limited``, ``confirmed``), gone after an hour.
+    ``s<second>``, ``rate_limited``, ``confirmed``), gone after an hour. ``queue``,
+    ``promised``, ``lanes``: the turns of the callers waiting for a slot, gone half an hour
+    after the last caller.
     """
 
     @staticmethod
@@ -169,6 +171,22 @@ class BudgetKeys:
     @staticmethod
     def rate_limited_total(provider: Provider) -> str:
         return f"{BudgetKeys.base(provider)}:rate_limited_total"
+
+    @staticmethod
+    def queue(provider: Provider) -> str:
+        """The tickets waiting for a slot, by class and arrival (``budget_turn.lua``)."""
+        return f"{BudgetKeys.base(provider)}:queue"
+
+    @staticmethod
+    def promised(provider: Provider) -> str:
+        """Per waiting ticket, when its owner said it would come back."""
+        return f"{BudgetKeys.base(provider)}:promised"
+
+    @staticmethod
+    def lanes(provider: Provider) -> str:
+        """The ticket counter (``seq``) and the interactive slots in a row while bulk
+        tickets waited (``owed``)."""
+        return f"{BudgetKeys.base(provider)}:lanes"
 
     @staticmethod
     def minute_prefix(provider: Provider) -> str:

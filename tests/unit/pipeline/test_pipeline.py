@@ -342,7 +342,7 @@ def test_a_sweep_stopped_by_the_budget_leaves_the_unread_listings_for_the_next_o
 ) -> None:
     from worker.budget import ProviderBudget
 
-    slots = ProviderBudget(world.store.redis, Provider.INVETERATE, 60, clock=world.clock)
+    slots = ProviderBudget(world.store.redis, Provider.INVETERATE, 20, clock=world.clock)
     world.pipeline.mover.budgets = lambda p: slots if p is Provider.INVETERATE else None
     start(world, *(message(f"g{i}", customer_id=f"m-{i}") for i in range(3)))
     inv = world.providers[Provider.INVETERATE]

@@ -18,6 +18,7 @@ import lupa.lua51
 import pytest
 
 from tests.fixtures.paths import ROOT
+from worker.budget import TURN_ARGS
 from worker.domain.fields import JobField
 from worker.domain.grant import Provider
 from worker.domain.states import DlqReason, JobState
@@ -30,7 +31,7 @@ NAMES = sorted(p.name for p in LUA.glob("*.lua"))
 # A helper defines functions for the scripts that use it; a script is what Redis runs.
 HELPERS = {
     "budget_clock.lua",
-    "budget_slot.lua",
+    "budget_turn.lua",
     "dlq.lua",
     "move.lua",
     "schedule.lua",
@@ -92,7 +93,7 @@ def test_a_script_carries_the_helpers_it_uses_each_once_helpers_first() -> None:
         "scope.lua",
         "dlq.lua",
         "schedule.lua",
-        "budget_slot.lua",
+        "budget_turn.lua",
         "budget_clock.lua",
     }
     for name in order:
@@ -175,6 +176,14 @@ def test_the_move_arguments_are_named_alike_in_python_and_lua() -> None:
         found = re.search(rf"local {table} = \{{([^}}]*)\}}", text)
         assert found is not None, table
         assert tuple(re.findall(r"'([a-z_]+)'", found.group(1))) == names
+
+
+def test_the_turn_arguments_are_named_alike_in_python_and_lua() -> None:
+    found = re.search(r"local TURN = \{([^}]*)\}", body("budget_turn.lua"))
+    assert found is not None
+    assert tuple(re.findall(r"'([a-z_]+)'", found.group(1))) == TURN_ARGS
+    listed = re.findall(r"^-- (?:KEYS|ARGV)\[\d+\] ([a-z_]+)", header("budget_acquire.lua"), re.M)
+    assert tuple(listed) == TURN_ARGS
 
 
 def test_transition_s_header_lists_the_move_arguments_in_order() -> None:

@@ -4,6 +4,7 @@ only a plain queued job holding exactly the grant, and a slot is spent only on a
 from __future__ import annotations
 
 import fakeredis
+import pytest
 
 from tests.fixtures.grants import make_grant
 from worker.budget import ProviderBudget
@@ -71,29 +72,47 @@ def test_the_budget_slot_is_taken_with_the_start_and_only_then(
     store.create(make_grant("b"))
     store.transition("b", JobState.SUBMITTING, reason="elsewhere", attempts="incr")
     lost = store.begin_post(
-        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:b", 1)
     )
     assert lost.outcome == "other" and slots.snapshot()["calls_last_minute"] == 0
     started = store.begin_post(
-        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:a", 1)
     )
     assert started.outcome == "started" and slots.snapshot()["calls_last_minute"] == 1
+    assert started.wait == 0.0  # the slot was free: the POST goes now
 
 
 def test_without_a_slot_the_job_is_unchanged_and_the_wait_is_reported(
     store: JobStore, fake_redis: fakeredis.FakeRedis
 ) -> None:
-    slots = budget(fake_redis, per_minute=60)  # one call a second
+    slots = budget(fake_redis, per_minute=20)  # a slot every 3 s: beyond the horizon
     store.create(make_grant("a"))
     store.create(make_grant("b"))
     store.begin_post(
-        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:a", 1)
     )
     waiting = store.begin_post(
-        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, slot=slots.slot_request()
+        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:b", 1)
     )
-    assert waiting.outcome == "wait" and 0.9 < waiting.wait <= 1.0
+    # back half a horizon (1.5 s) before its slot, 3 s away, to reserve it then
+    assert waiting.outcome == "wait" and waiting.wait == pytest.approx(3.0 - 0.75)
     job = store.get("b")
     assert job is not None and job.state is JobState.QUEUED and job.version == 0
     assert waiting.job is not None and waiting.job.version == 0
     assert slots.snapshot()["calls_last_minute"] == 1
+
+
+def test_a_slot_a_moment_ahead_is_reserved_and_the_post_starts_with_its_wait(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    slots = budget(fake_redis, per_minute=60)  # a slot a second: within the horizon
+    store.create(make_grant("a"))
+    store.create(make_grant("b"))
+    store.begin_post(
+        make_grant("a"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:a", 1)
+    )
+    started = store.begin_post(
+        make_grant("b"), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:b", 1)
+    )
+    assert started.outcome == "started" and started.wait == pytest.approx(1.0)
+    assert slots.snapshot()["calls_last_hour"] == 2  # counted in the second it is for

@@ -1,11 +1,11 @@
 """creditq's Lua scripts, one per ``.lua`` file in this package, and the one loader for them.
 
 A script runs alone on the Redis server and cannot call another script, so a helper
-several scripts need (``move.lua``, ``dlq.lua``, ``budget_slot.lua``...) must be part of
+several scripts need (``move.lua``, ``dlq.lua``, ``budget_turn.lua``...) must be part of
 each script's text. Rather than concatenate strings in Python, a file names the helpers it
 calls in its header comment::
 
-    -- uses: move.lua, budget_slot.lua
+    -- uses: move.lua, budget_turn.lua
 
 and ``source`` puts each helper (after the helpers *it* uses) once in front of the file's
 own text, in the order the header lists them. Helpers define ``local`` functions only, so
