@@ -61,6 +61,21 @@ SMALL = {
     ),
     "dlq_list": (["--jobs", "500", "--runs", "3"], ["dlq list"]),
     "budget": (["--grants", "20", "--lag", "0.5"], ["confirmed grants per call", "0 429s"]),
+    "lanes": (
+        [
+            "--bulk-inveterate",
+            "8",
+            "--bulk-chargebee",
+            "10",
+            "--interactive",
+            "1",
+            "--interactive-at",
+            "1",
+            "--workers",
+            "2",
+        ],
+        ["mode: ", "slowest", "drain efficiency", "idle slots", "keys with more than one credit 0"],
+    ),
     "chaos": (
         ["--grants", "30", "--chaos-seconds", "6", "--kill-every", "1", "2"],
         [
