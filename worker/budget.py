@@ -68,6 +68,10 @@ TURN_GRACE_SECONDS = 2.0
 TURN_MAX_WAIT_SECONDS = 300.0
 BULK_SHARE = 9
 
+# A ticket's score in the queue: its class times this, plus its arrival (budget_turn.lua's
+# CLASS_SPAN).
+CLASS_SPAN = 2**40
+
 # A turn's arguments, by name, in the order ``budget_turn.lua`` reads them (its TURN;
 # tests/unit/store/test_lua.py keeps the lists equal): the six keys, then the values.
 TURN_ARGS = (
@@ -210,6 +214,11 @@ class ProviderBudget:
         ]
         reserved, wait = self._reserve(keys=keys, args=args)
         return int(wait) / _US if int(reserved) else None
+
+    def waiting(self, klass: int) -> int:
+        """How many tickets of class ``klass`` wait for a slot (late owners included)."""
+        low, high = klass * CLASS_SPAN, (klass + 1) * CLASS_SPAN - 1
+        return int(self.redis.zcount(BudgetKeys.queue(self.provider), low, high))
 
     def turn_request(self, ticket: str, klass: int) -> tuple[list[str], list[str | int]]:
         """The keys and the other arguments of a turn (``TURN_ARGS``), for a script that

@@ -129,6 +129,7 @@ class Confirmer:
             ),
             key=lambda read: (not _interactive(groups[read[1]], read[2]), read[0]),
         )
+        reads = self._put_off_bulk_reads(provider, reads, groups, due, now)
         members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
         if not customer_id:  # a one-customer confirm loaded that customer's whole set
             self._load_more(provider, members, jobs, due, groups)
@@ -194,6 +195,42 @@ class Confirmer:
         unread = len(reads) - len({scope_of(jobs[k]) for k in read})
         summary = f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
         return summary, following
+
+    def _put_off_bulk_reads(
+        self,
+        provider: str,
+        reads: list[tuple[float, str | None, list[str]]],
+        groups: Mapping[str | None, Mapping[str, Job]],
+        due: dict[str, float | None],
+        now: float,
+    ) -> list[tuple[float, str | None, list[str]]]:
+        """The reads to make now: a read only bulk grants wait on is put off while bulk
+        POSTs of the provider wait for slots, so that one read confirms them all once they
+        are sent (one per member, one per page of Chargebee's listing) instead of a read
+        every few POSTs; never past ``CREDITQ_CONFIRM_POLL_MAX_SECONDS`` after a grant's
+        2xx, which keeps a long campaign's first grants far inside the confirm deadline.
+        The postponed grants are due again when the POSTs should be through."""
+        bulk = [r for r in reads if not _interactive(groups[r[1]], r[2])]
+        budget = self.mover.budgets(Provider(provider))
+        if not bulk or budget is None:
+            return reads
+        posts = budget.waiting(turn_class(Priority.BULK, read=False))
+        if not posts:
+            return reads
+        interval = 60.0 / budget.per_minute
+        kept: list[tuple[float, str | None, list[str]]] = []
+        for read in reads:
+            _, scope, targets = read
+            group = groups[scope]
+            accepted = [group[k].number(F.SUBMITTED_AT) or now for k in targets]
+            latest = min(accepted) + self.policy.poll_max
+            if read not in bulk or latest <= now:
+                kept.append(read)
+                continue
+            again = min(now + posts * interval, latest)
+            due.update(dict.fromkeys(targets, again))
+            self.store.set_due_many(dict.fromkeys(targets, again))
+        return kept
 
     def _youngest(self, found: set[str], jobs: Mapping[str, Job]) -> float | None:
         """How long the youngest accepted job a read confirmed had waited since its 2xx."""

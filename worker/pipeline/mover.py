@@ -82,7 +82,11 @@ class Policy:
 class Budget(Protocol):
     """The fleet-wide request budget of one provider account (``worker.budget``)."""
 
+    per_minute: int
+
     def take_turn(self, ticket: str, klass: int) -> Turn: ...
+
+    def waiting(self, klass: int) -> int: ...
 
     def reserve(self, longest_wait: float) -> float | None: ...
 

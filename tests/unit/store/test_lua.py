@@ -18,7 +18,7 @@ import lupa.lua51
 import pytest
 
 from tests.fixtures.paths import ROOT
-from worker.budget import TURN_ARGS
+from worker.budget import CLASS_SPAN, TURN_ARGS
 from worker.domain.fields import JobField
 from worker.domain.grant import Provider
 from worker.domain.states import DlqReason, JobState
@@ -184,6 +184,8 @@ def test_the_turn_arguments_are_named_alike_in_python_and_lua() -> None:
     assert tuple(re.findall(r"'([a-z_]+)'", found.group(1))) == TURN_ARGS
     listed = re.findall(r"^-- (?:KEYS|ARGV)\[\d+\] ([a-z_]+)", header("budget_acquire.lua"), re.M)
     assert tuple(listed) == TURN_ARGS
+    span = re.search(r"local CLASS_SPAN = (\d+)", body("budget_turn.lua"))
+    assert span is not None and int(span.group(1)) == CLASS_SPAN
 
 
 def test_transition_s_header_lists_the_move_arguments_in_order() -> None:
