@@ -163,6 +163,13 @@ local function take_turn(t)
   if ahead == nil then
     if ticket == '' then ahead = #order else ahead = redis.call('ZRANK', t.queue_key, ticket) end
   end
+  if ticket ~= '' and class >= FIRST_BULK then
+    -- the interactive tickets ahead take all but one slot in share + 1 from the bulk ones
+    local share = tonumber(t.share)
+    local interactive = redis.call('ZCOUNT', t.queue_key, 0, FIRST_BULK * CLASS_SPAN - 1)
+    local bulk_ahead = math.max(ahead - interactive, 0)
+    ahead = bulk_ahead + math.min(interactive, math.max(share - owed, 0) + bulk_ahead * share)
+  end
   local wait = next_at - now + ahead * interval
   if ticket ~= '' then wait = wait - horizon / 2 end  -- back early enough to reserve its slot
   wait = math.min(math.max(wait, SHORTEST_WAIT_US), max_wait)
