@@ -143,8 +143,10 @@ def stats(as_json: JsonFlag = False) -> None:
     }
     dlq_depth = sum(counts[s.value] for s in (JobState.REJECTED, JobState.DEAD))
     from worker.budget import Budgets
+    from worker.lanes import lanes_of
 
     budgets = Budgets(store.redis).snapshots()
+    lanes = lanes_of(store.lanes(), budgets, now)
     alarms = store.alarms()
     if as_json:
         emit_json(
@@ -155,6 +157,7 @@ def stats(as_json: JsonFlag = False) -> None:
                 "oldest_age_seconds": oldest,
                 "alarms": alarms,
                 "providers": budgets,
+                "lanes": [lane.to_json() for lane in lanes],
             }
         )
         return
@@ -189,6 +192,17 @@ def stats(as_json: JsonFlag = False) -> None:
             f"{b['paused_for_seconds']:.1f}" if b["paused_for_seconds"] else "",
         )
     out.print(calls)
+    waiting = Table("provider", "lane", "waiting", "oldest (s)", "through in (s)")
+    for lane in lanes:
+        age = lane.oldest_age_seconds
+        waiting.add_row(
+            lane.provider,
+            lane.lane,
+            str(lane.waiting),
+            "" if age is None else f"{age:.1f}",
+            f"{lane.drain_seconds:.0f}" if lane.waiting else "",
+        )
+    out.print(waiting)
 
 
 # Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).

@@ -128,6 +128,7 @@ _ATTRIBUTES = frozenset(
         JobField.PROVIDER,
         JobField.CUSTOMER_ID,
         JobField.INCARNATION,
+        JobField.PRIORITY,
     }
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -32,6 +33,7 @@ from worker.budget import Budgets
 from worker.domain.grant import Provider
 from worker.domain.job import iso
 from worker.domain.states import DlqReason, JobState
+from worker.lanes import lanes_of
 from worker.serve.api import read_bounded
 from worker.serve.auth import basic_user, login_required
 from worker.store import dlq
@@ -127,6 +129,7 @@ class Console:
         def read() -> dict[str, Any]:
             counts = self.store.count_by_state()
             budgets = self.budgets.snapshots()
+            lanes = lanes_of(self.store.lanes(), budgets, time.time())
             for b in budgets:
                 b["dead"] = dlq.dlq_depth(self.store, provider=b["provider"])
             return {
@@ -134,6 +137,7 @@ class Console:
                 "by_provider": self.store.count_by_provider(),
                 "dlq": [(r.value, dlq.dlq_depth(self.store, reason=r.value)) for r in DlqReason],
                 "budgets": budgets,
+                "lanes": lanes,
                 "alarms": self.store.alarms(),
             }
 

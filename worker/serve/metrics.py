@@ -4,6 +4,7 @@ a fleet reports the same numbers (the fleet's, never one process's memory)."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client.registry import Collector
 from worker.budget import Budgets
 from worker.domain.grant import Provider
 from worker.domain.states import DlqReason, JobState
+from worker.lanes import lanes_of
 from worker.store.dlq import dlq_depth
 from worker.store.jobs import JobStore
 
@@ -68,6 +70,7 @@ class FleetCollector(Collector):
             for family, value in families:
                 family.add_metric([snap["provider"]], value(snap))
         yield from (family for family, _ in families)
+        yield from self._lanes()
         latency = HistogramMetricFamily(
             "creditq_enqueue_to_confirmed_seconds",
             "Time from enqueue to confirmed in the provider's listing.",
@@ -81,6 +84,29 @@ class FleetCollector(Collector):
                 sum_value=total,
             )
         yield latency
+
+    def _lanes(self) -> Iterator[Metric]:
+        labels = ["provider", "lane"]
+        waiting = GaugeMetricFamily(
+            "creditq_lane_waiting", "Unfinished grants per provider and lane.", labels=labels
+        )
+        oldest = GaugeMetricFamily(
+            "creditq_lane_oldest_age_seconds",
+            "How long the oldest unfinished grant of the lane has waited.",
+            labels=labels,
+        )
+        drain = GaugeMetricFamily(
+            "creditq_lane_drain_seconds",
+            "When the lane's last grant should be through at the budget's pace (estimate).",
+            labels=labels,
+        )
+        now = time.time()
+        for lane in lanes_of(self.store.lanes(), self.budgets.snapshots(), now):
+            key = [lane.provider, lane.lane]
+            waiting.add_metric(key, lane.waiting)
+            oldest.add_metric(key, lane.oldest_age_seconds or 0.0)
+            drain.add_metric(key, lane.drain_seconds)
+        yield from (waiting, oldest, drain)
 
 
 def _ratio(value: float | None) -> float:

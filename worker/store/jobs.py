@@ -20,7 +20,7 @@ import redis
 
 from worker.budget import TURN_ARGS
 from worker.domain.fields import JobField
-from worker.domain.grant import CreditGrant, Provider, new_incarnation
+from worker.domain.grant import CreditGrant, Priority, Provider, new_incarnation
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
@@ -151,6 +151,7 @@ class JobStore:
             Keys.index(JobState.QUEUED),
             Keys.DUE,
             Keys.index(JobState.QUEUED, grant.provider.value),
+            Keys.waiting(grant.provider.value, grant.priority.value),
         ]
         args = [
             grant.fingerprint(),
@@ -167,6 +168,7 @@ class JobStore:
             *Keys.dlq_layout(),
             "",
             new_incarnation(),
+            grant.priority.value,
         ]
         return keys, args
 
@@ -190,6 +192,7 @@ class JobStore:
             Keys.index(JobState.REJECTED),
             Keys.DUE,
             Keys.index(JobState.REJECTED, provider),
+            Keys.waiting(provider, Priority.INTERACTIVE.value),  # not written: a DLQ job
         ]
         args: list[Any] = [
             "invalid",
@@ -206,6 +209,7 @@ class JobStore:
             *Keys.dlq_layout(),
             DlqReason.INVALID.value,
             new_incarnation(),
+            Priority.INTERACTIVE.value,
         ]
         return int(self._create(keys=keys, args=args)) == 1
 
@@ -292,6 +296,23 @@ class JobStore:
                 pipe.zcard(Keys.index(state, provider.value))
         counts = iter(pipe.execute())
         return {p.value: {s.value: int(next(counts)) for s in JobState} for p in Provider}
+
+    def lanes(self) -> dict[str, dict[str, tuple[int, float | None]]]:
+        """Unfinished jobs per provider and lane: how many, and since when the oldest has
+        waited (accepted, or replayed; None when none waits), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for provider in Provider:
+            for lane in Priority:
+                pipe.zcard(Keys.waiting(provider.value, lane.value))
+                pipe.zrange(Keys.waiting(provider.value, lane.value), 0, 0, withscores=True)
+        replies = iter(pipe.execute())
+        lanes: dict[str, dict[str, tuple[int, float | None]]] = {}
+        for provider in Provider:
+            for lane in Priority:
+                count, first = int(next(replies)), next(replies)
+                since = float(first[0][1]) if first else None
+                lanes.setdefault(provider.value, {})[lane.value] = (count, since)
+        return lanes
 
     def oldest(self, states: Iterable[JobState]) -> dict[str, float | None]:
         """When the longest-waiting job of each state entered it (epoch seconds), or None."""

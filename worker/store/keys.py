@@ -37,6 +37,14 @@ class Keys:
     # Jobs waiting in submitting/submitted, per provider and customer: one listing read
     # confirms every job it shows.
     PENDING_PREFIX = f"{PREFIX}:pending:"
+    # Unfinished jobs per provider and lane, by when they were accepted (or replayed): what
+    # waits, and for how long, in each lane (``creditq stats``).
+    WAITING_PREFIX = f"{PREFIX}:waiting:"
+
+    @staticmethod
+    def waiting(provider: str, lane: str) -> str:
+        return f"{Keys.WAITING_PREFIX}{provider}:{lane}"
+
     # When each unfinished job should next be worked on; the reconciler re-drives the overdue.
     DUE = f"{PREFIX}:due"
 

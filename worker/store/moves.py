@@ -30,6 +30,7 @@ MOVE_LAYOUT = (
     "dlq_all",
     "dlq_by_provider",
     "dlq_by_reason",
+    "waiting_prefix",
 )
 MOVE_REQUEST = (
     "key",
@@ -64,6 +65,7 @@ def _layout_args() -> list[Any]:
         "dlq_all": dlq_all,
         "dlq_by_provider": dlq_by_provider,
         "dlq_by_reason": dlq_by_reason,
+        "waiting_prefix": Keys.WAITING_PREFIX,
     }
     return [layout[name] for name in MOVE_LAYOUT]
 

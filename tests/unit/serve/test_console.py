@@ -70,6 +70,7 @@ def test_the_overview_counts_states_dead_letters_and_alarms(
     assert '<td class="state-dead">1</td>' in inveterate
     chargebee = text.split("<tr><td>chargebee</td>")[1].split("</tr>")[0]
     assert '<td class="state-queued">0</td>' in chargebee
+    assert "<tr><td>inveterate</td><td>interactive</td><td>1</td>" in text  # q1 waits
 
 
 def test_a_dead_letter_is_found_listed_and_replayed_from_its_page(

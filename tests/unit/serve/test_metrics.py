@@ -60,6 +60,10 @@ def test_metrics_count_known_jobs_the_dlq_alarms_and_latencies(
     assert got[("creditq_jobs", (("state", "confirmed"),))] == 0
     assert got[("creditq_provider_jobs", (("provider", "inveterate"), ("state", "queued")))] == 2
     assert got[("creditq_provider_jobs", (("provider", "chargebee"), ("state", "dead")))] == 0
+    lane = (("lane", "interactive"), ("provider", "inveterate"))
+    assert got[("creditq_lane_waiting", lane)] == 2  # the two queued; d1 is through
+    assert got[("creditq_lane_oldest_age_seconds", lane)] >= 0
+    assert got[("creditq_lane_drain_seconds", lane)] > 0
     assert got[("creditq_dlq_jobs", (("reason", "exhausted"),))] == 1
     assert got[("creditq_dlq_jobs", (("reason", "refused"),))] == 0
     assert got[("creditq_alarms", ())] == 1

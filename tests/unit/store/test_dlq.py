@@ -533,3 +533,13 @@ def test_cli_stats_counts_the_dlq(cli_store: JobStore, capsys: pytest.CaptureFix
     assert code == 0 and stats["dlq_depth"] == 2 and stats["oldest_age_seconds"]["queued"] >= 0
     assert stats["states_by_provider"]["inveterate"]["rejected"] == 1
     assert stats["states_by_provider"]["inveterate"]["dead"] == 1
+    lanes = {(lane["provider"], lane["lane"]): lane for lane in stats["lanes"]}
+    assert lanes["inveterate", "interactive"]["waiting"] == 1  # the queued one
+    assert lanes["inveterate", "interactive"]["drain_seconds"] > 0
+    assert lanes["chargebee", "bulk"] == {
+        "provider": "chargebee",
+        "lane": "bulk",
+        "waiting": 0,
+        "oldest_age_seconds": None,
+        "drain_seconds": 0.0,
+    }

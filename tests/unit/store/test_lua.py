@@ -56,6 +56,7 @@ PROTOCOL = {
     "purged",
     "stale",
     "confirm_again",
+    "interactive",  # the lane of a job accepted before lanes existed
 }
 
 

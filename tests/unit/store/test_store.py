@@ -171,6 +171,26 @@ def test_counts_per_provider_follow_every_move_and_add_up_to_the_fleets(
     assert all(fleet[s] == sum(c[s] for c in by_provider.values()) for s in fleet)
 
 
+def test_lanes_count_unfinished_jobs_per_provider_and_lane_and_their_oldest(
+    store: JobStore,
+) -> None:
+    store.create(make_grant("b1", priority="bulk"), now=100.0)
+    store.create(make_grant("b2", priority="bulk"), now=110.0)
+    store.create(make_grant("i1"), now=120.0)
+    store.create(make_grant("c1", provider="chargebee"), now=130.0)
+    lanes = store.lanes()
+    assert lanes["inveterate"] == {"interactive": (1, 120.0), "bulk": (2, 100.0)}
+    assert lanes["chargebee"] == {"interactive": (1, 130.0), "bulk": (0, None)}
+    store.transition("b1", JobState.SUBMITTING, reason="x", now=140.0)
+    store.transition("b1", JobState.CONFIRMED, reason="x", now=150.0)  # through: out
+    store.transition("b2", JobState.DEAD, reason="x", now=150.0, dlq_reason=DlqReason.EXHAUSTED)
+    assert store.lanes()["inveterate"]["bulk"] == (0, None)
+    store.transition("b2", JobState.QUEUED, reason="replay", now=160.0)  # waits again
+    assert store.lanes()["inveterate"]["bulk"] == (1, 160.0)
+    job = store.get("b2")
+    assert job is not None and job.priority == "bulk" and "priority" not in job.extra
+
+
 def test_fields_are_set_as_json_and_none_deletes(store: JobStore) -> None:
     store.create(make_grant())
     error = {"status": 500, "message": "boom"}

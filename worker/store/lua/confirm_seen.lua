@@ -14,8 +14,8 @@
 -- ARGV[5] history_prefix    history lists' prefix
 -- ARGV[6] confirmed_state   the state the jobs move to
 -- ARGV[7] confirmed_at      when the read was made, kept on each job
--- ARGV[8..15] the key layout, as transition.lua's (MOVE_LAYOUT)
--- ARGV[16..] 8 per job:
+-- ARGV[8..16] the key layout, as transition.lua's (MOVE_LAYOUT)
+-- ARGV[17..] 8 per job:
 --   key             the job's idempotency key
 --   state           the state it was read in (the only source allowed)
 --   version         the version it was read at

@@ -7,6 +7,7 @@
 -- KEYS[3] index_key        the index of the initial state
 -- KEYS[4] due_key          the due index
 -- KEYS[5] provider_index   the provider's index of the initial state
+-- KEYS[6] waiting_key      the unfinished jobs of the provider and lane
 -- ARGV[1] fingerprint      the grant's fingerprint: the same one is a duplicate
 -- ARGV[2] grant            the grant as stored (JSON)
 -- ARGV[3] now              epoch seconds
@@ -23,6 +24,7 @@
 -- ARGV[14] dlq_by_reason
 -- ARGV[15] dlq_reason      the reason class when the job starts in the DLQ, else ''
 -- ARGV[16] incarnation     the salt of the job's marker (grant.marker_for)
+-- ARGV[17] priority        the grant's lane
 -- Returns 1 created, 0 duplicate, -1 conflict (another grant holds the key).
 
 local job_key = KEYS[1]
@@ -30,6 +32,7 @@ local history_key = KEYS[2]
 local index_key = KEYS[3]
 local due_key = KEYS[4]
 local provider_index = KEYS[5]
+local waiting_key = KEYS[6]
 local fingerprint = ARGV[1]
 local grant = ARGV[2]
 local now = ARGV[3]
@@ -44,6 +47,7 @@ local last_error = ARGV[11]
 local layout = {dlq_all = ARGV[12], dlq_by_provider = ARGV[13], dlq_by_reason = ARGV[14]}
 local dlq_reason = ARGV[15]
 local incarnation = ARGV[16]
+local priority = ARGV[17]
 
 local existing = redis.call('HGET', job_key, 'fingerprint')
 if existing then
@@ -52,7 +56,8 @@ if existing then
 end
 redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
   'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
-  'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation)
+  'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation,
+  'priority', priority)
 if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
 if dlq_reason ~= '' then
   redis.call('HSET', job_key, 'dlq_reason', dlq_reason)
@@ -66,5 +71,6 @@ if ttl > 0 then
   redis.call('EXPIRE', history_key, ttl)
 else
   redis.call('ZADD', due_key, now, key)
+  redis.call('ZADD', waiting_key, now, key)
 end
 return 1

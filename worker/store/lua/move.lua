@@ -23,8 +23,9 @@
 --   dlq_all          the DLQ sets (dlq.lua)
 --   dlq_by_provider
 --   dlq_by_reason
+--   waiting_prefix   the per-provider and lane sets of unfinished jobs (scope.lua)
 local MOVE_LAYOUT = {'index_prefix', 'history_limit', 'pending_prefix', 'pending_states',
-  'claimed_prefix', 'dlq_all', 'dlq_by_provider', 'dlq_by_reason'}
+  'claimed_prefix', 'dlq_all', 'dlq_by_provider', 'dlq_by_reason', 'waiting_prefix'}
 
 -- One move, in the order JobStore passes it (moves.py's MOVE_REQUEST):
 --   key          the job's idempotency key
@@ -73,12 +74,13 @@ end
 
 local function move(job_key, history_key, due_key, layout, request)
   local job = redis.call('HMGET', job_key, 'state', 'version', 'provider', 'customer_id',
-    'dlq_reason', 'attempts')
+    'dlq_reason', 'attempts', 'priority')
   local state = job[1]
   if not state then return {0, ''} end
   if not listed(request.sources, state) then return {0, state} end
   if request.version ~= '' and job[2] ~= request.version then return {0, state} end
   local provider, customer_id, left_dlq = job[3], job[4], job[5]
+  local waiting = customer_scope(layout.waiting_prefix, provider, job[7] or 'interactive')
   local claimed = customer_scope(layout.claimed_prefix, provider, customer_id)
   if request.claim ~= '' and redis.call('SISMEMBER', claimed, request.claim_ref) == 1 then
     return {0, state, 'claimed'}
@@ -141,6 +143,7 @@ local function move(job_key, history_key, due_key, layout, request)
     redis.call('EXPIRE', claimed, math.max(ttl, 86400))
   end
   if ttl > 0 then
+    redis.call('ZREM', waiting, request.key)
     redis.call('EXPIRE', job_key, ttl)
     redis.call('EXPIRE', history_key, ttl)
     local expired = tonumber(request.now) - ttl  -- entries whose jobs the TTL removed
@@ -152,6 +155,7 @@ local function move(job_key, history_key, due_key, layout, request)
     if left_dlq then  -- leaving the DLQ (replay): the job is live again, keep it
       redis.call('PERSIST', job_key)
       redis.call('PERSIST', history_key)
+      redis.call('ZADD', waiting, request.now, request.key)
     end
     if request.due ~= '' then redis.call('ZADD', due_key, request.due, request.key) end
   end

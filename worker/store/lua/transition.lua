@@ -14,6 +14,7 @@
 --   dlq_all
 --   dlq_by_provider
 --   dlq_by_reason
+--   waiting_prefix
 --   key               the move (MOVE_REQUEST)
 --   target
 --   sources
