@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 
 from worker.app import ISSUE_TASK, get_app
+from worker.domain.batch import check_batch
 from worker.domain.grant import CreditGrant
 from worker.domain.job import Job
 from worker.errors import IdempotencyConflict, InvalidGrant
@@ -43,12 +44,18 @@ def publish(grant: CreditGrant, *, app: Celery | None = None, producer: Any = No
 
 
 def enqueue(
-    grant: GrantLike, *, store: JobStore | None = None, app: Celery | None = None
+    grant: GrantLike,
+    *,
+    store: JobStore | None = None,
+    app: Celery | None = None,
+    batch: str | None = None,
 ) -> EnqueueResult:
-    """Accept one grant. Raises ``InvalidGrant`` (nothing written) or ``IdempotencyConflict``."""
+    """Accept one grant. Raises ``InvalidGrant`` (nothing written) or ``IdempotencyConflict``.
+    ``batch``: a name to follow it by, with others (``creditq batch status``)."""
     grant = CreditGrant.parse(grant)
+    batch = check_batch(batch)
     store = store or default_store()
-    outcome = store.create(grant)
+    outcome = store.create(grant, batch=batch)
     if outcome.created:
         publish(grant, app=app)
     job = store.get(grant.idempotency_key)
@@ -57,15 +64,21 @@ def enqueue(
 
 
 def enqueue_many(
-    grants: Iterable[GrantLike], *, store: JobStore | None = None, app: Celery | None = None
+    grants: Iterable[GrantLike],
+    *,
+    store: JobStore | None = None,
+    app: Celery | None = None,
+    batch: str | None = None,
 ) -> list[EnqueueResult]:
-    """Accept a batch: every grant is validated before anything is written.
+    """Accept a batch: every grant is validated before anything is written. ``batch``
+    names it, so that ``creditq batch status NAME`` follows it while it drains.
 
     The creates go to Redis in one pipeline and the messages through one broker
     connection. A key used twice in the batch with different payloads, or
     already taken by a different grant, raises ``IdempotencyConflict`` naming
     it; grants of the batch that were created are still published first.
     """
+    batch = check_batch(batch)
     parsed: list[CreditGrant] = []
     for index, raw in enumerate(grants):
         try:
@@ -84,7 +97,7 @@ def enqueue_many(
         if fingerprint is not None and fingerprint != seen[key]:
             raise IdempotencyConflict(key)
 
-    outcomes = store.create_many(parsed)
+    outcomes = store.create_many(parsed, batch=batch)
     created = [g for g, o in zip(parsed, outcomes, strict=True) if o.created]
     if created:
         with app.producer_or_acquire() as producer:

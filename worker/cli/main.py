@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from worker.cli import common
+from worker.cli.batch import batch_app
 from worker.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CONFLICT,
@@ -74,9 +75,13 @@ def enqueue(
         str | None,
         typer.Option(help="interactive (default: a customer waits) or bulk (a campaign)."),
     ] = None,
+    batch: Annotated[
+        str | None, typer.Option(help="A batch name to follow it by (creditq batch status).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Accept one grant (validated first; a duplicate key with the same grant sends nothing)."""
+    from worker.domain.batch import check_batch
     from worker.domain.grant import CreditGrant
     from worker.producer import enqueue as enqueue_grant
 
@@ -92,7 +97,8 @@ def enqueue(
         "priority": priority,
     }
     grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
-    result = enqueue_grant(grant, store=common.open_store())
+    check_batch(batch)
+    result = enqueue_grant(grant, store=common.open_store(), batch=batch)
     if as_json:
         emit_json({**result.job.to_json(), "created": result.created})
         return
@@ -208,6 +214,7 @@ def stats(as_json: JsonFlag = False) -> None:
 # Mounted here: the sub-app builds on the helpers above (emit_json, fail, _store).
 
 cli.add_typer(dlq_app, name="dlq")
+cli.add_typer(batch_app, name="batch")
 
 
 @cli.command(

@@ -26,6 +26,7 @@ class JobField(StrEnum):
     CUSTOMER_ID = "customer_id"
     INCARNATION = "incarnation"  # the salt of the job's marker (grant.marker_for)
     PRIORITY = "priority"  # the grant's lane, for the scripts (the grant says it too)
+    BATCH = "batch"  # the batch it was first handed over in
 
     # Set by moves.
     LAST_ERROR = "last_error"  # JSON: the last provider error, or why the job is invalid

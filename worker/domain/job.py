@@ -34,6 +34,7 @@ class Job:
     state_at: float
     provider_ref: str | None = None
     incarnation: str = ""
+    batch: str | None = None
     last_error: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +82,7 @@ class Job:
             state_at=float(fields.get(JobField.STATE_AT, fields[JobField.UPDATED_AT])),
             provider_ref=fields.get(JobField.PROVIDER_REF) or None,
             incarnation=fields.get(JobField.INCARNATION, ""),
+            batch=fields.get(JobField.BATCH),
             last_error=json.loads(last_error) if last_error else None,
             extra={k: v for k, v in fields.items() if k not in _ATTRIBUTES},
             history=[json.loads(entry) for entry in history],
@@ -99,6 +101,7 @@ class Job:
             "force": self.grant_fields.get("force", False),
             "credit_type": self.grant_fields.get("credit_type"),
             "priority": self.priority,
+            "batch": self.batch,
             "attempts": self.attempts,
             "provider_ref": self.provider_ref,
             "marker": self.marker,
@@ -129,6 +132,7 @@ _ATTRIBUTES = frozenset(
         JobField.CUSTOMER_ID,
         JobField.INCARNATION,
         JobField.PRIORITY,
+        JobField.BATCH,
     }
 )
 

@@ -140,14 +140,23 @@ class Intake:
     async def _create_many(self, request: Request) -> Response:
         raw = await read_json(request)
         grants = raw.get("grants") if isinstance(raw, dict) else None
-        if not isinstance(grants, list) or set(raw) != {"grants"}:
-            raise Refused(422, 'the body must be {"grants": [...]}, a list of credit grants')
+        if not isinstance(grants, list) or not {"grants"} <= set(raw) <= {"grants", "batch"}:
+            raise Refused(
+                422,
+                'the body must be {"grants": [...]}, a list of credit grants, and an optional '
+                '"batch" name',
+            )
         if len(grants) > MAX_BATCH:
             raise Refused(422, f"at most {MAX_BATCH} grants in one batch", "grants")
         for index, grant in enumerate(grants):
             if not isinstance(grant, dict):
                 raise Refused(422, "must be a JSON object: a credit grant", f"grants[{index}]")
-        results = await run_in_threadpool(enqueue_many, grants, store=self.store, app=self.app)
+        batch = raw.get("batch")
+        if batch is not None and not isinstance(batch, str):
+            raise Refused(422, "batch: must be a string", "batch")
+        results = await run_in_threadpool(
+            enqueue_many, grants, store=self.store, app=self.app, batch=batch
+        )
         created = sum(1 for r in results if r.created)
         body = {"created": created, "grants": [job_body(r.job, r.created) for r in results]}
         return JobResponse(body, 201 if created else 200)

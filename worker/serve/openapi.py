@@ -63,7 +63,13 @@ def document() -> dict[str, Any]:
     batch = {
         "type": "object",
         "required": ["grants"],
-        "properties": {"grants": {"type": "array", "maxItems": MAX_BATCH, "items": grant_ref}},
+        "properties": {
+            "grants": {"type": "array", "maxItems": MAX_BATCH, "items": grant_ref},
+            "batch": {
+                "type": "string",
+                "description": "A name to follow the grants by: creditq batch status NAME.",
+            },
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -38,6 +38,9 @@ from worker.store.moves import (
     outcome_of,
 )
 
+# How long a batch's set outlives its jobs' retention: time for a campaign to drain.
+BATCH_DRAIN_SECONDS = 7 * 86400
+
 
 def sweep_marker(token: str, due_at: float) -> str:
     """The value of a provider's sweep marker: the scheduled sweep and when it is due."""
@@ -143,7 +146,9 @@ class JobStore:
 
     # -- creating -----------------------------------------------------------------
 
-    def _create_args(self, grant: CreditGrant, now: float) -> tuple[list[str], list[Any]]:
+    def _create_args(
+        self, grant: CreditGrant, now: float, batch: str | None = None
+    ) -> tuple[list[str], list[Any]]:
         key = grant.idempotency_key
         keys = [
             Keys.job(key),
@@ -169,8 +174,16 @@ class JobStore:
             "",
             new_incarnation(),
             grant.priority.value,
+            *self._batch_args(batch),
         ]
         return keys, args
+
+    def _batch_args(self, batch: str | None) -> list[Any]:
+        """create.lua's batch arguments: the set, the name, and how long the set lives
+        (the retention of the jobs, and a week for the campaign to drain)."""
+        if batch is None:
+            return ["", "", 0]
+        return [Keys.batch(batch), batch, self.ttl_seconds + BATCH_DRAIN_SECONDS]
 
     def create_rejected(
         self, idempotency_key: str, raw: Mapping[str, Any], error: dict[str, Any]
@@ -210,18 +223,24 @@ class JobStore:
             DlqReason.INVALID.value,
             new_incarnation(),
             Priority.INTERACTIVE.value,
+            *self._batch_args(None),
         ]
         return int(self._create(keys=keys, args=args)) == 1
 
-    def create(self, grant: CreditGrant, *, now: float | None = None) -> CreateOutcome:
-        """Create the job ``queued``, or recognise the identical grant; refuse a different one."""
-        keys, args = self._create_args(grant, time.time() if now is None else now)
+    def create(
+        self, grant: CreditGrant, *, now: float | None = None, batch: str | None = None
+    ) -> CreateOutcome:
+        """Create the job ``queued``, or recognise the identical grant; refuse a different one.
+        ``batch``: the name it is handed over under (a checked ``worker.domain.batch`` name)."""
+        keys, args = self._create_args(grant, time.time() if now is None else now, batch)
         outcome = self._outcome(grant.idempotency_key, int(self._create(keys=keys, args=args)))
         if outcome.conflict:
             raise IdempotencyConflict(grant.idempotency_key)
         return outcome
 
-    def create_many(self, grants: Sequence[CreditGrant]) -> list[CreateOutcome]:
+    def create_many(
+        self, grants: Sequence[CreditGrant], *, batch: str | None = None
+    ) -> list[CreateOutcome]:
         """One round trip for the whole batch; each grant is still its own atomic step.
 
         Conflicts are reported in the outcomes, not raised: the other grants of the
@@ -230,7 +249,7 @@ class JobStore:
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
         for grant in grants:
-            keys, args = self._create_args(grant, now)
+            keys, args = self._create_args(grant, now, batch)
             self._create(keys=keys, args=args, client=pipe)
         results = pipe.execute()
         return [
@@ -296,6 +315,20 @@ class JobStore:
                 pipe.zcard(Keys.index(state, provider.value))
         counts = iter(pipe.execute())
         return {p.value: {s.value: int(next(counts)) for s in JobState} for p in Provider}
+
+    def batch_states(self, name: str) -> dict[str, int]:
+        """How many of a batch's grants are in each state (``gone``: the job no longer
+        exists, purged or past its retention), reading a thousand jobs a round trip."""
+        keys = cast(list[str], self.redis.zrange(Keys.batch(name), 0, -1))
+        counts = dict.fromkeys([s.value for s in JobState], 0)
+        for start in range(0, len(keys), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys[start : start + 1000]:
+                pipe.hget(Keys.job(key), JobField.STATE)
+            for state in pipe.execute():
+                name_of = state if state in counts else "gone"
+                counts[name_of] = counts.get(name_of, 0) + 1
+        return counts
 
     def lanes(self) -> dict[str, dict[str, tuple[int, float | None]]]:
         """Unfinished jobs per provider and lane: how many, and since when the oldest has

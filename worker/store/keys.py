@@ -45,6 +45,11 @@ class Keys:
     def waiting(provider: str, lane: str) -> str:
         return f"{Keys.WAITING_PREFIX}{provider}:{lane}"
 
+    @staticmethod
+    def batch(name: str) -> str:
+        """The keys handed over under a batch name, by when (``creditq batch status``)."""
+        return f"{PREFIX}:batch:{name}"
+
     # When each unfinished job should next be worked on; the reconciler re-drives the overdue.
     DUE = f"{PREFIX}:due"
 

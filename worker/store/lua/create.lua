@@ -25,6 +25,9 @@
 -- ARGV[15] dlq_reason      the reason class when the job starts in the DLQ, else ''
 -- ARGV[16] incarnation     the salt of the job's marker (grant.marker_for)
 -- ARGV[17] priority        the grant's lane
+-- ARGV[18] batch_key       the batch's set of keys ('' when handed over in no batch)
+-- ARGV[19] batch           the batch's name
+-- ARGV[20] batch_ttl       seconds the batch's set lives after its last grant came
 -- Returns 1 created, 0 duplicate, -1 conflict (another grant holds the key).
 
 local job_key = KEYS[1]
@@ -48,17 +51,23 @@ local layout = {dlq_all = ARGV[12], dlq_by_provider = ARGV[13], dlq_by_reason = 
 local dlq_reason = ARGV[15]
 local incarnation = ARGV[16]
 local priority = ARGV[17]
+local batch_key = ARGV[18]
+local batch = ARGV[19]
+local batch_ttl = ARGV[20]
 
 local existing = redis.call('HGET', job_key, 'fingerprint')
-if existing then
-  if existing == fingerprint then return 0 end
-  return -1
+if existing and existing ~= fingerprint then return -1 end
+if batch_key ~= '' then  -- the batch counts its grants, those accepted before it too
+  redis.call('ZADD', batch_key, 'NX', now, key)
+  redis.call('EXPIRE', batch_key, batch_ttl)
 end
+if existing then return 0 end
 redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
   'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
   'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation,
   'priority', priority)
 if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
+if batch_key ~= '' then redis.call('HSET', job_key, 'batch', batch) end
 if dlq_reason ~= '' then
   redis.call('HSET', job_key, 'dlq_reason', dlq_reason)
   dlq_add(layout, key, provider, dlq_reason, now, ttl)
