@@ -129,7 +129,7 @@ class Confirmer:
             ),
             key=lambda read: (not _interactive(groups[read[1]], read[2]), read[0]),
         )
-        reads = self._put_off_bulk_reads(provider, reads, groups, due, now)
+        reads = self._put_off_reads(provider, reads, groups, due, now)
         members = [scope for _, scope, _ in reads[:MAX_READS_PER_SWEEP] if scope is not None]
         if not customer_id:  # a one-customer confirm loaded that customer's whole set
             self._load_more(provider, members, jobs, due, groups)
@@ -196,7 +196,7 @@ class Confirmer:
         summary = f"confirmed {len(confirmed)}, waiting {len(next_reads)}, listings unread {unread}"
         return summary, following
 
-    def _put_off_bulk_reads(
+    def _put_off_reads(
         self,
         provider: str,
         reads: list[tuple[float, str | None, list[str]]],
@@ -204,30 +204,34 @@ class Confirmer:
         due: dict[str, float | None],
         now: float,
     ) -> list[tuple[float, str | None, list[str]]]:
-        """The reads to make now: a read only bulk grants wait on is put off while bulk
-        POSTs of the provider wait for slots, so that one read confirms them all once they
-        are sent (one per member, one per page of Chargebee's listing) instead of a read
-        every few POSTs; never past ``CREDITQ_CONFIRM_POLL_MAX_SECONDS`` after a grant's
-        2xx, which keeps a long campaign's first grants far inside the confirm deadline.
-        The postponed grants are due again when the POSTs should be through."""
-        bulk = [r for r in reads if not _interactive(groups[r[1]], r[2])]
+        """The reads to make now: a read is put off while POSTs of its lane wait for slots
+        (interactive POSTs for a read an interactive grant waits on, bulk POSTs for one only
+        bulk grants wait on), so that one read confirms them all once they are sent (one per
+        member, one per page of Chargebee's listing) instead of a read every few POSTs; never
+        past ``CREDITQ_CONFIRM_POLL_MAX_SECONDS`` after a grant's 2xx, which keeps a long
+        backlog's first grants far inside the confirm deadline. The postponed grants are due
+        again when the POSTs should be through."""
         budget = self.mover.budgets(Provider(provider))
-        if not bulk or budget is None:
+        if not reads or budget is None:
             return reads
-        posts = budget.waiting(turn_class(Priority.BULK, read=False))
-        if not posts:
+        posts = {
+            lane: budget.waiting(turn_class(lane, read=False))
+            for lane in (Priority.INTERACTIVE, Priority.BULK)
+        }
+        if not any(posts.values()):
             return reads
         interval = 60.0 / budget.per_minute
         kept: list[tuple[float, str | None, list[str]]] = []
         for read in reads:
             _, scope, targets = read
             group = groups[scope]
+            lane = Priority.INTERACTIVE if _interactive(group, targets) else Priority.BULK
             accepted = [group[k].number(F.SUBMITTED_AT) or now for k in targets]
             latest = min(accepted) + self.policy.poll_max
-            if read not in bulk or latest <= now:
+            if not posts[lane] or latest <= now:
                 kept.append(read)
                 continue
-            again = min(now + posts * interval, latest)
+            again = min(now + posts[lane] * interval, latest)
             due.update(dict.fromkeys(targets, again))
             self.store.set_due_many(dict.fromkeys(targets, again))
         return kept
