@@ -87,3 +87,18 @@ def test_a_put_off_bulk_read_still_comes_within_the_poll_cap(store: JobStore) ->
     first = confirmed_after(world, "bulk-00")
     assert first < 5.0 + 1.0 + 3.0  # its 2xx, the cap, the batch wait and a few slots
     assert world.providers[Provider.CHARGEBEE].reads > 2  # reads went on between the POSTs
+
+
+def test_an_interactive_backlog_is_read_once_per_member_after_its_posts(store: JobStore) -> None:
+    world = World(store, budget_per_minute=60, overlapping_waits=True, poll_max=600.0)
+    backlog = [
+        CreditGrant.parse(
+            raw_grant(idempotency_key=f"g{i:02d}", provider="inveterate", customer_id=f"m{i // 5}")
+        ).to_message()
+        for i in range(20)
+    ]
+    hand_over(world, backlog)
+    world.run(max_steps=5000)
+    inveterate = world.providers[Provider.INVETERATE]
+    assert all(confirmed_after(world, m["idempotency_key"]) > 0 for m in backlog)
+    assert inveterate.submits == 20 and inveterate.reads == 4  # one per member
