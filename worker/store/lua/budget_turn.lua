@@ -129,14 +129,21 @@ local function take_turn(t)
   local interval, horizon = tonumber(t.interval), tonumber(t.horizon)
   local grace, max_wait = tonumber(t.grace), tonumber(t.max_wait)
   local ticket, class = t.ticket, tonumber(t.class)
+  local paused = paused_for(t.pause_key, now)
+  local next_at = math.max(tonumber(redis.call('GET', t.tat_key) or '0'), now)
+  if paused == 0 and next_at <= now and redis.call('ZCARD', t.queue_key) == 0 then
+    -- the common case under the budget: a free slot and nobody waiting, no ticket needed
+    redis.call('SET', t.tat_key, string.format('%d', now + interval),
+      'PX', math.ceil(interval / 1000) + 1000)
+    count_call(t, now)
+    return {1, 0, now}
+  end
   if ticket ~= '' then place(t, ticket, class) end
   local order, bulk_waits, owed = in_turn(t, ticket, now, grace)
   local rank = nil
   for i, name in ipairs(order) do
     if name == ticket then rank = i - 1; break end
   end
-  local next_at = math.max(tonumber(redis.call('GET', t.tat_key) or '0'), now)
-  local paused = paused_for(t.pause_key, now)
   if paused > 0 then next_at = math.max(next_at, now + paused) end
   local slots = 0  -- how many slots open within the horizon
   if next_at <= now + horizon then slots = math.floor((now + horizon - next_at) / interval) + 1 end
