@@ -161,3 +161,15 @@ def test_the_queue_keys_expire_when_nobody_waits(
     p = Provider.INVETERATE
     for key in (BudgetKeys.queue(p), BudgetKeys.promised(p), BudgetKeys.lanes(p)):
         assert 0 < fake_redis.ttl(key) <= 1800, key
+
+
+def test_owners_gone_in_numbers_at_the_front_do_not_hide_the_one_behind_them(
+    budget: ProviderBudget, clock: Clock
+) -> None:
+    budget.take_turn("a", BULK_POST)
+    budget.take_turn("b", BULK_POST)
+    for i in range(100):  # a killed worker's countdowns: none of these owners comes back
+        assert not budget.take_turn(f"gone-{i:03d}", BULK_POST).granted
+    assert not budget.take_turn("alive", BULK_POST).granted
+    clock.now += 200.0  # every "gone" owner is past its time and the grace, "alive" comes
+    assert budget.take_turn("alive", BULK_POST).granted

@@ -45,7 +45,8 @@ local TURN = {'minute_prefix', 'pause_key', 'tat_key', 'queue_key', 'promised_ke
 
 local CLASS_SPAN = 1099511627776  -- 2^40: a ticket's score is class * CLASS_SPAN + arrival
 local FIRST_BULK = 2  -- classes 2 and 3 are bulk
-local FRONT = 64  -- tickets looked at from the front: more than a horizon ever holds
+local FRONT = 64  -- tickets read from the queue at a time
+local SCAN_CHUNKS = 16  -- at most this many chunks are read looking for present owners
 local FORGET_US = 600000000  -- an owner this late is gone: its ticket is dropped
 local SHORTEST_WAIT_US = 10000
 local IDLE_TTL = 1800  -- seconds the queue keys outlive the last caller
@@ -84,13 +85,18 @@ local function place(t, ticket, class)
   redis.call('ZADD', t.queue_key, class * CLASS_SPAN + arrival, ticket)
 end
 
--- The tickets in the order they take slots: the front of the queue, less the owners late
--- past grace (the caller is never late), with the oldest bulk ticket first when it is owed
--- a slot. Also returns whether a bulk ticket waits.
-local function in_turn(t, ticket, now, grace)
-  local front = redis.call('ZRANGE', t.queue_key, 0, FRONT - 1, 'WITHSCORES')
+-- The tickets in the order they take slots, as far as the first `need` present ones: the
+-- queue from its front, less the owners late past grace (the caller is never late), with
+-- the oldest bulk ticket first when it is owed a slot. The queue is read a chunk at a time,
+-- so owners gone in numbers at its front cannot hide the ones behind them. Also returns
+-- whether a bulk ticket waits, and the slots interactive tickets took in a row.
+local function in_turn(t, ticket, now, grace, need)
   local order, first_bulk = {}, nil
-  if #front > 0 then
+  local from = 0
+  while #order <= need and from < FRONT * SCAN_CHUNKS do
+    local front = redis.call('ZRANGE', t.queue_key, from, from + FRONT - 1, 'WITHSCORES')
+    if #front == 0 then break end
+    from = from + FRONT
     local names = {}
     for i = 1, #front, 2 do names[#names + 1] = front[i] end
     local promised = redis.call('HMGET', t.promised_key, unpack(names))
@@ -99,6 +105,7 @@ local function in_turn(t, ticket, now, grace)
       if back_by and now > back_by + FORGET_US then
         redis.call('ZREM', t.queue_key, name)
         redis.call('HDEL', t.promised_key, name)
+        from = from - 1
       elseif name == ticket or not back_by or now <= back_by + grace then
         order[#order + 1] = name
         if not first_bulk and tonumber(front[2 * i]) >= FIRST_BULK * CLASS_SPAN then
@@ -108,7 +115,7 @@ local function in_turn(t, ticket, now, grace)
     end
   end
   local bulk_waits = first_bulk ~= nil
-  if not bulk_waits then  -- beyond the front, if anywhere
+  if not bulk_waits then  -- further back, if anywhere
     local deeper = redis.call('ZRANGEBYSCORE', t.queue_key, FIRST_BULK * CLASS_SPAN, '+inf',
       'LIMIT', 0, 1)
     if #deeper > 0 then
@@ -139,14 +146,14 @@ local function take_turn(t)
     return {1, 0, now}
   end
   if ticket ~= '' then place(t, ticket, class) end
-  local order, bulk_waits, owed = in_turn(t, ticket, now, grace)
+  if paused > 0 then next_at = math.max(next_at, now + paused) end
+  local slots = 0  -- how many slots open within the horizon
+  if next_at <= now + horizon then slots = math.floor((now + horizon - next_at) / interval) + 1 end
+  local order, bulk_waits, owed = in_turn(t, ticket, now, grace, slots)
   local rank = nil
   for i, name in ipairs(order) do
     if name == ticket then rank = i - 1; break end
   end
-  if paused > 0 then next_at = math.max(next_at, now + paused) end
-  local slots = 0  -- how many slots open within the horizon
-  if next_at <= now + horizon then slots = math.floor((now + horizon - next_at) / interval) + 1 end
   local mine
   if ticket == '' then
     mine = #order == 0 and next_at <= now
