@@ -29,8 +29,9 @@ from worker.errors import InvalidGrant, MissingCredentials, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-# What redis-py's ``Redis.from_url`` reads (the job store): no Sentinel support there yet.
-STORE_SCHEMES = ("redis", "rediss", "unix")
+# What the job store may be: what redis-py's ``Redis.from_url`` reads, and Sentinels in
+# Celery's ``sentinel://h1:26379/0;sentinel://h2:26379/0`` form (worker.store.connect).
+STORE_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 # What the Celery broker may be: Redis (kombu's own names), Sentinel in Celery's
 # ``sentinel://h1:26379/0;sentinel://h2:26379/0`` form, RabbitMQ, and kombu's in-memory one.
 BROKER_SCHEMES = (
@@ -45,7 +46,10 @@ BROKER_SCHEMES = (
 )
 _SOCKET_SCHEMES = frozenset({"unix", "redis+socket"})
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel"})
-STORE_URL_FORMS = "redis://[user:password@]host[:port][/db], rediss://... or unix:///path/to.sock"
+STORE_URL_FORMS = (
+    "redis://[user:password@]host[:port][/db], rediss://..., unix:///path/to.sock or "
+    "sentinel://host:26379/0;sentinel://host2:26379/0"
+)
 
 
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
         default=30 * 24 * 3600, ge=60, description="How long terminal jobs are kept."
     )
     visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    redis_sentinel_master: str = Field(
+        default="mymaster",
+        min_length=1,
+        description="The Sentinels' name of the master, when CREDITQ_REDIS_URL names Sentinels.",
+    )
     redis_min_replicas: int = Field(
         default=0,
         ge=0,
@@ -189,11 +198,15 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _store_url(cls, url: str) -> str:
-        problem = url_problem(url, STORE_SCHEMES)
-        if problem is None and url.partition("://")[0].lower() != "unix":
-            problem = _redis_py_problem(url)
-        if problem:
-            raise ValueError(f"{problem}; expected {STORE_URL_FORMS}")
+        sentinels = url.lower().startswith("sentinel://")
+        for part in url.split(";") if sentinels else [url]:
+            problem = url_problem(part.strip(), STORE_SCHEMES)
+            if problem is None and sentinels and not part.strip().lower().startswith("sentinel://"):
+                problem = "every part of a Sentinel URL must be sentinel://"
+            if problem is None and not sentinels and url.partition("://")[0].lower() != "unix":
+                problem = _redis_py_problem(url)
+            if problem:
+                raise ValueError(f"{problem}; expected {STORE_URL_FORMS}")
         return url
 
     @field_validator("broker_url")

@@ -177,7 +177,8 @@ def test_header_safe_allows_printable_ascii_only(value: str, safe: bool) -> None
         ("unix:///var/run/redis.sock?db=2", None),
         ("notaurl", "scheme"),
         ("http://host:6379/0", "scheme"),
-        ("sentinel://h1:26379/0", "scheme"),  # the store reads Redis URLs only, so far
+        ("sentinel://h1:26379/0", None),  # one part of a Sentinel URL
+        ("sentinel://h1:notaport/0", "port"),
         (f"redis://:Xy7/{PASSWORD}@host:notaport/0", "percent-encode"),
         ("redis://host:notaport/0", "port"),
         ("redis://host:0/0", "port"),
@@ -223,6 +224,17 @@ def test_every_sentinel_of_a_broker_url_is_checked_and_redacted() -> None:
     (line,) = lines_for({"CREDITQ_BROKER_URL": url})
     assert "'sentinel://h1:26379/0;sentinel://***@h2:x/0'" in line and "port" in line
     assert PASSWORD not in line
+
+
+def test_every_sentinel_of_the_store_url_is_checked_and_redacted() -> None:
+    good = "sentinel://h1:26379/0;sentinel://h2:26380/0"
+    assert Settings(redis_url=good).redis_url == good
+    url = f"sentinel://h1:26379/0;sentinel://:{PASSWORD}@h2:x/0"
+    (line,) = lines_for({"CREDITQ_REDIS_URL": url})
+    assert "'sentinel://h1:26379/0;sentinel://***@h2:x/0'" in line and "port" in line
+    assert PASSWORD not in line
+    (mixed,) = lines_for({"CREDITQ_REDIS_URL": "sentinel://h1:26379/0;redis://h2:6379/0"})
+    assert "every part of a Sentinel URL must be sentinel://" in mixed
 
 
 def test_a_query_string_redis_cannot_read_is_refused_without_echoing_it() -> None:

@@ -76,7 +76,7 @@ def create_app() -> Celery:
             RECONCILE_TASK: {"queue": RECONCILE_QUEUE},
         },
         creditq_worker_transport=transport_for(settings.effective_broker_url),
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         # On a lost broker connection, stop the tasks in flight: their acknowledgements could
         # not be sent anyway, and every creditq task is safe to run again (Celery 6's default).
@@ -92,6 +92,15 @@ def create_app() -> Celery:
         enable_utc=True,
     )
     return celery
+
+
+def broker_options(settings: Any) -> dict[str, Any]:
+    """The broker transport's options: the visibility timeout, and behind Sentinels the
+    master's name (kombu's Sentinel transport asks them for it)."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_seconds}
+    if settings.effective_broker_url.lower().startswith("sentinel://"):
+        options["master_name"] = settings.redis_sentinel_master
+    return options
 
 
 def _worker_transport(conf: Any = None, **_: Any) -> None:

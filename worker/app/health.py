@@ -11,6 +11,7 @@ import time
 import redis
 
 from worker.settings import get_settings
+from worker.store.connect import store_client
 from worker.store.jobs import JobStore
 
 # Passes may be late by a few intervals (a busy worker, a broker restart) before it counts.
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m worker.app.health beat", file=sys.stderr)
         return 2
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=3)
+    client = store_client(settings, decode_responses=True, socket_timeout=3)
     try:
         ok, why = beat_alive(JobStore(client), settings.reconcile_interval_seconds, time.time())
     except redis.RedisError as exc:

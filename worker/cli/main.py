@@ -262,9 +262,10 @@ def _budget_slot_taker(settings: Any) -> Any:
     Without a reachable Redis there is no fleet to share with, so the call goes ahead."""
     from worker.budget import Budgets
     from worker.domain.grant import Provider
+    from worker.store.connect import store_client
 
     try:
-        budgets = Budgets(redis.Redis.from_url(settings.redis_url, socket_timeout=2), settings)
+        budgets = Budgets(store_client(settings, socket_timeout=2), settings)
         budgets.for_provider(Provider.INVETERATE).paused_for()
     except (redis.RedisError, OSError):
         return None

@@ -144,9 +144,10 @@ def refuse_volatile_store() -> None:
     that cannot keep what it acknowledged (see the module docstring). A store that does not
     answer yet is left to the worker's own connection retries."""
     from worker.settings import get_settings  # read when a worker starts, not at import
+    from worker.store.connect import store_client
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = store_client(settings, socket_timeout=5)
     try:
         line = check_at_start(client, settings.allow_volatile_redis)
     except redis.RedisError as exc:

@@ -26,6 +26,7 @@ from worker.domain.states import DlqReason, JobState
 from worker.errors import EntryClaimed, IdempotencyConflict, TransitionRefused
 from worker.settings import get_settings
 from worker.store import lua
+from worker.store.connect import redis_client
 from worker.store.durability import has_waitaof
 from worker.store.keys import Keys
 from worker.store.moves import (
@@ -141,7 +142,11 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
-        client = redis.Redis.from_url(url or get_settings().redis_url, decode_responses=True)
+        """The store ``url`` names (default ``CREDITQ_REDIS_URL``), Sentinels included."""
+        settings = get_settings()
+        client = redis_client(
+            url or settings.redis_url, master=settings.redis_sentinel_master, decode_responses=True
+        )
         return cls(client, **kwargs)
 
     # -- creating -----------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""The job store behind Sentinels (``CREDITQ_REDIS_URL=sentinel://...``): every client
+creditq makes finds the master through them and follows it through a failover."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.fixtures.grants import make_grant
+from tests.fixtures.sentinels import SentinelSet, sentinels  # noqa: F401 (a fixture)
+from tests.fixtures.workers import wait_until
+from worker.budget import Budgets
+from worker.domain.grant import Provider
+from worker.settings import get_settings
+from worker.store.connect import store_client
+from worker.store.jobs import JobStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def behind_sentinels(
+    sentinels: SentinelSet,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SentinelSet]:
+    monkeypatch.setenv("CREDITQ_REDIS_URL", sentinels.url)
+    get_settings.cache_clear()
+    yield sentinels
+    get_settings.cache_clear()
+
+
+def test_the_store_follows_the_master_through_a_failover(behind_sentinels: SentinelSet) -> None:
+    store = JobStore.from_url()
+    budget = Budgets(store_client(get_settings())).for_provider(Provider.INVETERATE)
+    assert store.create(make_grant("before")).created
+    assert budget.try_acquire() == 0.0
+    assert behind_sentinels.wait_synced()
+    old = behind_sentinels.master_port()
+    behind_sentinels.sentinel().execute_command("SENTINEL", "FAILOVER", "mymaster")
+    assert wait_until(lambda: behind_sentinels.master_port() != old, timeout=30)
+    assert behind_sentinels.master_port() == behind_sentinels.replica.port
+    # until the Sentinels have turned the old master into a replica it still takes writes,
+    # which its resync would then drop: CREDITQ_REDIS_MIN_REPLICAS is what guards that window
+    demoted = redis.Redis(port=behind_sentinels.master.port)
+    assert wait_until(lambda: demoted.info("replication")["role"] == "slave", timeout=30)
+    # the same clients, without a restart: the next commands reach the new master
+    assert store.create(make_grant("after")).created
+    assert store.get("before") is not None and store.get("after") is not None
+    assert budget.snapshot()["calls_last_hour"] == 1
+    assert store.redis.connection_pool.get_master_address()[1] == behind_sentinels.replica.port

@@ -1,0 +1,97 @@
+"""Every Redis client creditq makes for its job store and budgets (producer, workers, beat,
+the CLI, ``serve``), from one URL: a plain Redis as redis-py reads it, or Sentinels in
+Celery's form (``sentinel://h1:26379/0;sentinel://h2:26379/0``), which give the master of
+``CREDITQ_REDIS_SENTINEL_MASTER`` and follow it through a failover.
+
+Behind Sentinels a client asks them for the master on every new connection, and a master
+that turns replica (READONLY) drops the connection, so the next command goes to the new
+master; a command refused or cut off meanwhile is sent again after a short backoff
+(``RETRIES``). Sending one again is safe for creditq's writes: every move of a job is a
+compare-and-set on its version, a create recognises its own grant, and a budget slot taken
+twice only wastes a slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "sentinel"
+# A command refused (READONLY, LOADING) or cut off during a failover is sent again this
+# many times, backing off from 50 ms to 1 s: a few seconds, what a planned failover takes.
+RETRIES = 8
+BACKOFF = (1.0, 0.05)  # cap, base
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """What a ``sentinel://`` URL names: the Sentinels, and the master's database and login."""
+
+    sentinels: list[tuple[str, int]]
+    db: int
+    username: str | None
+    password: str | None
+
+
+def is_sentinel(url: str) -> bool:
+    return url.lower().startswith(f"{SENTINEL_SCHEME}://")
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """The parts of ``sentinel://[user:password@]h1:26379/0;sentinel://h2:26379/0``: every
+    part names a Sentinel; the first that gives a database or a login gives them for the
+    master (Celery reads the form the same way)."""
+    sentinels: list[tuple[str, int]] = []
+    db, username, password = 0, None, None
+    for part in url.split(";"):
+        parts = urlsplit(part.strip())
+        if parts.scheme.lower() != SENTINEL_SCHEME or not parts.hostname:
+            raise ValueError("every part must be sentinel://host[:port][/db]")
+        sentinels.append((parts.hostname, parts.port or 26379))
+        if parts.path.strip("/") and db == 0:
+            db = int(parts.path.strip("/"))
+        if parts.password is not None and password is None:
+            password = unquote(parts.password)
+            username = unquote(parts.username) if parts.username else None
+    return SentinelUrl(sentinels, db, username, password)
+
+
+def redis_client(
+    url: str, *, master: str = "mymaster", decode_responses: bool = False, **options: Any
+) -> redis.Redis:
+    """A client of the Redis ``url`` names (``master``: the Sentinels' name for it)."""
+    if not is_sentinel(url):
+        return redis.Redis.from_url(url, decode_responses=decode_responses, **options)
+    named = parse_sentinel_url(url)
+    timeouts = {
+        k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
+    }
+    sentinel = Sentinel(named.sentinels, sentinel_kwargs=dict(timeouts), **timeouts)
+    retry = Retry(ExponentialBackoff(*BACKOFF), RETRIES)
+    client: redis.Redis = sentinel.master_for(
+        master,
+        db=named.db,
+        username=named.username,
+        password=named.password,
+        decode_responses=decode_responses,
+        retry=retry,
+        retry_on_error=[redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError],
+        **options,
+    )
+    return client
+
+
+def store_client(settings: Any, *, decode_responses: bool = False, **options: Any) -> redis.Redis:
+    """A client of the job store the settings name (``CREDITQ_REDIS_URL``)."""
+    return redis_client(
+        settings.redis_url,
+        master=settings.redis_sentinel_master,
+        decode_responses=decode_responses,
+        **options,
+    )
