@@ -8,6 +8,8 @@
     ├── TransitionRefused                   a job's compare-and-set found it moved
     │   └── EntryClaimed                    a ledger entry already confirmed another job
     ├── ProviderError                       a provider call failed; ``outcome`` says what next
+    ├── NotReplicated                       an accepted grant not held by the replicas asked
+    │                                       for, in time: hand it over again (retryable)
     ├── NoRedisServer (also a RuntimeError) no redis-server to start (demo, tests)
     ├── DemoError                           the demo cannot go on
     └── Deferred                            not failures: the pipeline's "not now" signals
@@ -164,6 +166,21 @@ class SettingsError(CreditqError):
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
         super().__init__("; ".join(lines))
+
+
+class NotReplicated(CreditqError):
+    """``enqueue`` wrote the job, but fewer replicas than ``CREDITQ_REDIS_MIN_REPLICAS``
+    confirmed it in time: a failover now could lose it. Retryable: the same grant handed over
+    again is created anew if it was lost, or recognised (nothing sent twice) if it was not."""
+
+    def __init__(self, keys: list[str], replicas: int) -> None:
+        self.keys = keys
+        self.replicas = replicas
+        shown = repr(keys[0]) + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+        super().__init__(
+            f"the grant {shown} is written but not yet held by {replicas} replica(s) "
+            "(CREDITQ_REDIS_MIN_REPLICAS): hand it over again with the same key"
+        )
 
 
 class NoRedisServer(CreditqError, RuntimeError):

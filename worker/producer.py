@@ -19,7 +19,7 @@ from worker.app import ISSUE_TASK, get_app
 from worker.domain.batch import check_batch
 from worker.domain.grant import CreditGrant
 from worker.domain.job import Job
-from worker.errors import IdempotencyConflict, InvalidGrant
+from worker.errors import IdempotencyConflict, InvalidGrant, NotReplicated
 from worker.store.jobs import JobStore
 
 GrantLike = CreditGrant | Mapping[str, Any]
@@ -58,6 +58,8 @@ def enqueue(
     outcome = store.create(grant, batch=batch)
     if outcome.created:
         publish(grant, app=app)
+    if not outcome.held:  # published all the same: a worker POSTs only a held move
+        raise NotReplicated([grant.idempotency_key], store.min_replicas)
     job = store.get(grant.idempotency_key)
     assert job is not None, "a job just created or found cannot be missing"
     return EnqueueResult(job, outcome.created)
@@ -106,6 +108,8 @@ def enqueue_many(
     conflicts = [o.idempotency_key for o in outcomes if o.conflict]
     if conflicts:  # lost a race with another producer after the check above
         raise IdempotencyConflict(conflicts[0])
+    if outcomes and not outcomes[0].held:
+        raise NotReplicated([o.idempotency_key for o in outcomes], store.min_replicas)
 
     jobs = store.get_many([g.idempotency_key for g in parsed])
     return [

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from worker.domain.job import Job
-from worker.errors import IdempotencyConflict, InvalidGrant
+from worker.errors import IdempotencyConflict, InvalidGrant, NotReplicated
 from worker.producer import enqueue, enqueue_many
 from worker.serve.auth import bearer_ok
 from worker.store.jobs import JobStore
@@ -122,6 +122,10 @@ class Intake:
             return refusal(422, str(exc), exc.field or None)
         except IdempotencyConflict as exc:
             return refusal(409, str(exc), "idempotency_key")
+        except NotReplicated as exc:  # written, not yet safe from a failover: send it again
+            answer = refusal(503, str(exc))
+            answer.headers["Retry-After"] = "1"
+            return answer
 
     async def create(self, request: Request) -> Response:
         return await self._guarded(request, self._create)

@@ -111,6 +111,7 @@ class CreateOutcome:
     idempotency_key: str
     created: bool
     conflict: bool = False
+    held: bool = True  # by the replicas CREDITQ_REDIS_MIN_REPLICAS asks for
 
 
 class JobStore:
@@ -238,10 +239,11 @@ class JobStore:
         """Create the job ``queued``, or recognise the identical grant; refuse a different one.
         ``batch``: the name it is handed over under (a checked ``worker.domain.batch`` name)."""
         keys, args = self._create_args(grant, time.time() if now is None else now, batch)
-        outcome = self._outcome(grant.idempotency_key, int(self._create(keys=keys, args=args)))
+        reply, held = self._run_replicated(lambda client: self._create(keys, args, client))
+        outcome = self._outcome(grant.idempotency_key, int(reply[0]))
         if outcome.conflict:
             raise IdempotencyConflict(grant.idempotency_key)
-        return outcome
+        return replace(outcome, held=held)
 
     def create_many(
         self, grants: Sequence[CreditGrant], *, batch: str | None = None
@@ -252,14 +254,29 @@ class JobStore:
         batch are already written and their callers need them published.
         """
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for grant in grants:
-            keys, args = self._create_args(grant, now, batch)
-            self._create(keys=keys, args=args, client=pipe)
-        results = pipe.execute()
+
+        def create_all(client: Any) -> None:
+            for grant in grants:
+                keys, args = self._create_args(grant, now, batch)
+                self._create(keys=keys, args=args, client=client)
+
+        results, held = self._run_replicated(create_all)
         return [
-            self._outcome(g.idempotency_key, int(r)) for g, r in zip(grants, results, strict=True)
+            replace(self._outcome(g.idempotency_key, int(r)), held=held)
+            for g, r in zip(grants, results, strict=True)
         ]
+
+    def _run_replicated(self, write: Any) -> tuple[list[Any], bool]:
+        """Run ``write`` (it queues commands on the client it is given) in one pipeline, with
+        a WAIT for ``min_replicas`` replicas after it when some are asked for: the replies,
+        and whether the replicas held the writes in time (True when none are asked)."""
+        pipe = self.redis.pipeline(transaction=False)
+        write(pipe)
+        if self.min_replicas <= 0:
+            return pipe.execute(), True
+        pipe.execute_command("WAIT", self.min_replicas, HOLD_TIMEOUT_MS)  # type: ignore[no-untyped-call]
+        *replies, replicas = pipe.execute()
+        return replies, int(replicas) >= self.min_replicas
 
     @staticmethod
     def _outcome(key: str, code: int) -> CreateOutcome:

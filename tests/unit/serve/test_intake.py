@@ -164,3 +164,18 @@ def test_the_api_is_not_opened_to_the_network_without_tokens() -> None:
     check_exposure("127.0.0.1", open_settings)
     check_exposure("::1", open_settings)
     check_exposure("0.0.0.0", Settings(api_tokens=SecretStr(TOKEN)))
+
+
+def test_a_grant_not_yet_held_by_the_replicas_is_a_503_to_send_again(
+    intake: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.serve.api
+    from worker.errors import NotReplicated
+
+    def not_held(*_: object, **__: object) -> None:
+        raise NotReplicated(["order-1001-cashback"], 1)
+
+    monkeypatch.setattr(worker.serve.api, "enqueue", not_held)
+    answer = intake.post("/v1/grants", json=raw_grant())
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert "hand it over again with the same key" in answer.json()["error"]
