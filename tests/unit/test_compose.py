@@ -64,7 +64,23 @@ def test_the_sandbox_runs_only_under_the_dev_profile(compose: dict[str, Any]) ->
     services = compose["services"]
     assert services["sandbox"]["profiles"] == ["dev"]
     assert services["sandbox"]["command"].startswith("creditq sandbox")
-    assert all("profiles" not in s for name, s in services.items() if name != "sandbox")
+    optional = {"sandbox", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert all("profiles" not in s for name, s in services.items() if name not in optional)
+
+
+def test_the_ha_profile_adds_a_replica_and_three_sentinels_watching_redis(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    replica = services["redis-replica"]
+    assert replica["profiles"] == ["ha"] and "--replicaof redis 6379" in replica["command"]
+    assert "--appendonly yes" in replica["command"]
+    sentinels = [services[f"sentinel-{i}"] for i in (1, 2, 3)]
+    for sentinel in sentinels:
+        assert sentinel["profiles"] == ["ha"]
+        assert "sentinel monitor mymaster redis 6379 2" in sentinel["command"]
+        assert "redis-sentinel" in sentinel["command"]
+    assert "${REDIS_EXTRA_ARGS:-}" in services["redis"]["command"]
 
 
 API_KEYS = {f"CREDITQ_{n.upper()}" for n in Settings.model_fields if n.endswith("_api_key")}
