@@ -59,8 +59,8 @@ BAD_SETTINGS = {
         [
             "CREDITQ_REDIS_URL='redis://***@host:notaport/0' is not accepted: its user name or "
             "password holds '/', '?' or '#': percent-encode them (%2F, %3F, %23); "
-            "expected redis://[user:password@]host[:port][/db], rediss://... or "
-            "unix:///path/to.sock"
+            "expected redis://[user:password@]host[:port][/db], rediss://..., "
+            "unix:///path/to.sock or sentinel://host:26379/0;sentinel://host2:26379/0"
         ],
     ),
     "a broker URL that is not one": (
