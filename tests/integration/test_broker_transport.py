@@ -28,12 +28,13 @@ pytestmark = pytest.mark.integration
         ("redis://127.0.0.1:6379/0", "worker.app.broker:Transport"),
         ("redis://:secret@redis:6379/3", "worker.app.broker:Transport"),
         ("rediss://redis:6380/0", None),
-        ("sentinel://redis:26379", None),
+        ("sentinel://redis:26379", "worker.app.broker:SentinelTransport"),
+        ("sentinel://h1:26379/0;sentinel://h2:26379/0", "worker.app.broker:SentinelTransport"),
         ("redis+socket:///tmp/redis.sock", None),
         ("amqp://guest:guest@127.0.0.1:5672//", None),
     ],
 )
-def test_only_plain_redis_urls_take_the_worker_transport(url: str, expected: str | None) -> None:
+def test_only_plain_redis_and_sentinel_urls_take_the_worker_transports(url: str, expected: str | None) -> None:
     assert transport_for(url) == expected
 
 

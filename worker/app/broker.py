@@ -33,9 +33,9 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-# Only plain redis:// takes this transport: rediss:// (TLS), sentinel://, redis+socket://
-# and other brokers keep kombu's own, which reads their URLs itself.
-SCHEMES = frozenset({"redis"})
+# Plain redis:// takes ``Transport`` below and sentinel:// ``SentinelTransport``: rediss://
+# (TLS), redis+socket:// and other brokers keep kombu's own, which reads their URLs itself.
+SCHEMES = frozenset({"redis", "sentinel"})
 
 # What a Redis answers while it takes no writes for a moment, each gone within seconds:
 # READONLY (a master demoted by a failover, or a replica not promoted yet), MASTERDOWN (a
@@ -162,11 +162,30 @@ class Transport(kombu_redis.Transport):
     connection_errors = (*kombu_redis.Transport.connection_errors, *FAILOVER_ERRORS)
 
 
-# The ``broker_transport`` setting naming this module's transport.
-TRANSPORT = f"{__name__}:{Transport.__name__}"
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """``Channel`` above on kombu's Sentinel channel, which finds the master through the
+    Sentinels for every new connection. Without ``Channel._create_client``'s guard a worker
+    died in a failover: kombu closing the channel of the lost master rebuilt a pool through
+    a connection already gone ("Unrecoverable error: AttributeError: 'NoneType' object has
+    no attribute 'hostname'", seen with a master SIGKILLed under three workers)."""
+
+
+class SentinelTransport(Transport):
+    """``Transport`` behind Sentinels (``sentinel://h1:26379/0;sentinel://h2:26379/0``)."""
+
+    Channel = SentinelChannel
+    default_port = 26379  # type: ignore[assignment]
+
+
+# The ``broker_transport`` setting naming this module's transport for each scheme.
+TRANSPORTS = {
+    "redis": f"{__name__}:{Transport.__name__}",
+    "sentinel": f"{__name__}:{SentinelTransport.__name__}",
+}
+TRANSPORT = TRANSPORTS["redis"]
 
 
 def transport_for(broker_url: str) -> str | None:
-    """The ``broker_transport`` setting for this URL: ``TRANSPORT`` for Redis, else None
-    (the URL's scheme picks kombu's own)."""
-    return TRANSPORT if urlsplit(broker_url).scheme in SCHEMES else None
+    """The ``broker_transport`` setting for this URL: this module's for Redis and Sentinel,
+    else None (the URL's scheme picks kombu's own)."""
+    return TRANSPORTS.get(urlsplit(broker_url.split(";")[0]).scheme.lower())
