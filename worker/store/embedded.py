@@ -144,6 +144,86 @@ class EmbeddedRedis:
         self.cleanup()
 
 
+SENTINEL_MASTER = "mymaster"
+
+
+class EmbeddedSentinels:
+    """A master, a replica of it and ``count`` Sentinels watching them (``quorum`` must
+    agree), calling a master down after a second without an answer: redis-server processes
+    on loopback, for the failover tests and ``benchmarks/failover.py``."""
+
+    def __init__(self, count: int = 1, quorum: int = 1) -> None:
+        self.master = EmbeddedRedis().start()
+        self.replica = EmbeddedRedis().start()
+        admin = redis.Redis(port=self.replica.port)
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(self.master.port))  # type: ignore[no-untyped-call]
+        admin.close()
+        self.ports = [free_port() for _ in range(count)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            conf = Path(self.master.dir) / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.master.dir}\n"
+                f"logfile sentinel-{port}.log\n"
+                f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} {quorum}\n"
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+            )
+            assert self.master.binary is not None
+            self.processes.append(
+                subprocess.Popen(
+                    [self.master.binary, str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        self._sentinel = redis.Redis(port=self.ports[0], decode_responses=True)
+        deadline = time.monotonic() + START_DEADLINE_SECONDS
+        while not all(reachable(f"redis://127.0.0.1:{p}/0") for p in self.ports):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Sentinels did not start")
+            time.sleep(0.05)
+        if not self.wait_synced():
+            self.stop()
+            raise RuntimeError("the replica did not sync with the master")
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.ports)
+
+    def sentinel(self) -> redis.Redis:
+        """A client of the first Sentinel."""
+        return self._sentinel
+
+    def master_port(self) -> int:
+        """The master's port, as the first Sentinel names it now."""
+        host_port = self._sentinel.execute_command(  # type: ignore[no-untyped-call]
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER
+        )
+        return int(host_port[1])
+
+    def wait_synced(self, timeout: float = 10) -> bool:
+        """The replica has everything the master has (WAIT on the master)."""
+        deadline = time.monotonic() + timeout
+        master = redis.Redis(port=self.master_port())
+        try:
+            while time.monotonic() < deadline:
+                if int(master.execute_command("WAIT", 1, 200)) >= 1:  # type: ignore[no-untyped-call]
+                    return True
+            return False
+        finally:
+            master.close()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+        self._sentinel.close()
+        self.master.cleanup()
+        self.replica.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m worker.store.embedded --port P``: serve in the foreground until signalled."""
     parser = argparse.ArgumentParser(description=__doc__)

@@ -1,0 +1,180 @@
+"""A Redis failover under load: what a SIGKILLed master costs, and that it costs no money.
+
+    .venv/bin/python benchmarks/failover.py [--runs 3] [--grants 150] [--kill-after 50]
+
+A master, a replica and three Sentinels (quorum 2, a master down after 1 s without an
+answer), all redis-server processes on loopback; three workers (``-P threads -c 8``) and
+beat behind them, for the job store and the broker alike (``CREDITQ_REDIS_URL`` names the
+Sentinels, ``CREDITQ_REDIS_MIN_REPLICAS=1``); the sandbox 20 ms a call, its listing 0.3 s
+behind. A producer hands the grants over one by one, 50 ms apart, and hands a refused one
+over again after 0.2 s, as a webhook is retried; after ``--kill-after`` grants the master is
+SIGKILLed, and brought back once the Sentinels have promoted the replica (they make it a
+replica of the new master). Printed per run: grants handed over, refusals handed over again,
+the longest time without a credit written at the provider (the POSTs' pause around the
+failover), grants paid twice, lost (accepted, and then no job or no credit), unconfirmed,
+and worker processes that died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fleet import ledger_by_marker, start_beat, start_worker  # noqa: E402
+from benchmarks.throughput import Processes, start_sandbox, wait  # noqa: E402
+from worker.app import create_app  # noqa: E402
+from worker.domain.states import JobState  # noqa: E402
+from worker.errors import NotReplicated  # noqa: E402
+from worker.producer import enqueue  # noqa: E402
+from worker.sandbox.options import creditq_env  # noqa: E402
+from worker.settings import get_settings  # noqa: E402
+from worker.store.embedded import EmbeddedSentinels  # noqa: E402
+from worker.store.jobs import JobStore  # noqa: E402
+
+RETRY_SECONDS = 0.2
+SPACING_SECONDS = 0.05
+
+
+def grant(i: int) -> dict[str, Any]:
+    return {
+        "idempotency_key": f"fo-{i}",
+        "provider": "inveterate" if i % 2 else "chargebee",
+        "customer_id": f"c{i}",
+        "amount": f"{1 + i % 9}.00",
+    }
+
+
+def longest_gap(times: list[float], start: float) -> tuple[float, float]:
+    """The longest time between two credits written, and when it began (since ``start``)."""
+    ordered = sorted(times)
+    gaps = [(b - a, a - start) for a, b in pairwise(ordered)]
+    return max(gaps, default=(0.0, 0.0))
+
+
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    ha = EmbeddedSentinels(count=3, quorum=2)
+    procs = Processes()
+    try:
+        sandbox = start_sandbox(procs, 0.02, 0.3)
+        env = creditq_env(
+            ha.url,
+            sandbox,
+            CREDITQ_REDIS_MIN_REPLICAS="1",
+            CREDITQ_CONFIRM_FIRST_POLL_SECONDS="0.3",
+            CREDITQ_RECONCILE_INTERVAL_SECONDS="2",
+            CREDITQ_RECONCILE_GRACE_SECONDS="4",
+            CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="60000",
+            CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="60000",
+            PYTHONPATH=str(ROOT),
+        )
+        os.environ.update({"CREDITQ_REDIS_URL": ha.url, "CREDITQ_REDIS_MIN_REPLICAS": "1"})
+        get_settings.cache_clear()
+        workers = [start_worker(procs, env, f"w{n}", 8) for n in range(3)]
+        start_beat(procs, env)
+        store, app = JobStore.from_url(), create_app()
+        accepted: list[str] = []
+        refusals = 0
+        start = time.time()
+        killed_at = failed_over_at = 0.0
+
+        def bring_back() -> None:
+            nonlocal failed_over_at
+            wait(lambda: ha.master_port() == ha.replica.port, 60, "the failover")
+            failed_over_at = time.time() - start
+            ha.master.start()
+
+        for i in range(args.grants):
+            while True:
+                try:
+                    enqueue(grant(i), store=store, app=app)
+                    break
+                except (NotReplicated, redis.RedisError, OSError):
+                    refusals += 1
+                    time.sleep(RETRY_SECONDS)
+            accepted.append(grant(i)["idempotency_key"])
+            if i == args.kill_after:
+                ha.master.stop(hard=True)
+                killed_at = time.time() - start
+                threading.Thread(target=bring_back, daemon=True).start()
+            time.sleep(SPACING_SECONDS)
+        handed_over = time.time() - start
+
+        def settled() -> bool:
+            jobs = store.get_many(accepted, history=False)
+            return all(j is not None and j.state.terminal for j in jobs)
+
+        deadline = time.monotonic() + args.timeout
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        jobs = dict(zip(accepted, store.get_many(accepted), strict=True))
+        ledger = ledger_by_marker(sandbox)
+        credits = {key: len(ledger.get(job.marker, [])) if job else 0 for key, job in jobs.items()}
+        times = [float(e["created_at"]) for entries in ledger.values() for e in entries]
+        gap, gap_at = longest_gap(times, start)
+        return {
+            "handed_over": len(accepted),
+            "refusals": refusals,
+            "killed_at": round(killed_at, 1),
+            "failed_over_at": round(failed_over_at, 1),
+            "handed_over_in": round(handed_over, 1),
+            "longest_gap_without_a_credit": round(gap, 2),
+            "gap_began_at": round(gap_at, 1),
+            "paid_twice": sum(1 for n in credits.values() if n > 1),
+            "lost": sum(1 for key, job in jobs.items() if job is None or credits[key] == 0),
+            "unconfirmed": sum(
+                1 for job in jobs.values() if job is None or job.state is not JobState.CONFIRMED
+            ),
+            "workers_died": sum(1 for w in workers if w.poll() is not None),
+        }
+    finally:
+        procs.stop_all()
+        ha.stop()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--grants", type=int, default=150)
+    parser.add_argument("--kill-after", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    print(
+        f"{args.grants} grants handed over one by one, the master SIGKILLed after "
+        f"{args.kill_after}; three Sentinels, three workers and beat, "
+        "CREDITQ_REDIS_MIN_REPLICAS=1"
+    )
+    columns = [
+        "handed_over",
+        "refusals",
+        "killed_at",
+        "failed_over_at",
+        "longest_gap_without_a_credit",
+        "gap_began_at",
+        "paid_twice",
+        "lost",
+        "unconfirmed",
+        "workers_died",
+    ]
+    print("  run " + " ".join(f"{c:>14.14}" for c in columns))
+    for n in range(args.runs):
+        run = run_once(args)
+        print(f"  {n + 1:>3} " + " ".join(f"{run[c]!s:>14}" for c in columns), flush=True)
+
+
+if __name__ == "__main__":
+    main()
