@@ -34,7 +34,9 @@ pytestmark = pytest.mark.integration
         ("amqp://guest:guest@127.0.0.1:5672//", None),
     ],
 )
-def test_only_plain_redis_and_sentinel_urls_take_the_worker_transports(url: str, expected: str | None) -> None:
+def test_only_plain_redis_and_sentinel_urls_take_the_worker_transports(
+    url: str, expected: str | None
+) -> None:
     assert transport_for(url) == expected
 
 
