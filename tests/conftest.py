@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.simulation",
     "tests.fixtures.sandbox",
     "tests.fixtures.workers",
+    "tests.fixtures.cli",
 ]
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"

@@ -35,17 +35,6 @@ def grants(prefix: str, n: int) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def cli_store(
-    store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.MonkeyPatch
-) -> JobStore:
-    import worker.producer
-
-    monkeypatch.setattr(worker.producer, "default_store", lambda: store)
-    monkeypatch.setattr(worker.producer, "get_app", lambda: recorder)
-    return store
-
-
 @pytest.mark.parametrize("name", ["", "two words", "tab\there", "x" * (BATCH_MAX + 1), "bell\a"])
 def test_a_batch_name_must_be_printable_without_whitespace_and_bounded(name: str) -> None:
     with pytest.raises(InvalidGrant) as caught:

@@ -389,19 +389,6 @@ def test_a_purged_key_can_be_replayed_no_more(store: JobStore, recorder: Publish
 # -- the command line -------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_store(
-    store: JobStore, recorder: PublishRecorder, monkeypatch: pytest.MonkeyPatch
-) -> JobStore:
-    """The CLI on the fake store, publishing into the recorder."""
-    import worker.producer
-
-    monkeypatch.setattr(worker.producer, "default_store", lambda: store)
-    monkeypatch.setattr(worker.producer, "get_app", lambda: recorder)
-    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps cells to fit otherwise
-    return store
-
-
 def test_cli_list_json_prints_one_dead_letter_per_line(
     cli_store: JobStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
