@@ -66,11 +66,12 @@ class FleetCollector(Collector):
             (kind(f"creditq_{name}", words, labels=label), value)
             for name, kind, words, value in PROVIDER_FIGURES
         ]
-        for snap in self.budgets.snapshots():
+        snapshots = self.budgets.snapshots()
+        for snap in snapshots:
             for family, value in families:
                 family.add_metric([snap["provider"]], value(snap))
         yield from (family for family, _ in families)
-        yield from self._lanes()
+        yield from self._lanes(snapshots)
         latency = HistogramMetricFamily(
             "creditq_enqueue_to_confirmed_seconds",
             "Time from enqueue to confirmed in the provider's listing.",
@@ -85,7 +86,8 @@ class FleetCollector(Collector):
             )
         yield latency
 
-    def _lanes(self) -> Iterator[Metric]:
+    def _lanes(self, snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
+        """Per provider and lane, from the budgets' snapshots the providers' figures read."""
         labels = ["provider", "lane"]
         waiting = GaugeMetricFamily(
             "creditq_lane_waiting", "Unfinished grants per provider and lane.", labels=labels
@@ -101,7 +103,7 @@ class FleetCollector(Collector):
             labels=labels,
         )
         now = time.time()
-        for lane in lanes_of(self.store.lanes(), self.budgets.snapshots(), now):
+        for lane in lanes_of(self.store.lanes(), snapshots, now):
             key = [lane.provider, lane.lane]
             waiting.add_metric(key, lane.waiting)
             oldest.add_metric(key, lane.oldest_age_seconds or 0.0)
