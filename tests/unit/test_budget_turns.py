@@ -7,11 +7,12 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from tests.fixtures.simulation import Clock
 from worker.budget import BULK_SHARE, TURN_GRACE_SECONDS, ProviderBudget, Turn, turn_class
 from worker.domain.grant import Priority, Provider
 from worker.store.keys import BudgetKeys
 
-START = 1_800_000_000.0
+START = Clock().now
 INTERVAL = 1.0  # 60 a minute, no headroom: one slot a second
 HORIZON = 1.5  # 2.5 slots, within the bounds: a slot at most this far ahead is reserved
 
@@ -19,14 +20,6 @@ BULK_POST = turn_class(Priority.BULK, read=False)
 BULK_READ = turn_class(Priority.BULK, read=True)
 POST = turn_class(Priority.INTERACTIVE, read=False)
 READ = turn_class(Priority.INTERACTIVE, read=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
