@@ -136,27 +136,18 @@ def bulk(**fields: Any) -> CreditGrant:
 
 def backlog(prefix: str, inveterate: int, chargebee: int) -> list[CreditGrant]:
     """One grant per Inveterate member, then one per Chargebee customer."""
-    members = [
+    kinds = (("inveterate", "i", "m", inveterate), ("chargebee", "c", "c", chargebee))
+    return [
         bulk(
-            idempotency_key=f"{prefix}-bulk-i{i}",
-            provider="inveterate",
-            customer_id=f"{prefix}-m{i}",
+            idempotency_key=f"{prefix}-bulk-{short}{i}",
+            provider=provider,
+            customer_id=f"{prefix}-{who}{i}",
             amount=f"{1 + i % 9}.{i % 100:02d}",
             note=f"campaign credit {i}",
         )
-        for i in range(inveterate)
+        for provider, short, who, count in kinds
+        for i in range(count)
     ]
-    customers = [
-        bulk(
-            idempotency_key=f"{prefix}-bulk-c{i}",
-            provider="chargebee",
-            customer_id=f"{prefix}-c{i}",
-            amount=f"{1 + i % 9}.{i % 100:02d}",
-            note=f"campaign credit {i}",
-        )
-        for i in range(chargebee)
-    ]
-    return members + customers
 
 
 def interactive(prefix: str, per_provider: int) -> list[CreditGrant]:
