@@ -118,3 +118,31 @@ def test_the_http_batch_form_takes_a_batch_name(store: JobStore, recorder: Publi
     assert store.get("x-0") is None
     odd = client.post("/v1/grants/batch", json={"grants": grants("y", 1), "name": "spring"})
     assert odd.status_code == 422 and store.get("y-0") is None
+
+
+def test_batch_status_follows_a_draining_batch_until_every_grant_is_finished(
+    cli_store: JobStore,
+    recorder: PublishRecorder,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import worker.cli.batch
+
+    enqueue_many(grants("g", 2), store=cli_store, app=recorder, batch="spring")  # type: ignore[arg-type]
+    monkeypatch.setattr(worker.cli.batch, "FOLLOW_SECONDS", 0.0)
+    reads = 0
+    real = cli_store.batch_states
+
+    def draining(name: str) -> dict[str, int]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # the follow's first read again: one grant has finished meanwhile
+            cli_store.transition("g-0", JobState.SUBMITTING, reason="x")
+            cli_store.transition("g-0", JobState.CONFIRMED, reason="x")
+        if reads == 3:
+            cli_store.transition("g-1", JobState.DEAD, reason="x", dlq_reason=DlqReason.EXHAUSTED)
+        return real(name)
+
+    monkeypatch.setattr(cli_store, "batch_states", draining)
+    code, out, _ = run(capsys, "batch", "status", "spring", "--follow")
+    assert code == 0 and "spring: 2 of 2 finished" in out and reads == 3

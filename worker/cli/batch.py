@@ -15,6 +15,7 @@ from worker.cli.common import EXIT_UNKNOWN, JsonFlag, command_group, emit_json, 
 from worker.domain.batch import check_batch
 from worker.domain.states import TERMINAL
 from worker.errors import InvalidGrant
+from worker.store.jobs import JobStore
 
 batch_app = command_group("batch", "Batches: a campaign's grants, followed by name.")
 
@@ -69,7 +70,7 @@ def status(
     if follow is None:
         follow = out.is_terminal
     if follow and _finished(counts) < sum(counts.values()):
-        counts = _follow(name, counts)
+        counts = _follow(store, name, counts)
     table = Table("state", "grants")
     for state, n in counts.items():
         if n:
@@ -79,9 +80,8 @@ def status(
     out.print(f"{name}: {report['finished']} of {report['total']} finished")
 
 
-def _follow(name: str, counts: dict[str, int]) -> dict[str, int]:
+def _follow(store: JobStore, name: str, counts: dict[str, int]) -> dict[str, int]:
     """A progress bar of finished grants, read again every FOLLOW_SECONDS until all are."""
-    store = common.open_store()
     total = sum(counts.values())
     columns = (
         TextColumn(f"[bold]{name}"),
