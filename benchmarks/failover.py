@@ -63,7 +63,7 @@ def longest_gap(times: list[float], start: float) -> tuple[float, float]:
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
-    ha = EmbeddedSentinels(count=3, quorum=2)
+    ha = EmbeddedSentinels(count=3, quorum=2, replicas=args.replicas)
     procs = Processes()
     try:
         sandbox = start_sandbox(procs, 0.02, 0.3)
@@ -80,19 +80,21 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         )
         os.environ.update({"CREDITQ_REDIS_URL": ha.url, "CREDITQ_REDIS_MIN_REPLICAS": "1"})
         get_settings.cache_clear()
-        workers = [start_worker(procs, env, f"w{n}", 8) for n in range(3)]
+        workers = [start_worker(procs, env, f"w{n}", 8, args.log_level) for n in range(3)]
         start_beat(procs, env)
         store, app = JobStore.from_url(), create_app()
         accepted: list[str] = []
         refusals = 0
         start = time.time()
-        killed_at = failed_over_at = 0.0
+        killed_at = failed_over_at = held_again_at = 0.0
 
         def bring_back() -> None:
-            nonlocal failed_over_at
-            wait(lambda: ha.master_port() == ha.replica.port, 60, "the failover")
+            nonlocal failed_over_at, held_again_at
+            wait(ha.promoted, 60, "the failover")
             failed_over_at = time.time() - start
             ha.master.start()
+            wait(ha.holds_writes, 60, "a replica of the new master")
+            held_again_at = time.time() - start
 
         for i in range(args.grants):
             while True:
@@ -127,15 +129,18 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "refusals": refusals,
             "killed_at": round(killed_at, 1),
             "failed_over_at": round(failed_over_at, 1),
+            "held_again_at": round(held_again_at, 1),
             "handed_over_in": round(handed_over, 1),
             "longest_gap_without_a_credit": round(gap, 2),
             "gap_began_at": round(gap_at, 1),
+            "gap_ended_at": round(gap_at + gap, 1),
             "paid_twice": sum(1 for n in credits.values() if n > 1),
             "lost": sum(1 for key, job in jobs.items() if job is None or credits[key] == 0),
             "unconfirmed": sum(
                 1 for job in jobs.values() if job is None or job.state is not JobState.CONFIRMED
             ),
             "workers_died": sum(1 for w in workers if w.poll() is not None),
+            "logs": procs.dir,
         }
     finally:
         procs.stop_all()
@@ -147,7 +152,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--grants", type=int, default=150)
     parser.add_argument("--kill-after", type=int, default=50)
+    parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--log-level", default="WARNING", help="the workers' (logs kept)")
     return parser.parse_args()
 
 
@@ -163,8 +170,10 @@ def main() -> None:
         "refusals",
         "killed_at",
         "failed_over_at",
+        "held_again_at",
         "longest_gap_without_a_credit",
         "gap_began_at",
+        "gap_ended_at",
         "paid_twice",
         "lost",
         "unconfirmed",
@@ -174,6 +183,7 @@ def main() -> None:
     for n in range(args.runs):
         run = run_once(args)
         print(f"  {n + 1:>3} " + " ".join(f"{run[c]!s:>14}" for c in columns), flush=True)
+        print(f"      logs: {run['logs']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ Choices, each for the exactly-once guarantee or for operators:
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 from celery import Celery, signals
+from celery.exceptions import CPendingDeprecationWarning
 from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.app.broker import transport_for
@@ -78,9 +80,12 @@ def create_app() -> Celery:
         creditq_worker_transport=transport_for(settings.effective_broker_url),
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
-        # On a lost broker connection, stop the tasks in flight: their acknowledgements could
-        # not be sent anyway, and every creditq task is safe to run again (Celery 6's default).
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On a lost broker connection, let the tasks in flight finish. Their acknowledgements
+        # cannot be sent, so each is delivered again (a duplicate the store recognises), but a
+        # task cancelled mid-POST would leave its outcome unknown for nothing; and the thread
+        # pool creditq runs cannot cancel at all: asked to (Celery 6's default), it logged a
+        # traceback per task in flight at every lost connection (benchmarks/failover.py).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule={
             "creditq-reconcile": {
                 "task": RECONCILE_TASK,
@@ -111,6 +116,21 @@ def _worker_transport(conf: Any = None, **_: Any) -> None:
 
 
 signals.celeryd_init.connect(_worker_transport)
+
+
+def _quiet_the_cancel_notice(**_: Any) -> None:
+    """Celery warns at every lost broker connection, in a paragraph, that cancelling the tasks
+    in flight will become its default; creditq chose not to (``create_app``). Connected to
+    ``celeryd_after_setup`` because Celery's log setup, just before it, makes every such
+    warning show: a filter added earlier would lose to Celery's."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
+
+signals.celeryd_after_setup.connect(_quiet_the_cancel_notice)
 
 
 def _check_store(sender: Any = None, **_: Any) -> None:

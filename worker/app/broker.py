@@ -26,10 +26,14 @@ Everything else, the consuming side included, is kombu's code unchanged.
 from __future__ import annotations
 
 import errno
+import logging
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
@@ -51,6 +55,24 @@ FAILOVER_ERRORS: tuple[type[Exception], ...] = (
 # own in redis-py: a plain ResponseError), before any READONLY is seen.
 UNBLOCKED_PREFIX = "UNBLOCKED"
 
+# How long a worker that has had its broker waits in place for it to answer again, and how
+# often it tries: longer than a Sentinel failover (down-after plus an election, 2 s here with
+# down-after 1 s; set down-after-milliseconds to a few seconds in production), short enough
+# that a broker gone for good is reported within seconds.
+RECONNECT_WAIT_SECONDS = 10.0
+RECONNECT_FIRST_DELAY_SECONDS = 0.1
+RECONNECT_MAX_DELAY_SECONDS = 0.5
+
+log = logging.getLogger("creditq.broker")
+
+
+class BrokerClosed(redis.exceptions.ConnectionError):
+    """The channel's connection is closed and its pool torn down (``Channel._create_client``)."""
+
+
+# Set once this process has connected to its broker: from then on, a lost broker is waited for.
+_had_a_broker = threading.Event()
+
 
 class QoS(kombu_redis.QoS):
     """kombu's acknowledgements, reconnecting when Redis refuses one for a failover.
@@ -66,8 +88,19 @@ class QoS(kombu_redis.QoS):
     """
 
     def ack(self, delivery_tag: str) -> None:
+        """A task that finished after its connection was lost cannot be acknowledged: its
+        message waits in Redis's unacked set and is delivered again after the visibility
+        timeout (a duplicate the store recognises; the reconciler has re-driven its job long
+        before if it was unfinished). kombu logs that as CRITICAL with a traceback, one per
+        task in flight; here it is one line."""
         try:
             super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except BrokerClosed:
+            log.warning(
+                "message %s not acknowledged: its broker connection was lost "
+                "(delivered again after the visibility timeout)",
+                delivery_tag,
+            )
         except FAILOVER_ERRORS as exc:
             raise BrokenPipeError(
                 errno.EPIPE, f"the broker refused an acknowledgement: {exc}"
@@ -127,6 +160,8 @@ class Channel(kombu_redis.Channel):
             if not str(exc).startswith(UNBLOCKED_PREFIX):
                 raise
             self.client.connection.disconnect()  # as kombu does for a connection error
+            # Celery's "Connection to broker lost" line names no cause: say it once here.
+            log.warning("broker: %s (a failover?): reconnecting", exc)
             raise redis.exceptions.ConnectionError(f"the broker stopped a BRPOP: {exc}") from exc
 
     def _create_client(self, asynchronous: bool = False) -> Any:
@@ -138,7 +173,7 @@ class Channel(kombu_redis.Channel):
             # benchmarks/chaos.py after a Redis restart). Say so as the connection error it
             # is: kombu's close ignores those, and the messages wait in Redis's unacked set
             # to be restored later, as when Redis is down during the restore.
-            raise redis.exceptions.ConnectionError("the broker connection is closed")
+            raise BrokerClosed("the broker connection is closed")
         if asynchronous or pool is None:
             # The consumer's BRPOP client (kombu keeps one already), or a channel whose
             # pool kombu tore down (closing, or after a lost connection): kombu's own path.
@@ -160,6 +195,25 @@ class Transport(kombu_redis.Transport):
 
     Channel = Channel
     connection_errors = (*kombu_redis.Transport.connection_errors, *FAILOVER_ERRORS)
+
+    def establish_connection(self) -> Any:
+        """kombu's connection, tried again in place while the broker is briefly away (see
+        the module's docstring). A worker asked to stop stops waiting: Celery's own check
+        (``maybe_shutdown``) runs between attempts, as in Celery's retry loop."""
+        deadline = time.monotonic() + (RECONNECT_WAIT_SECONDS if _had_a_broker.is_set() else 0)
+        delay = RECONNECT_FIRST_DELAY_SECONDS
+        while True:
+            try:
+                established = super().establish_connection()  # type: ignore[no-untyped-call]
+            except self.connection_errors:
+                if time.monotonic() + delay > deadline:
+                    raise
+                worker_state.maybe_shutdown()
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
+                continue
+            _had_a_broker.set()
+            return established
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):

@@ -148,16 +148,19 @@ SENTINEL_MASTER = "mymaster"
 
 
 class EmbeddedSentinels:
-    """A master, a replica of it and ``count`` Sentinels watching them (``quorum`` must
-    agree), calling a master down after a second without an answer: redis-server processes
-    on loopback, for the failover tests and ``benchmarks/failover.py``."""
+    """A master, ``replicas`` replicas of it and ``count`` Sentinels watching them
+    (``quorum`` must agree), calling a master down after a second without an answer:
+    redis-server processes on loopback, for the failover tests and
+    ``benchmarks/failover.py``. Replication keeps Redis's defaults (a full resync waits
+    ``repl-diskless-sync-delay``, 5 s), so the figures are those of a stock install."""
 
-    def __init__(self, count: int = 1, quorum: int = 1) -> None:
+    def __init__(self, count: int = 1, quorum: int = 1, replicas: int = 1) -> None:
         self.master = EmbeddedRedis().start()
-        self.replica = EmbeddedRedis().start()
-        admin = redis.Redis(port=self.replica.port)
-        admin.execute_command("REPLICAOF", "127.0.0.1", str(self.master.port))  # type: ignore[no-untyped-call]
-        admin.close()
+        self.replicas = [EmbeddedRedis().start() for _ in range(replicas)]
+        for replica in self.replicas:
+            admin = redis.Redis(port=replica.port)
+            admin.execute_command("REPLICAOF", "127.0.0.1", str(self.master.port))  # type: ignore[no-untyped-call]
+            admin.close()
         self.ports = [free_port() for _ in range(count)]
         self.processes: list[subprocess.Popen[bytes]] = []
         for port in self.ports:
@@ -184,9 +187,21 @@ class EmbeddedSentinels:
                 self.stop()
                 raise RuntimeError("the Sentinels did not start")
             time.sleep(0.05)
-        if not self.wait_synced():
+        if not self.wait_synced(len(self.replicas)):
             self.stop()
-            raise RuntimeError("the replica did not sync with the master")
+            raise RuntimeError("the replicas did not sync with the master")
+
+    @property
+    def replica(self) -> EmbeddedRedis:
+        """The first replica (with one replica, the one a failover promotes)."""
+        return self.replicas[0]
+
+    def promoted(self) -> bool:
+        """The Sentinels name a master other than the one this set started with."""
+        try:
+            return self.master_port() != self.master.port
+        except (redis.RedisError, OSError):
+            return False
 
     @property
     def url(self) -> str:
@@ -203,17 +218,29 @@ class EmbeddedSentinels:
         )
         return int(host_port[1])
 
-    def wait_synced(self, timeout: float = 10) -> bool:
-        """The replica has everything the master has (WAIT on the master)."""
+    def wait_synced(self, replicas: int = 1, timeout: float = 10) -> bool:
+        """``replicas`` replicas have everything the master has (WAIT on the master)."""
         deadline = time.monotonic() + timeout
         master = redis.Redis(port=self.master_port())
         try:
             while time.monotonic() < deadline:
-                if int(master.execute_command("WAIT", 1, 200)) >= 1:  # type: ignore[no-untyped-call]
+                if self.holds_writes(replicas, master):
                     return True
             return False
         finally:
             master.close()
+
+    def holds_writes(self, replicas: int = 1, master: redis.Redis | None = None) -> bool:
+        """A write to the master now is held by ``replicas`` replicas within 0.2 s."""
+        client = master or redis.Redis(port=self.master_port())
+        try:
+            held = client.execute_command("WAIT", replicas, 200)  # type: ignore[no-untyped-call]
+            return int(held) >= replicas
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            if master is None:
+                client.close()
 
     def stop(self) -> None:
         for process in self.processes:
@@ -221,7 +248,8 @@ class EmbeddedSentinels:
             process.wait()
         self._sentinel.close()
         self.master.cleanup()
-        self.replica.cleanup()
+        for replica in self.replicas:
+            replica.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import fakeredis
 import lupa.lua51
 import pytest
+import redis
 
 from tests.fixtures.paths import ROOT
 from worker.budget import CLASS_SPAN, TURN_ARGS
@@ -294,3 +295,52 @@ def test_a_built_package_carries_the_lua_files(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (built / "worker/store/lua").glob("*.lua")) == NAMES
+
+
+class ForgetfulRedis(fakeredis.FakeRedis):
+    """A server that forgets the script ``forgets`` times right after it was loaded: what a
+    failover looks like from a client whose load and EVALSHA reached different servers."""
+
+    def __init__(self, forgets: int) -> None:
+        super().__init__()
+        self.forgets = forgets
+        self.disconnects = 0
+        original = self.connection_pool.disconnect
+
+        def disconnect(*args: object, **kwargs: object) -> None:
+            self.disconnects += 1
+            original(*args, **kwargs)  # type: ignore[arg-type]
+
+        self.connection_pool.disconnect = disconnect  # type: ignore[method-assign]
+
+    def script_load(self, script: str) -> str:  # type: ignore[override]
+        sha = str(super().script_load(script))
+        if self.forgets > 0:
+            self.forgets -= 1
+            self.script_flush()
+        return sha
+
+
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    pauses: list[float] = []
+    monkeypatch.setattr(lua.time, "sleep", pauses.append)
+    return pauses
+
+
+def test_a_script_forgotten_between_its_load_and_its_call_is_sent_again_on_fresh_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses = no_pauses(monkeypatch)
+    client = ForgetfulRedis(forgets=2)
+    assert lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""]) == 0
+    assert client.disconnects == 2 and pauses == list(lua.RELOAD_PAUSES_SECONDS[:2])
+
+
+def test_a_script_the_server_never_keeps_fails_as_no_script_after_a_few_tries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses = no_pauses(monkeypatch)
+    client = ForgetfulRedis(forgets=100)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""])
+    assert pauses == list(lua.RELOAD_PAUSES_SECONDS)

@@ -12,23 +12,66 @@ own text, in the order the header lists them. Helpers define ``local`` functions
 the composed text is one Lua chunk whose helpers are in scope for the script below them.
 
 ``script`` registers a composed script with a Redis client once per client and returns
-redis-py's ``Script``: calling it sends EVALSHA, and SCRIPT LOAD only when the server does
-not know the script yet (redis-py's own fallback), so each script's text crosses the wire
-once per server, not once per call.
+a ``Script``: calling it sends EVALSHA, and SCRIPT LOAD only when the server does not know
+the script yet (redis-py's own fallback), so each script's text crosses the wire once per
+server, not once per call; a second NOSCRIPT right after the load (a failover) is sent
+again on fresh connections (``Script.__call__``).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib.resources import files
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import redis
-from redis.commands.core import Script
+from redis.client import Pipeline
+from redis.commands.core import Script as RedisScript
+from redis.exceptions import NoScriptError
+from redis.typing import EncodableT, KeyT
 
 _USES = re.compile(r"^--\s*uses:\s*(.*)$")
+
+
+# Pauses before the script is loaded and sent again, after a second NOSCRIPT in a row.
+RELOAD_PAUSES_SECONDS = (0.05, 0.2, 0.5)
+
+
+class Script(RedisScript):
+    """redis-py's script, which also survives the moment a failover moves it between servers.
+
+    redis-py answers NOSCRIPT with SCRIPT LOAD and EVALSHA once more, and raises a second
+    NOSCRIPT. In ``benchmarks/failover.py`` two workers' tasks failed on one, as the
+    Sentinels moved the master: the load and the EVALSHA had reached different servers (a
+    new master starts with an empty cache, as Redis 7 replicates no script, and a replica
+    answers NOSCRIPT before it would say READONLY). So a second NOSCRIPT drops the idle
+    connections (a Sentinel pool asks the Sentinels for the master again), pauses, and loads
+    and sends the script once more, a few times. Nothing ran where NOSCRIPT was answered,
+    so sending again is safe.
+    """
+
+    def __call__(
+        self,
+        keys: Sequence[KeyT] | None = None,
+        args: Iterable[EncodableT] | None = None,
+        client: Any = None,
+    ) -> Any:
+        target: Any = client if client is not None else self.registered_client
+        for pause in (*RELOAD_PAUSES_SECONDS, None):
+            try:
+                return super().__call__(keys, args, client)
+            except NoScriptError:
+                if pause is None or isinstance(target, Pipeline):
+                    raise  # a pipeline sends what it queued as one batch; its caller retries
+                target.connection_pool.disconnect(inuse_connections=False)
+                time.sleep(pause)
+        raise AssertionError("unreachable: the last pass returns or raises")
+
 
 _registered: WeakKeyDictionary[redis.Redis, dict[str, Script]] = WeakKeyDictionary()
 _lock = threading.Lock()
@@ -39,7 +82,7 @@ def script(client: redis.Redis, name: str) -> Script:
     with _lock:
         scripts = _registered.setdefault(client, {})
         if name not in scripts:
-            scripts[name] = client.register_script(source(name))
+            scripts[name] = Script(client, source(name))
         return scripts[name]
 
 
