@@ -2,7 +2,8 @@
 
 The statuses producers know from Stripe's API: 201 created, 200 the same grant again
 (nothing sent), 409 the key already holds another grant, 422 a field refused (the CLI's one
-line, and the field), 401 without a valid token, 413 a body too large, 404 an unknown key.
+line, and the field), 401 without a valid token, 413 a body too large, 404 an unknown key,
+503 with ``Retry-After`` while the job store or the broker cannot take it (a failover).
 An amount may be a JSON string or number; numbers are read as exact decimals, never floats.
 Nothing is written and nothing sent unless the whole request is valid.
 """
@@ -10,11 +11,14 @@ Nothing is written and nothing sent unless the whole request is valid.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,6 +33,18 @@ from worker.store.jobs import JobStore
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 1000
 KEY_HEADER = "idempotency-key"
+
+# The job store or the broker away for a moment (a failover, a restart; their clients have
+# retried already). The producer sends the grant again with the same key: a duplicate if it
+# was written (its message is re-driven by the reconciler if it was not sent), else created.
+AWAY = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    OperationalError,
+)
+
+log = logging.getLogger("creditq.serve")
 
 
 class Refused(Exception):
@@ -103,6 +119,13 @@ def job_body(job: Job, created: bool) -> dict[str, Any]:
     return {**job.to_json(), "created": created}
 
 
+def again_later(message: str) -> Response:
+    """A 503 the producer retries after a second, with the same key."""
+    answer = refusal(503, message)
+    answer.headers["Retry-After"] = "1"
+    return answer
+
+
 class Intake:
     """The ``/v1`` endpoints, over one store and one Celery app."""
 
@@ -123,9 +146,16 @@ class Intake:
         except IdempotencyConflict as exc:
             return refusal(409, str(exc), "idempotency_key")
         except NotReplicated as exc:  # written, not yet safe from a failover: send it again
-            answer = refusal(503, str(exc))
-            answer.headers["Retry-After"] = "1"
-            return answer
+            return again_later(str(exc))
+        except AWAY as exc:
+            # the type only: a broker's message may spell its URL
+            log.warning(
+                "intake: 503, the job store or the broker did not answer (%s)", type(exc).__name__
+            )
+            return again_later(
+                "the job store or the broker did not answer (a failover?): send it again "
+                "with the same key"
+            )
 
     async def create(self, request: Request) -> Response:
         return await self._guarded(request, self._create)

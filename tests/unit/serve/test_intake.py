@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
+from kombu.exceptions import OperationalError
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
@@ -179,3 +181,34 @@ def test_a_grant_not_yet_held_by_the_replicas_is_a_503_to_send_again(
     answer = intake.post("/v1/grants", json=raw_grant())
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
     assert "hand it over again with the same key" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379."),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        OperationalError("the broker is away"),
+    ],
+)
+def test_a_store_or_broker_away_is_a_503_to_send_again_in_one_log_line(
+    intake: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    import worker.serve.api
+
+    def away(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setattr(worker.serve.api, "enqueue", away)
+    monkeypatch.setattr(worker.serve.api, "enqueue_many", away)
+    single = intake.post("/v1/grants", json=raw_grant())
+    many = intake.post("/v1/grants/batch", json={"grants": [raw_grant()]})
+    for answer in (single, many):
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+        assert "send it again with the same key" in answer.json()["error"]
+    lines = [r for r in caplog.records if r.name == "creditq.serve"]
+    assert len(lines) == 2 and all(r.exc_info is None for r in lines)
+    assert type(error).__name__ in lines[0].getMessage()
