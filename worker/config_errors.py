@@ -14,7 +14,7 @@ import sys
 import types
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import IO, Any, NoReturn, Union, get_args, get_origin
+from typing import IO, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -83,6 +83,8 @@ def accepts(field: FieldInfo | None) -> str:
     kind = _bare(field.annotation)
     if kind is bool:
         return "true or false (or 1/0, yes/no, on/off)"
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(kind))
     noun = {int: "a whole number", float: "a number", Decimal: "a decimal number"}.get(kind)
     if noun is None:
         return "a valid value"

@@ -19,15 +19,19 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.config_errors import settings_error_lines
 from worker.errors import InvalidGrant, MissingCredentials, SettingsError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# How creditq's queues are declared on RabbitMQ (CREDITQ_BROKER_QUEUE_TYPE; worker.app.queues).
+QueueType = Literal["classic", "quorum"]
 
 # What the job store may be: what redis-py's ``Redis.from_url`` reads, and Sentinels in
 # Celery's ``sentinel://h1:26379/0;sentinel://h2:26379/0`` form (worker.store.connect).
@@ -44,12 +48,19 @@ BROKER_SCHEMES = (
     "pyamqp",
     "memory",
 )
+# The brokers that are RabbitMQ (AMQP 0-9-1): the only ones with queue types.
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 _SOCKET_SCHEMES = frozenset({"unix", "redis+socket"})
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel"})
 STORE_URL_FORMS = (
     "redis://[user:password@]host[:port][/db], rediss://..., unix:///path/to.sock or "
     "sentinel://host:26379/0;sentinel://host2:26379/0"
 )
+
+
+def broker_scheme(url: str) -> str:
+    """Pure: a broker URL's scheme in lower case (a Sentinel list's first part's)."""
+    return url.partition("://")[0].lower()
 
 
 def url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
@@ -106,6 +117,15 @@ class Settings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = Field(
         default=None, description="Celery broker; defaults to the Redis URL."
+    )
+
+    # After both URLs: its validator reads the broker's scheme from them.
+    broker_queue_type: QueueType = Field(
+        default="classic",
+        description=(
+            "How creditq declares its three queues on RabbitMQ: classic, or quorum "
+            "(replicated by Raft across the cluster's nodes). Quorum needs an AMQP broker."
+        ),
     )
 
     inveterate_api_key: SecretStr | None = None
@@ -220,6 +240,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"{problem}; expected a Redis, Sentinel or AMQP URL")
         return url
 
+    @field_validator("broker_queue_type")
+    @classmethod
+    def _quorum_needs_rabbitmq(cls, queue_type: QueueType, info: ValidationInfo) -> QueueType:
+        """Quorum queues are RabbitMQ's: on Redis the setting would do nothing, and an
+        operator who set it believes the broker's messages are replicated when they are not.
+        A broker URL refused already (absent from ``info.data``) has its own line."""
+        if queue_type != "quorum" or not {"redis_url", "broker_url"} <= info.data.keys():
+            return queue_type
+        scheme = broker_scheme(info.data["broker_url"] or info.data["redis_url"])
+        if scheme not in AMQP_SCHEMES:
+            raise ValueError(
+                f"quorum queues are RabbitMQ's and the broker is {scheme}://; set "
+                "CREDITQ_BROKER_URL to an amqp:// URL, or leave this setting classic"
+            )
+        return queue_type
+
     @field_validator("inveterate_api_key", "chargebee_api_key")
     @classmethod
     def _api_key(cls, key: SecretStr | None) -> SecretStr | None:
@@ -285,6 +321,10 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        return broker_scheme(self.effective_broker_url) in AMQP_SCHEMES
 
     @property
     def effective_chargebee_base_url(self) -> str:

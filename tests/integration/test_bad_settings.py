@@ -71,6 +71,14 @@ BAD_SETTINGS = {
             "memory://; expected a Redis, Sentinel or AMQP URL"
         ],
     ),
+    "quorum queues on a Redis broker": (
+        {"CREDITQ_BROKER_QUEUE_TYPE": "quorum"},
+        [
+            "CREDITQ_BROKER_QUEUE_TYPE='quorum' is not accepted: quorum queues are RabbitMQ's "
+            "and the broker is redis://; set CREDITQ_BROKER_URL to an amqp:// URL, or leave "
+            "this setting classic"
+        ],
+    ),
     "a key with a control character": (
         {"CREDITQ_INVETERATE_API_KEY": f"{KEY}\x1b[0m"},
         [
@@ -151,6 +159,12 @@ def test_every_entry_point_refuses_bad_settings_in_one_line_each(entry: str) -> 
         + BAD_SETTINGS["a key with a control character"][1]
         + BAD_SETTINGS["CREDITQ_MAX_ATTEMPTS=0"][1]
     )
+    assert_refused(run(COMMANDS[entry], env), lines)
+
+
+@pytest.mark.parametrize("entry", ["worker", "beat", "enqueue"])
+def test_quorum_queues_on_a_redis_broker_stop_every_entry_point_in_one_line(entry: str) -> None:
+    env, lines = BAD_SETTINGS["quorum queues on a Redis broker"]
     assert_refused(run(COMMANDS[entry], env), lines)
 
 

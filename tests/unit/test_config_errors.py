@@ -21,6 +21,10 @@ from worker.settings import (
 
 PASSWORD = "SECRETpart9"
 KEY = "sk_live_DO_NOT_SHOW_4242"
+QUORUM_ON_REDIS = (
+    "CREDITQ_BROKER_QUEUE_TYPE='quorum' is not accepted: quorum queues are RabbitMQ's and the "
+    "broker is redis://; set CREDITQ_BROKER_URL to an amqp:// URL, or leave this setting classic"
+)
 
 
 def lines_for(environ: dict[str, str]) -> list[str]:
@@ -73,6 +77,16 @@ def lines_for(environ: dict[str, str]) -> list[str]:
             "-1",
             "CREDITQ_REDIS_MIN_REPLICAS='-1' is not accepted: "
             "expected a whole number of at least 0",
+        ),
+        (
+            "CREDITQ_BROKER_QUEUE_TYPE",
+            "stream",
+            "CREDITQ_BROKER_QUEUE_TYPE='stream' is not accepted: expected one of classic, quorum",
+        ),
+        (
+            "CREDITQ_BROKER_QUEUE_TYPE",
+            "quorum",  # and the broker is the Redis URL, by default
+            QUORUM_ON_REDIS,
         ),
     ],
 )
@@ -209,6 +223,39 @@ def test_store_url_rules(url: str, problem: str | None) -> None:
 )
 def test_broker_url_rules(url: str, ok: bool) -> None:
     assert (url_problem(url, BROKER_SCHEMES) is None) is ok
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "amqps", "pyamqp"])
+def test_quorum_queues_are_accepted_on_a_rabbitmq_broker(scheme: str) -> None:
+    settings = Settings(
+        broker_url=f"{scheme}://guest:guest@rabbit:5672//", broker_queue_type="quorum"
+    )
+    assert settings.broker_queue_type == "quorum" and settings.broker_is_rabbitmq
+
+
+def test_queues_are_classic_unless_asked() -> None:
+    assert Settings().broker_queue_type == "classic"
+    assert Settings(broker_url="amqp://rabbit//").broker_queue_type == "classic"
+
+
+@pytest.mark.parametrize(
+    ("broker", "scheme"),
+    [
+        ("sentinel://h1:26379/0;sentinel://h2:26379/0", "sentinel"),
+        ("rediss://redis:6380/0", "rediss"),
+        ("memory://", "memory"),
+    ],
+)
+def test_quorum_queues_on_any_broker_but_rabbitmq_are_refused(broker: str, scheme: str) -> None:
+    lines = lines_for({"CREDITQ_BROKER_URL": broker, "CREDITQ_BROKER_QUEUE_TYPE": "quorum"})
+    assert lines == [QUORUM_ON_REDIS.replace("redis://", f"{scheme}://")]
+
+
+def test_quorum_with_a_refused_broker_url_is_one_line_about_the_url() -> None:
+    lines = lines_for(
+        {"CREDITQ_BROKER_URL": "amqp://rabbit:x//", "CREDITQ_BROKER_QUEUE_TYPE": "quorum"}
+    )
+    assert [line.split("=")[0] for line in lines] == ["CREDITQ_BROKER_URL"]
 
 
 def test_a_bad_redis_url_line_shows_the_url_without_its_credentials() -> None:
