@@ -32,9 +32,9 @@ from typing import Any
 
 from celery import Celery, signals
 from celery.exceptions import CPendingDeprecationWarning
-from kombu import Queue  # type: ignore[attr-defined]
 
 from worker.app.broker import transport_for
+from worker.app.queues import broker_queues
 from worker.config_errors import exit_on
 from worker.errors import SettingsError
 from worker.settings import get_settings
@@ -71,7 +71,9 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=False,
         task_default_queue=ISSUE_QUEUE,
-        task_queues=[Queue(q) for q in (ISSUE_QUEUE, CONFIRM_QUEUE, RECONCILE_QUEUE)],  # type: ignore[no-untyped-call]
+        task_queues=broker_queues(
+            (ISSUE_QUEUE, CONFIRM_QUEUE, RECONCILE_QUEUE), settings.broker_queue_type
+        ),
         task_routes={
             ISSUE_TASK: {"queue": ISSUE_QUEUE},
             CONFIRM_TASK: {"queue": CONFIRM_QUEUE},

@@ -37,7 +37,11 @@ def build(settings: Settings | None = None) -> Pipeline:
     store = JobStore.from_url(settings.redis_url)
     return Pipeline(
         store,
-        CeleryScheduler(app, settings.visibility_timeout_seconds),
+        CeleryScheduler(
+            app,
+            settings.visibility_timeout_seconds,
+            whole_seconds=settings.broker_queue_type == "quorum",
+        ),
         ClientPool(settings),
         Policy.from_settings(settings),
         Budgets(store.redis, settings).for_provider,

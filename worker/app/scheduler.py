@@ -6,6 +6,7 @@ to the broker and frees its slot at once.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from celery import Celery
@@ -26,15 +27,25 @@ class CeleryScheduler:
 
     Countdowns are clamped below the broker's visibility timeout: the Redis transport
     would otherwise deliver a message that is only waiting for its ETA a second time.
+
+    ``whole_seconds`` (quorum queues, ``worker.app.queues``): countdowns are rounded up to
+    whole seconds. Celery then hands the wait to RabbitMQ's delayed-delivery queues, which
+    count in whole seconds: it truncates a countdown to them, and refuses one under a second
+    with a ValueError inside ``send_task`` (Celery 5.7, seen with a 0.2 s retry); a truncated
+    one would reach a worker early, to be held there for its ETA in a prefetch slot that
+    quorum queues do not let Celery widen. Rounded up, RabbitMQ holds the whole wait.
     """
 
-    def __init__(self, app: Celery, visibility_timeout: float) -> None:
+    def __init__(self, app: Celery, visibility_timeout: float, whole_seconds: bool = False) -> None:
         self.app = app
         self.ceiling = visibility_timeout * 0.9
+        self.whole_seconds = whole_seconds
 
     def _countdown(self, seconds: float) -> float | None:
-        seconds = min(max(seconds, 0.0), self.ceiling)
-        return round(seconds, 3) if seconds > 0 else None
+        seconds = round(min(max(seconds, 0.0), self.ceiling), 3)
+        if self.whole_seconds:
+            seconds = math.ceil(seconds)
+        return seconds if seconds > 0 else None
 
     def issue(self, message: dict[str, Any], countdown: float) -> None:
         self.app.send_task(ISSUE_TASK, kwargs=message, countdown=self._countdown(countdown))
