@@ -12,7 +12,7 @@ from celery import Celery
 from celery.utils.quorum_queues import detect_quorum_queues
 
 from worker.app import CONFIRM_QUEUE, CONFIRM_TASK, ISSUE_QUEUE, RECONCILE_QUEUE, create_app
-from worker.app.queues import QUORUM_EXCHANGE, broker_queues
+from worker.app.queues import QUORUM_EXCHANGE, broker_queues, mismatch_refusal
 from worker.app.scheduler import CeleryScheduler
 from worker.settings import get_settings
 
@@ -101,3 +101,17 @@ def test_with_quorum_queues_countdowns_are_whole_seconds_rounded_up(
     for countdown in asked:
         scheduler.confirm("inveterate", "c1", countdown)
     assert app.countdowns == sent
+
+
+def test_a_queue_of_another_type_is_one_line_saying_what_to_do() -> None:
+    reply = (
+        "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'creditq.issue' in "
+        "vhost '/': received the value 'quorum' of type 'longstr' but current is none"
+    )
+    assert mismatch_refusal(ISSUE_QUEUE, NAMES, "quorum", reply) == (
+        "creditq: RabbitMQ refuses queue 'creditq.issue' as CREDITQ_BROKER_QUEUE_TYPE=quorum: "
+        f"it exists with another type ({reply}). A queue's type cannot change: set "
+        "CREDITQ_BROKER_QUEUE_TYPE to the type the queues have, or drain them with workers of "
+        "that type and delete them (rabbitmqctl delete_queue, for each of creditq.issue, "
+        "creditq.confirm, creditq.reconcile), or move their messages with a shovel"
+    )
