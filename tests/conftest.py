@@ -19,11 +19,12 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.workers",
     "tests.fixtures.cli",
+    "tests.fixtures.rabbitmq",
 ]
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 # Fixtures that start or reach a server; a test using one, even through another, needs it.
-SERVER_FIXTURES = frozenset({"redis_url", "make_sandbox"})
+SERVER_FIXTURES = frozenset({"redis_url", "make_sandbox", "rabbitmq"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
