@@ -1,27 +1,42 @@
 """A Redis failover under load: what a SIGKILLed master costs, and that it costs no money.
 
     .venv/bin/python benchmarks/failover.py [--runs 3] [--grants 150] [--kill-after 50]
+        [--replicas 1] [--burst 0] [--log-level INFO]
 
-A master, a replica and three Sentinels (quorum 2, a master down after 1 s without an
-answer), all redis-server processes on loopback; three workers (``-P threads -c 8``) and
-beat behind them, for the job store and the broker alike (``CREDITQ_REDIS_URL`` names the
-Sentinels, ``CREDITQ_REDIS_MIN_REPLICAS=1``); the sandbox 20 ms a call, its listing 0.3 s
-behind. A producer hands the grants over one by one, 50 ms apart, and hands a refused one
-over again after 0.2 s, as a webhook is retried; after ``--kill-after`` grants the master is
-SIGKILLed, and brought back once the Sentinels have promoted the replica (they make it a
-replica of the new master). Printed per run: grants handed over, refusals handed over again,
-the longest time without a credit written at the provider (the POSTs' pause around the
-failover), grants paid twice, lost (accepted, and then no job or no credit), unconfirmed,
-and worker processes that died.
+A master, ``--replicas`` replicas and three Sentinels (quorum 2, a master down after 1 s
+without an answer), all redis-server processes on loopback with Redis's replication
+defaults; three workers (``-P threads -c 8``) and beat behind them, for the job store and
+the broker alike (``CREDITQ_REDIS_URL`` names the Sentinels, ``CREDITQ_REDIS_MIN_REPLICAS=1``);
+the sandbox 20 ms a call, its listing 0.3 s behind. A producer hands the grants over one by
+one, 50 ms apart, and hands a refused one over again after 0.2 s, as a webhook is retried;
+after ``--kill-after`` grants (and ``--burst`` more handed over at once, a backlog in the
+broker) the master is SIGKILLed, and restarted as soon as the Sentinels have promoted a
+replica: it comes back empty, as a master, until the Sentinels make it a replica of the new
+one (at their next look at it, up to 10 s) and it resyncs (after Redis's
+``repl-diskless-sync-delay``, 5 s).
+
+Printed per run, times in seconds from the first grant: the kill, the promotion, when a
+write was held by a replica again, the longest time without a credit written at the
+provider (the POSTs' pause around the failover) and when it began and ended; grants paid
+twice, lost (accepted, and then no job or no credit), unconfirmed; worker processes that
+died; and the broker's messages in flight at the kill (queued or delivered and not
+acknowledged, of them held for a countdown), how many of them the new master had at the
+promotion, were delivered again during the run, were still in its unacked set at the end
+(kombu delivers those again after the visibility timeout), and how many jobs the reconciler
+re-drove after the kill. The workers' logs stay in the directory printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import threading
 import time
+from collections import Counter
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -33,10 +48,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.fleet import ledger_by_marker, start_beat, start_worker  # noqa: E402
 from benchmarks.throughput import Processes, start_sandbox, wait  # noqa: E402
-from worker.app import create_app  # noqa: E402
+from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app  # noqa: E402
 from worker.domain.states import JobState  # noqa: E402
 from worker.errors import NotReplicated  # noqa: E402
-from worker.producer import enqueue  # noqa: E402
+from worker.producer import enqueue, enqueue_many  # noqa: E402
 from worker.sandbox.options import creditq_env  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 from worker.store.embedded import EmbeddedSentinels  # noqa: E402
@@ -46,9 +61,9 @@ RETRY_SECONDS = 0.2
 SPACING_SECONDS = 0.05
 
 
-def grant(i: int) -> dict[str, Any]:
+def grant(i: int, prefix: str = "fo") -> dict[str, Any]:
     return {
-        "idempotency_key": f"fo-{i}",
+        "idempotency_key": f"{prefix}-{i}",
         "provider": "inveterate" if i % 2 else "chargebee",
         "customer_id": f"c{i}",
         "amount": f"{1 + i % 9}.00",
@@ -60,6 +75,41 @@ def longest_gap(times: list[float], start: float) -> tuple[float, float]:
     ordered = sorted(times)
     gaps = [(b - a, a - start) for a, b in pairwise(ordered)]
     return max(gaps, default=(0.0, 0.0))
+
+
+RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[([0-9a-f-]+)\] received")
+REDRIVEN = re.compile(r"^\[(\S+ \S+): WARNING/MainProcess\] re-driving key=(\S+)")
+
+
+def broker_messages(port: int) -> dict[str, str]:
+    """The task messages the broker holds on the Redis at ``port``, by task id: "queued"
+    (waiting in a queue), "countdown" (delivered, held by a worker until its ETA) or
+    "running" (delivered, not acknowledged yet); the last two are kombu's ``unacked`` hash."""
+    client = redis.Redis(port=port)
+    try:
+        held: dict[str, str] = {}
+        for queue in (ISSUE_QUEUE, CONFIRM_QUEUE, RECONCILE_QUEUE):
+            for raw in client.lrange(queue, 0, -1):
+                held[json.loads(raw)["headers"]["id"]] = "queued"
+        for raw in client.hvals("unacked"):
+            headers = json.loads(raw)[0]["headers"]
+            held[headers["id"]] = "countdown" if headers.get("eta") else "running"
+        return held
+    finally:
+        client.close()
+
+
+def log_times(logs: str, pattern: re.Pattern[str]) -> list[tuple[float, str]]:
+    """(epoch seconds, the captured name) of every line of the workers' logs ``pattern``
+    matches; the logs' times are this machine's local time."""
+    found = []
+    for path in Path(logs).glob("w*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            match = pattern.match(line)
+            if match:
+                at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                found.append((at, match.group(2)))
+    return found
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,13 +135,17 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         store, app = JobStore.from_url(), create_app()
         accepted: list[str] = []
         refusals = 0
+        reasons: Counter[str] = Counter()
         start = time.time()
         killed_at = failed_over_at = held_again_at = 0.0
+        at_kill: dict[str, str] = {}
+        on_new_master: dict[str, str] = {}
 
         def bring_back() -> None:
-            nonlocal failed_over_at, held_again_at
+            nonlocal failed_over_at, held_again_at, on_new_master
             wait(ha.promoted, 60, "the failover")
             failed_over_at = time.time() - start
+            on_new_master = broker_messages(ha.master_port())
             ha.master.start()
             wait(ha.holds_writes, 60, "a replica of the new master")
             held_again_at = time.time() - start
@@ -101,11 +155,17 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     enqueue(grant(i), store=store, app=app)
                     break
-                except (NotReplicated, redis.RedisError, OSError):
+                except (NotReplicated, redis.RedisError, OSError) as exc:
                     refusals += 1
+                    reasons[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
                     time.sleep(RETRY_SECONDS)
             accepted.append(grant(i)["idempotency_key"])
             if i == args.kill_after:
+                if args.burst:  # a backlog in the broker at the kill: its messages in flight
+                    burst = [grant(n, "burst") for n in range(args.burst)]
+                    enqueue_many(burst, store=store, app=app)
+                    accepted.extend(g["idempotency_key"] for g in burst)
+                at_kill = broker_messages(ha.master.port)
                 ha.master.stop(hard=True)
                 killed_at = time.time() - start
                 threading.Thread(target=bring_back, daemon=True).start()
@@ -124,6 +184,10 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         credits = {key: len(ledger.get(job.marker, [])) if job else 0 for key, job in jobs.items()}
         times = [float(e["created_at"]) for entries in ledger.values() for e in entries]
         gap, gap_at = longest_gap(times, start)
+        kill_time = start + killed_at
+        again = {tid for at, tid in log_times(procs.dir, RECEIVED) if at > kill_time}
+        redriven = {key for at, key in log_times(procs.dir, REDRIVEN) if at > kill_time}
+        at_end = broker_messages(ha.master_port())
         return {
             "handed_over": len(accepted),
             "refusals": refusals,
@@ -140,7 +204,16 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 1 for job in jobs.values() if job is None or job.state is not JobState.CONFIRMED
             ),
             "workers_died": sum(1 for w in workers if w.poll() is not None),
+            "in_flight": len(at_kill),
+            "of_them_countdowns": sum(1 for kind in at_kill.values() if kind == "countdown"),
+            "on_new_master": len(at_kill.keys() & on_new_master.keys()),
+            "delivered_again": len(at_kill.keys() & again),
+            "left_unacked": sum(
+                1 for tid in at_kill if at_end.get(tid, "queued") != "queued" and tid not in again
+            ),
+            "jobs_redriven": len(redriven),
             "logs": procs.dir,
+            "reasons": reasons.most_common(3),
         }
     finally:
         procs.stop_all()
@@ -153,8 +226,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grants", type=int, default=150)
     parser.add_argument("--kill-after", type=int, default=50)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--burst", type=int, default=0, help="grants handed over at once just before the kill"
+    )
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--log-level", default="WARNING", help="the workers' (logs kept)")
+    parser.add_argument("--log-level", default="INFO", help="the workers' (logs kept)")
     return parser.parse_args()
 
 
@@ -162,8 +238,8 @@ def main() -> None:
     args = parse_args()
     print(
         f"{args.grants} grants handed over one by one, the master SIGKILLed after "
-        f"{args.kill_after}; three Sentinels, three workers and beat, "
-        "CREDITQ_REDIS_MIN_REPLICAS=1"
+        f"{args.kill_after} (and {args.burst} more at once); {args.replicas} replica(s), "
+        "three Sentinels, three workers and beat, CREDITQ_REDIS_MIN_REPLICAS=1"
     )
     columns = [
         "handed_over",
@@ -178,12 +254,18 @@ def main() -> None:
         "lost",
         "unconfirmed",
         "workers_died",
+        "in_flight",
+        "of_them_countdowns",
+        "on_new_master",
+        "delivered_again",
+        "left_unacked",
+        "jobs_redriven",
     ]
     print("  run " + " ".join(f"{c:>14.14}" for c in columns))
     for n in range(args.runs):
         run = run_once(args)
         print(f"  {n + 1:>3} " + " ".join(f"{run[c]!s:>14}" for c in columns), flush=True)
-        print(f"      logs: {run['logs']}", flush=True)
+        print(f"      logs: {run['logs']}; refused for: {run['reasons']}", flush=True)
 
 
 if __name__ == "__main__":

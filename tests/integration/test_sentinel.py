@@ -50,3 +50,24 @@ def test_the_store_follows_the_master_through_a_failover(behind_sentinels: Senti
     assert store.get("before") is not None and store.get("after") is not None
     assert budget.snapshot()["calls_last_hour"] == 1
     assert store.redis.connection_pool.get_master_address()[1] == behind_sentinels.replica.port
+
+
+def test_a_client_left_on_a_demoted_master_follows_the_new_one_when_only_its_wait_is_refused(
+    behind_sentinels: SentinelSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create that finds its job writes nothing, so no READONLY tells the client that its
+    master is a replica now: only the WAIT after it is refused. Before, a producer whose
+    connection stayed on the demoted master was refused for good."""
+    monkeypatch.setenv("CREDITQ_REDIS_MIN_REPLICAS", "1")
+    get_settings.cache_clear()
+    store = JobStore.from_url()
+    grant = make_grant("held-once")
+    assert store.create(grant).held
+    old = behind_sentinels.master_port()
+    behind_sentinels.sentinel().execute_command("SENTINEL", "FAILOVER", "mymaster")
+    demoted = redis.Redis(port=old)
+    assert wait_until(lambda: demoted.info("replication")["role"] == "slave", timeout=30)
+    assert wait_until(lambda: behind_sentinels.holds_writes(), timeout=30)
+    again = store.create(grant)  # on the connection it had: the demoted master
+    assert not again.created and again.held
+    assert store.redis.connection_pool.get_master_address()[1] != old

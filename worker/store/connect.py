@@ -4,11 +4,11 @@ Celery's form (``sentinel://h1:26379/0;sentinel://h2:26379/0``), which give the 
 ``CREDITQ_REDIS_SENTINEL_MASTER`` and follow it through a failover.
 
 Behind Sentinels a client asks them for the master on every new connection, and a master
-that turns replica (READONLY) drops the connection, so the next command goes to the new
-master; a command refused or cut off meanwhile is sent again after a short backoff
-(``RETRIES``). Sending one again is safe for creditq's writes: every move of a job is a
-compare-and-set on its version, a create recognises its own grant, and a budget slot taken
-twice only wastes a slot.
+that turns replica (READONLY, or a WAIT it refuses: ``MasterConnection``) drops the
+connection, so the next command goes to the new master; a command refused or cut off
+meanwhile is sent again after a short backoff (``RETRIES``). Sending one again is safe for
+creditq's writes: every move of a job is a compare-and-set on its version, a create
+recognises its own grant, and a budget slot taken twice only wastes a slot.
 """
 
 from __future__ import annotations
@@ -20,13 +20,40 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 SENTINEL_SCHEME = "sentinel"
 # A command refused (READONLY, LOADING) or cut off during a failover is sent again this
 # many times, backing off from 50 ms to 1 s: a few seconds, what a planned failover takes.
 RETRIES = 8
 BACKOFF = (1.0, 0.05)  # cap, base
+
+
+# How a replica refuses WAIT (and WAITAOF): "ERR WAIT cannot be used with replica instances".
+REPLICA_REFUSAL = "cannot be used with replica instances"
+
+
+class MasterConnection(SentinelManagedConnection):
+    """A connection to the master the Sentinels named, which also notices when that master
+    has been turned into a replica by a WAIT it refuses.
+
+    redis-py drops a connection on READONLY only, that is on a write. A connection left on
+    a demoted master whose commands write nothing never gets one: a create that finds its
+    job already there writes nothing, and the WAIT after it is refused with a plain error.
+    That kept ``benchmarks/failover.py``'s producer handing one grant over 1,933 times,
+    after the Sentinels failed over twice in two seconds. This refusal drops the connection
+    as READONLY does, so the command is sent again to the master the Sentinels name now."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.exceptions.ResponseError as exc:
+            if self.connection_pool.is_master and REPLICA_REFUSAL in str(exc):
+                self.disconnect()  # type: ignore[no-untyped-call]
+                raise redis.exceptions.ConnectionError(
+                    f"the master is now a replica: {exc}"
+                ) from exc
+            raise
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,7 @@ def redis_client(
         decode_responses=decode_responses,
         retry=retry,
         retry_on_error=[redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError],
+        connection_class=MasterConnection,
         **options,
     )
     return client
