@@ -23,10 +23,11 @@ from worker.errors import SettingsError
 from worker.serve.api import Intake
 from worker.serve.auth import basic_user, login_required
 from worker.serve.console import Console
-from worker.serve.health import Readiness, healthz
+from worker.serve.health import PROBE_TIMEOUT_SECONDS, Readiness, healthz
 from worker.serve.metrics import registry_for, render
 from worker.serve.openapi import document
 from worker.settings import Settings
+from worker.store.connect import probe_client
 from worker.store.jobs import JobStore
 
 
@@ -53,7 +54,9 @@ def check_exposure(host: str, settings: Settings) -> None:
 
 def build_app(settings: Settings, store: JobStore, celery: Celery) -> Starlette:
     intake = Intake(settings.api_token_list, store, celery)
-    readiness = Readiness(store, celery)
+    # /readyz asks the Redis that ``settings`` name (``serve`` opens ``store`` on it too) with
+    # a client of its own that tries once: see worker.serve.health
+    readiness = Readiness(probe_client(settings, timeout=PROBE_TIMEOUT_SECONDS), celery)
     logins = settings.console_logins
     budgets = Budgets(store.redis, settings)  # sized by these settings, for both readers
     registry = registry_for(store, budgets)

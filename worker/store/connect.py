@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
@@ -92,7 +92,9 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
 def redis_client(
     url: str, *, master: str = "mymaster", decode_responses: bool = False, **options: Any
 ) -> redis.Redis:
-    """A client of the Redis ``url`` names (``master``: the Sentinels' name for it)."""
+    """A client of the Redis ``url`` names (``master``: the Sentinels' name for it). Behind
+    Sentinels a command is sent again for a few seconds (``RETRIES``) unless ``retry`` is
+    among the options."""
     if not is_sentinel(url):
         return redis.Redis.from_url(url, decode_responses=decode_responses, **options)
     named = parse_sentinel_url(url)
@@ -100,7 +102,7 @@ def redis_client(
         k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")
     }
     sentinel = Sentinel(named.sentinels, sentinel_kwargs=dict(timeouts), **timeouts)
-    retry = Retry(ExponentialBackoff(*BACKOFF), RETRIES)
+    retry = options.pop("retry", None) or Retry(ExponentialBackoff(*BACKOFF), RETRIES)
     client: redis.Redis = sentinel.master_for(
         master,
         db=named.db,
@@ -122,4 +124,20 @@ def store_client(settings: Any, *, decode_responses: bool = False, **options: An
         master=settings.redis_sentinel_master,
         decode_responses=decode_responses,
         **options,
+    )
+
+
+def probe_client(settings: Any, *, timeout: float) -> redis.Redis:
+    """A client of the job store for a health probe: one try, and each socket operation (a
+    Sentinel's answer, the master's connect and reply) given ``timeout``.
+
+    The store's own clients send a command again for seconds through a failover (``RETRIES``,
+    and redis-py's ten retries for a plain Redis), which is what work wants; a probe must say
+    how things are now, within its prober's patience (compose's check of ``/readyz`` waits
+    3 s). Behind Sentinels that name no master it answers MasterNotFoundError at once."""
+    return store_client(
+        settings,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
