@@ -42,7 +42,16 @@ class MasterConnection(SentinelManagedConnection):
     job already there writes nothing, and the WAIT after it is refused with a plain error.
     That kept ``benchmarks/failover.py``'s producer handing one grant over 1,933 times,
     after the Sentinels failed over twice in two seconds. This refusal drops the connection
-    as READONLY does, so the command is sent again to the master the Sentinels name now."""
+    as READONLY does, and the command is sent again to the master the Sentinels name now
+    (``send_packed_command``)."""
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """A connection dropped (by READONLY, the refusal below, or a cut) is made again
+        through the Sentinels: redis-py 8's own reconnection here goes back to the address
+        the connection had, the demoted master, for every retry of the command."""
+        if not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:

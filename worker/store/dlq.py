@@ -398,7 +398,7 @@ def purge(store: JobStore, keys: Iterable[str]) -> list[PurgeOutcome]:
             script(
                 keys=[Keys.job(key), Keys.history(key), Keys.DUE], args=[key, *shared], client=pipe
             )
-        for key, reply in zip(batch, pipe.execute(), strict=True):
+        for key, reply in zip(batch, lua.execute(pipe), strict=True):
             if reply in ("purged", "stale"):
                 outcomes.append(PurgeOutcome(key, PurgeResult(reply), None))
             elif reply == "":

@@ -273,9 +273,9 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         write(pipe)
         if self.min_replicas <= 0:
-            return pipe.execute(), True
+            return lua.execute(pipe), True
         pipe.execute_command("WAIT", self.min_replicas, HOLD_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-        *replies, replicas = pipe.execute()
+        *replies, replicas = lua.execute(pipe)
         return replies, int(replicas) >= self.min_replicas
 
     @staticmethod
@@ -480,7 +480,7 @@ class JobStore:
     def _run_holding(pipe: Any, waits: list[tuple[Any, ...]]) -> list[Any]:
         for command in waits:
             pipe.execute_command(*command)
-        return cast(list[Any], pipe.execute())
+        return lua.execute(pipe)
 
     def _held(self, waits: list[tuple[Any, ...]], answers: list[Any]) -> bool:
         for command, answer in zip(waits, answers, strict=True):

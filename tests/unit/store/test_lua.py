@@ -12,6 +12,7 @@ import tomllib
 from fnmatch import fnmatch
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import lupa.lua51
@@ -344,3 +345,47 @@ def test_a_script_the_server_never_keeps_fails_as_no_script_after_a_few_tries(
     with pytest.raises(redis.exceptions.NoScriptError):
         lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""])
     assert pauses == list(lua.RELOAD_PAUSES_SECONDS)
+
+
+def forgetful_pipeline(client: fakeredis.FakeRedis, forgets: int) -> Any:
+    """A pipeline whose server forgets its scripts right after redis-py loaded them, the
+    first ``forgets`` times: its connection made again to a new master (a failover)."""
+    pipe = client.pipeline(transaction=False)
+    load = pipe.load_scripts
+    left = [forgets]
+
+    def load_then_forget() -> None:
+        load()
+        if left[0] > 0:
+            left[0] -= 1
+            client.script_flush()
+
+    pipe.load_scripts = load_then_forget
+    return pipe
+
+
+def test_a_pipeline_whose_scripts_the_server_forgot_is_sent_once_more() -> None:
+    client = fakeredis.FakeRedis()
+    pipe = forgetful_pipeline(client, forgets=1)
+    lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""], client=pipe)
+    pipe.execute_command("PING")
+    assert lua.execute(pipe) == [0, True]
+
+
+def test_a_pipeline_whose_scripts_the_server_keeps_forgetting_raises_no_script() -> None:
+    client = fakeredis.FakeRedis()
+    pipe = forgetful_pipeline(client, forgets=2)
+    lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""], client=pipe)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        lua.execute(pipe)
+
+
+def test_a_pipeline_in_which_some_script_ran_is_not_sent_again() -> None:
+    """Sent again, the script that ran would run twice."""
+    client = fakeredis.FakeRedis()
+    pipe = client.pipeline(transaction=False)
+    lua.script(client, "budget_paused_for.lua")(keys=["p"], args=[""], client=pipe)
+    pipe.execute_command("EVALSHA", "0" * 40, 0)  # a script no server knows
+    with pytest.raises(redis.exceptions.NoScriptError):
+        lua.execute(pipe)
+    assert len(pipe.command_stack) == 0

@@ -73,6 +73,27 @@ class Script(RedisScript):
         raise AssertionError("unreachable: the last pass returns or raises")
 
 
+def execute(pipe: Pipeline) -> list[Any]:
+    """``pipe.execute()`` for a pipeline that runs scripts, sent once more when the server
+    knew none of them: redis-py loads a pipeline's scripts before sending it, but when its
+    connection is dropped and made again to a new master (a failover) it sends the EVALSHAs
+    again there, where no script is loaded yet. Sent again only when every EVALSHA was
+    refused, so that nothing ran; the second time redis-py loads them on the new master.
+    The first error among the replies is raised, as ``pipe.execute()`` does."""
+    stack, scripts = list(pipe.command_stack), set(pipe.scripts)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    calls = sum(1 for args, _ in stack if args[0] == "EVALSHA")
+    refused = sum(1 for reply in replies if isinstance(reply, NoScriptError))
+    if calls and refused == calls:
+        pipe.command_stack.extend(stack)
+        pipe.scripts.update(scripts)
+        replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+    return replies
+
+
 _registered: WeakKeyDictionary[redis.Redis, dict[str, Script]] = WeakKeyDictionary()
 _lock = threading.Lock()
 
