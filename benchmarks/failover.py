@@ -1,7 +1,7 @@
 """A Redis failover under load: what a SIGKILLed master costs, and that it costs no money.
 
     .venv/bin/python benchmarks/failover.py [--runs 3] [--grants 150] [--kill-after 50]
-        [--replicas 1] [--burst 0] [--log-level INFO]
+        [--replicas 1] [--burst 0] [--flap] [--log-level INFO]
 
 A master, ``--replicas`` replicas and three Sentinels (quorum 2, a master down after 1 s
 without an answer), all redis-server processes on loopback with Redis's replication
@@ -13,7 +13,8 @@ after ``--kill-after`` grants (and ``--burst`` more handed over at once, a backl
 broker) the master is SIGKILLed, and restarted as soon as the Sentinels have promoted a
 replica: it comes back empty, as a master, until the Sentinels make it a replica of the new
 one (at their next look at it, up to 10 s) and it resyncs (after Redis's
-``repl-diskless-sync-delay``, 5 s).
+``repl-diskless-sync-delay``, 5 s). ``--flap`` then stops the promoted master for 2.5 s
+(SIGSTOP), so that the Sentinels fail over a second time, to the other replica.
 
 Printed per run, times in seconds from the first grant: the kill, the promotion, when a
 write was held by a replica again, the longest time without a credit written at the
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -58,6 +60,7 @@ from worker.store.embedded import EmbeddedSentinels  # noqa: E402
 from worker.store.jobs import JobStore  # noqa: E402
 
 RETRY_SECONDS = 0.2
+FLAP_SECONDS = 2.5  # longer than the Sentinels' down-after (1 s) and an election
 SPACING_SECONDS = 0.05
 
 
@@ -147,6 +150,12 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             failed_over_at = time.time() - start
             on_new_master = broker_messages(ha.master_port())
             ha.master.start()
+            if args.flap:  # the new master stops answering: the Sentinels fail over again
+                promoted = next(r for r in ha.replicas if r.port == ha.master_port())
+                assert promoted.process is not None
+                promoted.process.send_signal(signal.SIGSTOP)
+                time.sleep(FLAP_SECONDS)
+                promoted.process.send_signal(signal.SIGCONT)
             wait(ha.holds_writes, 60, "a replica of the new master")
             held_again_at = time.time() - start
 
@@ -228,6 +237,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument(
         "--burst", type=int, default=0, help="grants handed over at once just before the kill"
+    )
+    parser.add_argument(
+        "--flap",
+        action="store_true",
+        help="stop the promoted master for 2.5 s (SIGSTOP): a second failover (needs --replicas 2)",
     )
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--log-level", default="INFO", help="the workers' (logs kept)")
