@@ -74,6 +74,13 @@ class BrokerClosed(redis.exceptions.ConnectionError):
 _had_a_broker = threading.Event()
 
 
+def stopping() -> bool:
+    """Celery's signal handlers have asked this worker to stop, warm or cold (its flags hold
+    an exit code, 0 included, as ``maybe_shutdown`` reads them)."""
+    flags = (worker_state.should_stop, worker_state.should_terminate)
+    return any(flag is not None and flag is not False for flag in flags)
+
+
 class QoS(kombu_redis.QoS):
     """kombu's acknowledgements, reconnecting when Redis refuses one for a failover.
 
@@ -198,17 +205,17 @@ class Transport(kombu_redis.Transport):
 
     def establish_connection(self) -> Any:
         """kombu's connection, tried again in place while the broker is briefly away (see
-        the module's docstring). A worker asked to stop stops waiting: Celery's own check
-        (``maybe_shutdown``) runs between attempts, as in Celery's retry loop."""
+        the module's docstring). A worker asked to stop stops waiting and lets the error go
+        to its caller: Celery's retry loop then stops the worker, and a task thread that was
+        publishing gets the error it would have had without the wait."""
         deadline = time.monotonic() + (RECONNECT_WAIT_SECONDS if _had_a_broker.is_set() else 0)
         delay = RECONNECT_FIRST_DELAY_SECONDS
         while True:
             try:
                 established = super().establish_connection()  # type: ignore[no-untyped-call]
             except self.connection_errors:
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + delay > deadline or stopping():
                     raise
-                worker_state.maybe_shutdown()
                 time.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY_SECONDS)
                 continue

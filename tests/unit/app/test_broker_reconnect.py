@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery.exceptions import WorkerShutdown
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 
@@ -59,7 +58,6 @@ def fresh_process() -> Iterator[None]:
     broker._had_a_broker.clear()
     yield
     broker._had_a_broker.clear()
-    worker_state.should_stop = None
 
 
 def transport_with(monkeypatch: pytest.MonkeyPatch, flaky: Flaky) -> Transport:
@@ -116,12 +114,13 @@ def test_a_broker_gone_for_good_goes_back_to_celerys_retry_within_the_wait(
     assert clock.now - start >= broker.RECONNECT_WAIT_SECONDS - broker.RECONNECT_MAX_DELAY_SECONDS
 
 
-def test_a_worker_asked_to_stop_stops_waiting(
-    monkeypatch: pytest.MonkeyPatch, clock: Clock
+@pytest.mark.parametrize("flag", ["should_stop", "should_terminate"])
+def test_a_worker_asked_to_stop_stops_waiting_and_lets_the_error_go(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock, flag: str
 ) -> None:
     broker._had_a_broker.set()
-    worker_state.should_stop = 0  # what Celery's SIGTERM handler sets
+    monkeypatch.setattr(worker_state, flag, 0)  # what Celery's signal handlers set
     flaky = Flaky(failures=10_000)
-    with pytest.raises(WorkerShutdown):
+    with pytest.raises(redis.exceptions.ConnectionError):
         transport_with(monkeypatch, flaky).establish_connection()
-    assert flaky.calls == 1
+    assert flaky.calls == 1 and clock.sleeps == []
