@@ -245,9 +245,19 @@ def test_flower_behind_sentinels_shows_workers_tasks_and_queues_and_follows_a_fa
         after = grants(3, prefix="after")
         taken = wait_until(lambda: _enqueued(after, producer), timeout=15)
         assert taken, "the producer could not hand grants over after the failover"
-        # task events flow again: Flower sees the new grants' tasks from the worker
-        keys = [g["idempotency_key"] for g in after]
-        assert wait_until(lambda: flower.issued(keys), timeout=30), fleet.log_text()
+        # Task events flow again: Flower sees the tasks of grants handed over since. Events
+        # are Redis pub/sub, kept for nobody: those a worker sends before Flower has
+        # subscribed again on the new master are lost (the worker may be back first), so
+        # a grant is handed over each second until Flower shows one.
+        sent: list[str] = []
+
+        def flower_sees_a_new_grant() -> bool:
+            one = grants(1, prefix=f"after-{len(sent)}")
+            if _enqueued(one, producer):
+                sent.append(str(one[0]["idempotency_key"]))
+            return any(flower.issued([key]) for key in sent)
+
+        assert wait_until(flower_sees_a_new_grant, timeout=30, interval=1.0), fleet.log_text()
         assert wait_until(flower.queue_lengths, timeout=10) is not None
         assert fleet.flower is not None and fleet.flower.poll() is None
 
