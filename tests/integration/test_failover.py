@@ -101,8 +101,17 @@ def test_a_failover_loses_no_accepted_grant_and_pays_none_twice(
             jobs = store.get_many(keys, history=False)
             return all(j is not None and j.state is JobState.CONFIRMED for j in jobs)
 
+        def unconfirmed() -> dict[str, str]:
+            keys = accepted + shop.sent
+            jobs = store.get_many(keys, history=False)
+            return {
+                k: "missing" if j is None else j.state.value
+                for k, j in zip(keys, jobs, strict=True)
+                if j is None or j.state is not JobState.CONFIRMED
+            }
+
         assert wait_until(all_confirmed, timeout=120, interval=0.5), (
-            store.count_by_state(),
+            unconfirmed(),
             fleet.log_text()[-3000:],
         )
         assert ha.master_port() == ha.replica.port  # it did fail over
