@@ -17,8 +17,10 @@ one (at their next look at it, up to 10 s) and it resyncs (after Redis's
 (SIGSTOP), so that the Sentinels fail over a second time, to the other replica.
 
 Printed per run, times in seconds from the first grant: the kill, the promotion, when a
-write was held by a replica again, the longest time without a credit written at the
-provider (the POSTs' pause around the failover) and when it began and ended; grants paid
+write was held by a replica again, the time without a credit written at the provider
+around the kill (from the last credit before it to the first after: the POSTs' pause) and
+when the last credit of the run was written (a grant whose POST's fate the kill left unknown
+comes last, once its outcome is settled); grants paid
 twice, lost (accepted, and then no job or no credit), unconfirmed; worker processes that
 died; and the broker's messages in flight at the kill (queued or delivered and not
 acknowledged, of them held for a countdown), how many of them the new master had at the
@@ -39,7 +41,6 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,13 @@ def grant(i: int, prefix: str = "fo") -> dict[str, Any]:
     }
 
 
-def longest_gap(times: list[float], start: float) -> tuple[float, float]:
-    """The longest time between two credits written, and when it began (since ``start``)."""
-    ordered = sorted(times)
-    gaps = [(b - a, a - start) for a, b in pairwise(ordered)]
-    return max(gaps, default=(0.0, 0.0))
+def gap_around(times: list[float], at: float) -> tuple[float, float]:
+    """When the credits written stopped before ``at`` (the kill) and started again after it:
+    the POSTs' pause around the failover. A grant that waits alone for its unknown outcome
+    to be settled later is not part of it (``last_credit_at`` shows those)."""
+    before = max((t for t in times if t <= at), default=at)
+    after = min((t for t in times if t > at), default=at)
+    return before, after
 
 
 RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[([0-9a-f-]+)\] received")
@@ -192,8 +195,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         ledger = ledger_by_marker(sandbox)
         credits = {key: len(ledger.get(job.marker, [])) if job else 0 for key, job in jobs.items()}
         times = [float(e["created_at"]) for entries in ledger.values() for e in entries]
-        gap, gap_at = longest_gap(times, start)
         kill_time = start + killed_at
+        stopped, resumed = gap_around(times, kill_time)
         again = {tid for at, tid in log_times(procs.dir, RECEIVED) if at > kill_time}
         redriven = {key for at, key in log_times(procs.dir, REDRIVEN) if at > kill_time}
         at_end = broker_messages(ha.master_port())
@@ -204,9 +207,10 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "failed_over_at": round(failed_over_at, 1),
             "held_again_at": round(held_again_at, 1),
             "handed_over_in": round(handed_over, 1),
-            "longest_gap_without_a_credit": round(gap, 2),
-            "gap_began_at": round(gap_at, 1),
-            "gap_ended_at": round(gap_at + gap, 1),
+            "no_credit_for": round(resumed - stopped, 2),
+            "credits_stopped_at": round(stopped - start, 1),
+            "credits_resumed_at": round(resumed - start, 1),
+            "last_credit_at": round(max(times, default=start) - start, 1),
             "paid_twice": sum(1 for n in credits.values() if n > 1),
             "lost": sum(1 for key, job in jobs.items() if job is None or credits[key] == 0),
             "unconfirmed": sum(
@@ -261,9 +265,10 @@ def main() -> None:
         "killed_at",
         "failed_over_at",
         "held_again_at",
-        "longest_gap_without_a_credit",
-        "gap_began_at",
-        "gap_ended_at",
+        "no_credit_for",
+        "credits_stopped_at",
+        "credits_resumed_at",
+        "last_credit_at",
         "paid_twice",
         "lost",
         "unconfirmed",

@@ -159,8 +159,8 @@ class EmbeddedSentinels:
         # Every server keeps an append-only file, as creditq asks of its store: a master
         # restarted empty becomes a replica that the Sentinels may promote before its first
         # sync is done (a never-synced replica reports no link-down time), and the whole set
-        # then copies its empty data set. Seen in test_failover on a loaded machine: the 51
-        # jobs written before the kill were gone, the 99 after it kept.
+        # then copies its empty data set. Seen in test_failover on a loaded machine: the jobs
+        # written before the kill were gone, those after it kept.
         self.master = EmbeddedRedis(appendonly=True).start()
         self.replicas = [EmbeddedRedis(appendonly=True).start() for _ in range(replicas)]
         for replica in self.replicas:
