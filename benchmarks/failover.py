@@ -18,7 +18,7 @@ one (at their next look at it, up to 10 s) and it resyncs (after Redis's
 
 Printed per run, times in seconds from the first grant: the kill, the promotion, when a
 write was held by a replica again, the time without a credit written at the provider
-around the kill (from the last credit before it to the first after: the POSTs' pause) and
+around the failover (the POSTs' pause: ``pause_around``) and
 when the last credit of the run was written (a grant whose POST's fate the kill left unknown
 comes last, once its outcome is settled); grants paid
 twice, lost (accepted, and then no job or no credit), unconfirmed; worker processes that
@@ -41,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,13 @@ def grant(i: int, prefix: str = "fo") -> dict[str, Any]:
     }
 
 
-def gap_around(times: list[float], at: float) -> tuple[float, float]:
-    """When the credits written stopped before ``at`` (the kill) and started again after it:
-    the POSTs' pause around the failover. A grant that waits alone for its unknown outcome
+def pause_around(times: list[float], kill: float, held_again: float) -> tuple[float, float]:
+    """The POSTs' pause around the failover: the longest time between two credits written
+    that ends after the kill and begins before writes were held again (a POST in flight at
+    the kill may still land just after it). A grant that waits alone for its unknown outcome
     to be settled later is not part of it (``last_credit_at`` shows those)."""
-    before = max((t for t in times if t <= at), default=at)
-    after = min((t for t in times if t > at), default=at)
-    return before, after
+    pauses = [(a, b) for a, b in pairwise(sorted(times)) if b > kill and a < max(held_again, kill)]
+    return max(pauses, key=lambda pause: pause[1] - pause[0], default=(kill, kill))
 
 
 RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[([0-9a-f-]+)\] received")
@@ -196,7 +197,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         credits = {key: len(ledger.get(job.marker, [])) if job else 0 for key, job in jobs.items()}
         times = [float(e["created_at"]) for entries in ledger.values() for e in entries]
         kill_time = start + killed_at
-        stopped, resumed = gap_around(times, kill_time)
+        stopped, resumed = pause_around(times, kill_time, start + held_again_at)
         again = {tid for at, tid in log_times(procs.dir, RECEIVED) if at > kill_time}
         redriven = {key for at, key in log_times(procs.dir, REDRIVEN) if at > kill_time}
         at_end = broker_messages(ha.master_port())
