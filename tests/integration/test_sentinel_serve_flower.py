@@ -80,10 +80,6 @@ def master_of(found: SentinelSet) -> redis.Redis:
     return redis.Redis(port=found.master_port(), password=PASSWORD, decode_responses=True)
 
 
-def promoted(found: SentinelSet) -> bool:
-    return found.master_port() != found.master.port
-
-
 def readyz(base: str) -> httpx.Response:
     return httpx.get(f"{base}/readyz", timeout=10)
 
@@ -118,7 +114,7 @@ def test_serve_is_ready_behind_sentinels_says_which_part_fails_while_no_master_a
             for secret in (PASSWORD, TOKEN, "Traceback"):
                 assert secret not in down.text
 
-        assert wait_until(lambda: promoted(ha), timeout=30)
+        assert wait_until(ha.promoted, timeout=30)
         assert wait_until(lambda: readyz(serve.url).status_code == 200, timeout=15), serve.output()
         after = raw_grant(idempotency_key="after-failover")
         created = httpx.post(f"{serve.url}/v1/grants", json=after, headers=auth)
@@ -241,7 +237,7 @@ def test_flower_behind_sentinels_shows_workers_tasks_and_queues_and_follows_a_fa
             page = flower.get("/broker")
             assert page.status_code == 200 and "creditq.issue" not in page.text
 
-        assert wait_until(lambda: promoted(ha), timeout=30)
+        assert wait_until(ha.promoted, timeout=30)
         after = grants(3, prefix="after")
         taken = wait_until(lambda: _enqueued(after, producer), timeout=15)
         assert taken, "the producer could not hand grants over after the failover"
