@@ -1,17 +1,21 @@
-"""A worker that has had its broker waits for it in place, quietly and briefly, before
-Celery's slow retry takes over; a process that never had one is told at once."""
+"""A worker rides through a lost broker: it waits for it in place, quietly and briefly,
+before Celery's slow retry takes over (a process that never had one is told at once), and its
+tasks in flight finish rather than being cancelled."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from celery.exceptions import CPendingDeprecationWarning
 from celery.worker import state as worker_state
+from celery.worker.consumer.consumer import CANCEL_TASKS_BY_DEFAULT
 from kombu.transport import redis as kombu_redis
 
-from worker.app import broker
+from worker.app import _quiet_the_cancel_notice, broker, create_app
 from worker.app.broker import Transport
 
 
@@ -124,3 +128,16 @@ def test_a_worker_asked_to_stop_stops_waiting_and_lets_the_error_go(
     with pytest.raises(redis.exceptions.ConnectionError):
         transport_with(monkeypatch, flaky).establish_connection()
     assert flaky.calls == 1 and clock.sleeps == []
+
+
+def test_tasks_in_flight_are_not_cancelled_and_celerys_notice_about_it_is_quiet() -> None:
+    """The thread pool cannot cancel a task (Celery logged a traceback per task trying), and a
+    task cancelled mid-POST would leave its outcome unknown: they finish instead. Celery then
+    warns at every lost connection, after its log setup made such warnings always show."""
+    assert create_app().conf.worker_cancel_long_running_tasks_on_connection_loss is False
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.filterwarnings("always", category=CPendingDeprecationWarning)  # Celery's
+        _quiet_the_cancel_notice()
+        warnings.warn(CANCEL_TASKS_BY_DEFAULT, CPendingDeprecationWarning, stacklevel=1)
+        warnings.warn("another notice", CPendingDeprecationWarning, stacklevel=1)
+    assert [str(w.message) for w in shown] == ["another notice"]
