@@ -95,12 +95,6 @@ def test_a_failover_loses_no_accepted_grant_and_pays_none_twice(
         # provider, and only a later credit shown in the listing lets creditq prove that.
         shop = Witnesses(store, lambda grants: hand_over_many(grants, store, app))
 
-        def all_confirmed() -> bool:
-            shop.tick(accepted)
-            keys = accepted + shop.sent
-            jobs = store.get_many(keys, history=False)
-            return all(j is not None and j.state is JobState.CONFIRMED for j in jobs)
-
         def unconfirmed() -> dict[str, str]:
             keys = accepted + shop.sent
             jobs = store.get_many(keys, history=False)
@@ -109,6 +103,10 @@ def test_a_failover_loses_no_accepted_grant_and_pays_none_twice(
                 for k, j in zip(keys, jobs, strict=True)
                 if j is None or j.state is not JobState.CONFIRMED
             }
+
+        def all_confirmed() -> bool:
+            shop.tick(accepted)
+            return not unconfirmed()
 
         assert wait_until(all_confirmed, timeout=120, interval=0.5), (
             unconfirmed(),

@@ -37,7 +37,7 @@ from worker.app.broker import transport_for
 from worker.app.queues import broker_queues
 from worker.config_errors import exit_on
 from worker.errors import SettingsError
-from worker.settings import get_settings
+from worker.settings import broker_scheme, get_settings
 from worker.store.durability import refuse_volatile_store
 
 CREDITQ_APP = "creditq"
@@ -105,7 +105,7 @@ def broker_options(settings: Any) -> dict[str, Any]:
     """The broker transport's options: the visibility timeout, and behind Sentinels the
     master's name (kombu's Sentinel transport asks them for it)."""
     options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_seconds}
-    if settings.effective_broker_url.lower().startswith("sentinel://"):
+    if broker_scheme(settings.effective_broker_url) == "sentinel":
         options["master_name"] = settings.redis_sentinel_master
     return options
 
@@ -135,11 +135,16 @@ def _quiet_the_cancel_notice(**_: Any) -> None:
 signals.celeryd_after_setup.connect(_quiet_the_cancel_notice)
 
 
+def is_creditq_worker(sender: Any) -> bool:
+    """A ``worker_init`` sender that is a worker of the creditq app: importing ``worker`` (its
+    broker transport, say) connects creditq's handlers for every Celery app of the process."""
+    return getattr(getattr(sender, "app", None), "main", None) == CREDITQ_APP
+
+
 def _check_store(sender: Any = None, **_: Any) -> None:
     """A creditq worker refuses a job store that keeps nothing on disk or evicts
-    (worker.store.durability). Only creditq's: importing ``worker`` (its broker transport, say)
-    connects this for every Celery app of the process."""
-    if getattr(getattr(sender, "app", None), "main", None) == CREDITQ_APP:
+    (worker.store.durability)."""
+    if is_creditq_worker(sender):
         refuse_volatile_store()
 
 

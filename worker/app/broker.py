@@ -30,12 +30,13 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+
+from worker.settings import broker_scheme
 
 # Plain redis:// takes ``Transport`` below and sentinel:// ``SentinelTransport``: rediss://
 # (TLS), redis+socket:// and other brokers keep kombu's own, which reads their URLs itself.
@@ -249,4 +250,4 @@ TRANSPORT = TRANSPORTS["redis"]
 def transport_for(broker_url: str) -> str | None:
     """The ``broker_transport`` setting for this URL: this module's for Redis and Sentinel,
     else None (the URL's scheme picks kombu's own)."""
-    return TRANSPORTS.get(urlsplit(broker_url.split(";")[0]).scheme.lower())
+    return TRANSPORTS.get(broker_scheme(broker_url))

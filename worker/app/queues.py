@@ -100,11 +100,11 @@ def refuse_mismatched_queues(sender: Any = None, **_: Any) -> None:
     """At a creditq worker's start (Celery's ``worker_init``), on RabbitMQ: exit 2, in one
     line, when its queues exist with another type. A broker that does not answer is left to
     the worker's own connection retries."""
-    from worker.app import CREDITQ_APP  # worker.app imports this module
+    from worker.app import is_creditq_worker  # worker.app imports this module
 
-    app: Any = getattr(sender, "app", None)
-    if getattr(app, "main", None) != CREDITQ_APP:
+    if not is_creditq_worker(sender):
         return
+    app: Any = sender.app
     settings = get_settings()
     if not settings.broker_is_rabbitmq:
         return
