@@ -212,5 +212,15 @@ class NotHeld(Deferred):
         self.job = job
 
 
+class MasterChanged(Deferred):
+    """A POST's move found the store on a master promoted since the job's last move, and
+    was turned into a listing check (``store/lua/era.lua``): a POST may have left on the old
+    master without its record, so none leaves before the listing speaks."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"the store's master changed since job {job.idempotency_key!r} last moved")
+        self.job = job
+
+
 class SweepLost(Deferred):
     """A sweep outlived its lease and another may be running: it stops reading."""

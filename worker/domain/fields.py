@@ -27,6 +27,9 @@ class JobField(StrEnum):
     INCARNATION = "incarnation"  # the salt of the job's marker (grant.marker_for)
     PRIORITY = "priority"  # the grant's lane, for the scripts (the grant says it too)
     BATCH = "batch"  # the batch it was first handed over in
+    # The store's era (store/lua/era.lua) since which every POST of the job is on record:
+    # set at its creation and when a promotion of the store's master sends it to the listing.
+    ERA = "era"
 
     # Set by moves.
     LAST_ERROR = "last_error"  # JSON: the last provider error, or why the job is invalid

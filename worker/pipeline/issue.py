@@ -31,6 +31,7 @@ from worker.domain.states import DlqReason, JobState
 from worker.errors import (
     IdempotencyConflict,
     InvalidGrant,
+    MasterChanged,
     MissingCredentials,
     NoSlot,
     NotHeld,
@@ -93,6 +94,8 @@ class Issuer:
                 return self._post(started.job, grant)
             if started.outcome == "unheld" and started.job is not None:
                 return self.mover.put_off(started.job)
+            if started.outcome == "checked" and started.job is not None:
+                return self._check_first(started.job)
             if started.outcome == "wait" and started.job is not None:
                 self.mover.issue_later(started.job, started.wait)
                 return Result.NO_SLOT
@@ -242,7 +245,25 @@ class Issuer:
             )
         except NotHeld as unheld:
             return self.mover.put_off(unheld.job)
+        except MasterChanged as changed:
+            return self._check_first(changed.job)
         return self._post(job, grant)
+
+    def _check_first(self, job: Job) -> Result:
+        """The store moved this job into an unknown outcome instead of starting its POST: its
+        master was promoted since the job's last move, and the old master may have sent a
+        POST whose record the promotion lost (``store/lua/era.lua``). Inveterate would pay
+        that one twice, so the job waits out the lease of such a POST, then the listing
+        decides (``unknown.Resolver``), as after any POST whose answer was lost."""
+        log.warning(
+            "key=%s provider=%s the job store's master was promoted since this job's last "
+            "move: a POST may have left unrecorded; reading the listing before any POST",
+            job.idempotency_key,
+            job.provider,
+        )
+        until = job.number(F.IN_FLIGHT_UNTIL) or self.clock()
+        self.mover.issue_later(job, max(0.0, until - self.clock()))
+        return Result.MASTER_CHANGED
 
     def _post(self, job: Job, grant: CreditGrant) -> Result:
         """The POST of a job just moved into ``submitting`` (its lease), and what follows."""

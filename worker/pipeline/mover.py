@@ -22,7 +22,14 @@ from worker.domain.fields import JobField as F
 from worker.domain.grant import Provider
 from worker.domain.job import Job, iso
 from worker.domain.states import DlqReason, JobState
-from worker.errors import InvalidGrant, MissingCredentials, NoSlot, NotHeld, ProviderError
+from worker.errors import (
+    InvalidGrant,
+    MasterChanged,
+    MissingCredentials,
+    NoSlot,
+    NotHeld,
+    ProviderError,
+)
 from worker.pipeline.results import Result
 from worker.settings import Settings
 from worker.store.jobs import JobStore
@@ -254,7 +261,8 @@ class Mover:
     ) -> tuple[Job, bool]:
         """One compare-and-set from the job exactly as it was read (its version), and its
         log line. Returns the job as it now stands and whether ``flag`` was set. ``hold``:
-        the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable.
+        the move precedes a POST; raises ``NotHeld`` (the move made) if it is not durable,
+        and ``MasterChanged`` if the store turned it into a listing check (the job moved).
         ``detail`` goes into the history entry, structured, beside the reason's words."""
         moved = self.store.transition(
             job.idempotency_key,
@@ -283,6 +291,8 @@ class Mover:
             now_as.attempts,
             reason,
         )
+        if moved.checked:  # before the hold: a check must never be put off back to queued
+            raise MasterChanged(now_as)
         if not moved.held:
             raise NotHeld(now_as)
         return now_as, moved.flagged

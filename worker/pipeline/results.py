@@ -24,6 +24,7 @@ class Result(StrEnum):
     NO_SLOT = "waiting for a request slot"  # the provider's budget has no slot now
     LISTING_UNAVAILABLE = "listing unavailable"  # the read for an unknown outcome failed
     NOT_DURABLE = "store not durable yet"  # the move before the POST was not held: no POST
+    MASTER_CHANGED = "store master changed"  # a POST may have left unrecorded: listing first
     # Nothing to do.
     LOST_RACE = "lost race"  # another delivery or a sweep moved the job first
     NOTHING = "nothing to do"  # the job is finished (or gone)

@@ -94,7 +94,9 @@ class PostStart:
     ``unheld``: the move into ``submitting`` was made but not held (disk, replicas) in time:
     the POST must not leave. ``wait``: no budget slot for this job yet: ask again in
     ``wait`` seconds (its turn keeps its place); nothing else changed.
-    ``other``: the job is
+    ``checked``: the store's master was promoted since the job's last move, so instead of
+    starting a POST the job moved into ``submitting`` with its outcome unknown, to wait for
+    the listing (``store/lua/era.lua``); it took no slot. ``other``: the job is
     not a plain queued job holding this grant, and takes the full path; nothing changed.
     ``missing``: there is no such job (``job`` None).
     """
@@ -181,6 +183,7 @@ class JobStore:
             new_incarnation(),
             grant.priority.value,
             *self._batch_args(batch),
+            Keys.ERA,
         ]
         return keys, args
 
@@ -230,6 +233,7 @@ class JobStore:
             new_incarnation(),
             Priority.INTERACTIVE.value,
             *self._batch_args(None),
+            Keys.ERA,
         ]
         return int(self._create(keys=keys, args=args)) == 1
 
@@ -419,7 +423,9 @@ class JobStore:
         other move happened since the job was read (optimistic concurrency: two deliveries
         of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
         in the same step; ``Moved.flagged`` says whether this move set it. ``hold``: the
-        move precedes a POST, so it must be durable first (``held``; see ``_hold_after``).
+        move precedes a POST, so it must be durable first (``held``; see ``_hold_after``),
+        and it becomes a listing check (``Moved.checked``) when the store's master was
+        promoted since the job's last move (``store/lua/era.lua``).
         ``detail`` (JSON-able) is kept as the ``detail`` object of the history entry the move
         appends, for what the reason's words do not carry (e.g. ``{"status": 500}``).
         Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
@@ -437,6 +443,7 @@ class JobStore:
             version,
             flag,
             detail,
+            post=hold,
         )
         keys, args = move_args(move, time.time() if now is None else now, self.ttl_seconds)
         reply, held = self._run_held(self._transition, keys, args, hold)
@@ -557,6 +564,7 @@ class JobStore:
             attempts="incr",
             due=now + lease,
             fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
+            post=True,
         )
         keys, moving = move_args(move, time.time(), self.ttl_seconds)
         slot_args: list[Any] = [*turn[0], *turn[1]] if turn else [""] * len(TURN_ARGS)
@@ -576,6 +584,8 @@ class JobStore:
             return PostStart("started", job_of(reply[1]), int(reply[2]) / 1_000_000)
         if outcome == "missing":
             return PostStart("missing")
+        if outcome == "checked":
+            return PostStart("checked", job_of(reply[1]))
         if outcome == "wait":
             return PostStart("wait", job_of(reply[2]), int(reply[1]) / 1_000_000)
         return PostStart(outcome, job_of(reply[1]))

@@ -52,6 +52,8 @@ class Keys:
 
     # When each unfinished job should next be worked on; the reconciler re-drives the overdue.
     DUE = f"{PREFIX}:due"
+    # The store's era: raised when the store is found on a promoted replica (era.lua).
+    ERA = f"{PREFIX}:era"
 
     @staticmethod
     def index(state: JobState, provider: str | None = None) -> str:

@@ -31,6 +31,7 @@ MOVE_LAYOUT = (
     "dlq_by_provider",
     "dlq_by_reason",
     "waiting_prefix",
+    "era_key",
 )
 MOVE_REQUEST = (
     "key",
@@ -50,6 +51,7 @@ MOVE_REQUEST = (
     "flag_ttl",
     "flag_value",
     "detail",
+    "post",
 )
 
 
@@ -66,6 +68,7 @@ def _layout_args() -> list[Any]:
         "dlq_by_provider": dlq_by_provider,
         "dlq_by_reason": dlq_by_reason,
         "waiting_prefix": Keys.WAITING_PREFIX,
+        "era_key": Keys.ERA,
     }
     return [layout[name] for name in MOVE_LAYOUT]
 
@@ -89,6 +92,7 @@ class Move:
     version: int | None = None
     flag: tuple[str, float, str] | None = None
     detail: Mapping[str, Any] | None = None
+    post: bool = False  # the move starts a POST (move.lua may turn it into a listing check)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class Moved:
     flagged: bool = False
     held: bool = True  # the move is on disk / on the replicas asked for (``hold``)
     job: Job | None = None  # the job as the move left it (without history), from the script
+    # A POST's move turned into a listing check: the store's master was promoted since the
+    # job's last move (move.lua), so no POST may leave before the listing speaks.
+    checked: bool = False
 
 
 def move_args(move: Move, now: float, ttl_seconds: int) -> tuple[list[str], list[Any]]:
@@ -130,6 +137,7 @@ def move_args(move: Move, now: float, ttl_seconds: int) -> tuple[list[str], list
         "flag_ttl": int(flag[1] * 1000) if flag else 0,
         "flag_value": flag[2] if flag else "",
         "detail": encode_detail(move.detail),
+        "post": "1" if move.post else "",
     }
     args: list[Any] = [*_LAYOUT_ARGS, *(request[name] for name in MOVE_REQUEST)]
     for name, value in (move.fields or {}).items():
@@ -144,9 +152,10 @@ def outcome_of(move: Move, reply: Any) -> Moved | TransitionRefused:
         if len(reply) > 2:
             return EntryClaimed(move.idempotency_key, str(move.claim))
         return TransitionRefused(move.idempotency_key, reply[1] or None, move.target.value)
-    after = reply[3] if len(reply) > 3 else None
+    after = reply[4] if len(reply) > 4 else None
     job = job_of(after) if after else None
-    return Moved(JobState(reply[1]), bool(int(reply[2])), job=job)
+    checked = len(reply) > 3 and reply[3] == "era"
+    return Moved(JobState(reply[1]), bool(int(reply[2])), job=job, checked=checked)
 
 
 def job_of(flat: list[str]) -> Job:

@@ -35,14 +35,15 @@ HELPERS = {
     "budget_clock.lua",
     "budget_turn.lua",
     "dlq.lua",
+    "era.lua",
     "move.lua",
     "schedule.lua",
     "scope.lua",
     "words.lua",
 }
 SCRIPTS = sorted(set(NAMES) - HELPERS)
-# Files that touch no job hash: the budget's, and the provider's visibility hash.
-NOT_JOBS = {n for n in NAMES if n.startswith("budget_")} | {"record_visibility.lua"}
+# Files that touch no job hash: the budget's, the provider's visibility hash, the store's era.
+NOT_JOBS = {n for n in NAMES if n.startswith("budget_")} | {"record_visibility.lua", "era.lua"}
 # Quoted words in the job scripts that are not field names: the attempt modes a move takes,
 # the tags of the scripts' replies, and the counters hash's field.
 PROTOCOL = {
@@ -51,6 +52,7 @@ PROTOCOL = {
     "decr",
     "reset",
     "claimed",
+    "checked",
     "started",
     "wait",
     "other",
@@ -98,6 +100,7 @@ def test_a_script_carries_the_helpers_it_uses_each_once_helpers_first() -> None:
         "schedule.lua",
         "budget_turn.lua",
         "budget_clock.lua",
+        "era.lua",
     }
     for name in order:
         assert text.count(lua.text(name)) == 1

@@ -11,6 +11,7 @@ from worker.budget import ProviderBudget
 from worker.domain.grant import Provider
 from worker.domain.states import JobState
 from worker.store.jobs import JobStore
+from worker.store.keys import Keys
 
 NOW = 1_800_000_000.0
 
@@ -116,3 +117,70 @@ def test_a_slot_a_moment_ahead_is_reserved_and_the_post_starts_with_its_wait(
     )
     assert started.outcome == "started" and started.wait == pytest.approx(1.0)
     assert slots.snapshot()["calls_last_hour"] == 2  # counted in the second it is for
+
+
+def promote(fake_redis: fakeredis.FakeRedis) -> None:
+    """What ``era.lua`` does on a replica promoted since (fakeredis has no INFO)."""
+    fake_redis.hincrby(Keys.ERA, "era", 1)
+
+
+def test_after_a_promotion_a_job_from_before_waits_for_the_listing_and_takes_no_slot(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    slots = budget(fake_redis)
+    store.create(make_grant())
+    created = store.get("k1")
+    assert created is not None
+    promote(fake_redis)
+    checked = store.begin_post(
+        make_grant(), max_attempts=5, now=NOW, lease=50.0, turn=slots.turn_request("post:k1", 1)
+    )
+    assert checked.outcome == "checked" and slots.snapshot()["calls_last_minute"] == 0
+    job = store.get("k1")
+    assert job is not None and job.state is JobState.SUBMITTING and job.attempts == 0
+    assert job.extra["outcome_unknown"] == "1" and job.extra["era"] == "1"
+    # a POST sent on the old master may still be in flight until the lease would end
+    assert job.number("in_flight_until") == NOW + 50.0 == job.number("unknown_since")
+    # the listing is read back to the last move this store recorded: the lost POST came after
+    assert job.number("first_post_at") == created.state_at
+    assert "master was promoted" in job.history[-1]["reason"]
+
+
+def test_after_a_promotion_a_job_created_since_starts_its_post(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    promote(fake_redis)
+    store.create(make_grant())
+    started = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    assert started.outcome == "started"
+
+
+def test_after_a_promotion_the_full_paths_move_before_a_post_becomes_the_check_too(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    store.create(make_grant())
+    promote(fake_redis)
+    moved = store.transition(
+        "k1",
+        JobState.SUBMITTING,
+        reason="POST attempt 1",
+        attempts="incr",
+        fields={"in_flight_until": NOW + 50.0},
+        hold=True,
+    )
+    assert moved.checked and moved.job is not None and moved.job.attempts == 0
+    assert moved.job.extra["outcome_unknown"] == "1"
+    # once checked, the job's POSTs are on record again: the next start is a plain one
+    store.transition(
+        "k1", JobState.QUEUED, reason="did not apply", fields={"outcome_unknown": None}
+    )
+    assert store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0).outcome == "started"
+
+
+def test_a_move_that_starts_no_post_is_made_as_asked_after_a_promotion(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    store.create(make_grant())
+    promote(fake_redis)
+    moved = store.transition("k1", JobState.SUBMITTING, reason="elsewhere", attempts="incr")
+    assert not moved.checked and moved.job is not None and moved.job.attempts == 1

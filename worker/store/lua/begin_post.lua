@@ -18,7 +18,9 @@
 -- ARGV[20..] the move into submitting, as transition.lua's ARGV (its reason gets the
 --            attempt number appended)
 -- Returns {'started', job fields after the move, microseconds until its slot},
--- {'wait', microseconds, job fields}, {'other', job fields} or {'missing'}.
+-- {'wait', microseconds, job fields}, {'checked', job fields after the move} when the
+-- store's master was promoted since the job's last move (move.lua: the job waits for the
+-- listing instead, and takes no slot), {'other', job fields} or {'missing'}.
 
 local job_key = KEYS[1]
 local history_key = KEYS[2]
@@ -39,6 +41,13 @@ if job['state'] ~= ready_state or job['grant'] ~= grant or job['reconcile_first'
     or attempts >= max_attempts then
   return {'other', fields}
 end
+if era_passed(job['era'], layout, post_time) then
+  if move(job_key, history_key, due_key, layout, request)[1] ~= 1 then
+    return {'other', fields}
+  end
+  return {'checked', redis.call('HGETALL', job_key)}
+end
+request.post = ''  -- checked just above, in this same script
 local slot_in = 0
 if turn.minute_prefix ~= '' then
   local taken = take_turn(turn)

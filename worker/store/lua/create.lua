@@ -1,6 +1,6 @@
 -- create.lua: create a job in its initial state, or recognise the identical grant, in one
 -- step; a job created in the DLQ (a message that failed validation) is filed there too.
--- uses: dlq.lua
+-- uses: dlq.lua, era.lua
 --
 -- KEYS[1] job_key          the job hash
 -- KEYS[2] history_key      the job's history list
@@ -28,6 +28,8 @@
 -- ARGV[18] batch_key       the batch's set of keys ('' when handed over in no batch)
 -- ARGV[19] batch           the batch's name
 -- ARGV[20] batch_ttl       seconds the batch's set lives after its last grant came
+-- ARGV[21] era_key         the store's era hash (era.lua): a new job has made no POST, so it
+--                          is stamped with the store's era
 -- Returns 1 created, 0 duplicate, -1 conflict (another grant holds the key).
 
 local job_key = KEYS[1]
@@ -54,6 +56,7 @@ local priority = ARGV[17]
 local batch_key = ARGV[18]
 local batch = ARGV[19]
 local batch_ttl = ARGV[20]
+local era_key = ARGV[21]
 
 local existing = redis.call('HGET', job_key, 'fingerprint')
 if existing and existing ~= fingerprint then return -1 end
@@ -65,7 +68,7 @@ if existing then return 0 end
 redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
   'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
   'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation,
-  'priority', priority)
+  'priority', priority, 'era', store_era(era_key, now))
 if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
 if batch_key ~= '' then redis.call('HSET', job_key, 'batch', batch) end
 if dlq_reason ~= '' then

@@ -1,7 +1,7 @@
 -- move.lua: move(), one move of a job: the compare-and-set every change of state is. A
 -- helper, composed into transition.lua, begin_post.lua and confirm_seen.lua; with named(),
 -- rest() and read_move(), which read a move's arguments by name.
--- uses: words.lua, scope.lua, dlq.lua, schedule.lua
+-- uses: words.lua, scope.lua, dlq.lua, schedule.lua, era.lua
 --
 -- move(job_key, history_key, due_key, layout, request)
 --   job_key      the job hash
@@ -10,8 +10,14 @@
 --   layout       the key layout, the same for every move: a table of MOVE_LAYOUT's names
 --   request      this move: a table of MOVE_REQUEST's names, plus `fields`, a list of
 --                field/value pairs to set on the job ('' deletes the field)
--- Returns {1, previous state, 1 if it set the flag else 0}; {0, current state or ''} when
--- refused; {0, state, 'claimed'} when another job already claimed the ledger entry.
+-- Returns {1, previous state, 1 if it set the flag else 0, 'era' if the move was turned
+-- into the listing check below else ''}; {0, current state or ''} when refused;
+-- {0, state, 'claimed'} when another job already claimed the ledger entry.
+--
+-- A move that starts a POST (`post`) of a job stamped with an older era than the store's
+-- (era.lua: the store's master was promoted since) is not made as asked: the job moves into
+-- submitting with its outcome unknown instead, its lease kept, so no POST leaves before the
+-- listing says whether one left on the old master whose record the promotion lost.
 
 -- The key layout, in the order JobStore passes it (moves.py's MOVE_LAYOUT; a unit test
 -- keeps the two lists equal):
@@ -24,8 +30,9 @@
 --   dlq_by_provider
 --   dlq_by_reason
 --   waiting_prefix   the per-provider and lane sets of unfinished jobs (scope.lua)
+--   era_key          the store's era hash (era.lua)
 local MOVE_LAYOUT = {'index_prefix', 'history_limit', 'pending_prefix', 'pending_states',
-  'claimed_prefix', 'dlq_all', 'dlq_by_provider', 'dlq_by_reason', 'waiting_prefix'}
+  'claimed_prefix', 'dlq_all', 'dlq_by_provider', 'dlq_by_reason', 'waiting_prefix', 'era_key'}
 
 -- One move, in the order JobStore passes it (moves.py's MOVE_REQUEST):
 --   key          the job's idempotency key
@@ -45,9 +52,11 @@ local MOVE_LAYOUT = {'index_prefix', 'history_limit', 'pending_prefix', 'pending
 --   flag_ttl     its ttl in ms
 --   flag_value   its value
 --   detail       a JSON object the history entry keeps as `detail` ('' none)
+--   post         '1': the move starts a POST (its fields hold the lease, in_flight_until);
+--                '' otherwise
 local MOVE_REQUEST = {'key', 'target', 'sources', 'now', 'now_iso', 'reason', 'attempts',
   'ttl', 'due', 'claim', 'claim_ref', 'dlq_reason', 'version', 'flag_key', 'flag_ttl',
-  'flag_value', 'detail'}
+  'flag_value', 'detail', 'post'}
 
 -- argv[first], argv[first + 1]... under `names`: a table, and the index after them.
 local function named(names, argv, first)
@@ -72,13 +81,55 @@ local function read_move(argv, first)
   return layout, request
 end
 
+-- The store's era if a job stamped with `job_era` may have lost a move into submitting to a
+-- promotion since, else nil.
+local function era_passed(job_era, layout, now)
+  local era = store_era(layout.era_key, now)
+  if tonumber(job_era or '0') < era then return era end
+  return nil
+end
+
+-- The move a POST's move becomes when era_passed: into its target (submitting), its outcome
+-- unknown from the end of its lease (the latest a POST sent on the old master could still
+-- be in flight; times in the caller's clock, as the lease is), reading the listing back to
+-- the job's first POST or, if none is recorded, its last recorded move.
+local function check_first(request, era, first_post_at, state_at)
+  local lease_end = request.due
+  for i = 1, #request.fields, 2 do
+    if request.fields[i] == 'in_flight_until' then lease_end = request.fields[i + 1] end
+  end
+  local check = {}
+  for name, value in pairs(request) do check[name] = value end
+  check.attempts = 'keep'
+  check.reason = "the store's master was promoted since this job's last move: a POST may " ..
+    'have left without its record, so the listing is read before any POST'
+  check.claim = ''
+  check.dlq_reason = ''
+  check.flag_key = ''
+  check.detail = ''
+  check.due = lease_end
+  check.fields = {'outcome_unknown', '1', 'unknown_at', lease_end,
+    'unknown_since', lease_end, 'in_flight_until', lease_end,
+    'first_post_at', first_post_at or state_at or request.now, 'listing_checked_at', '',
+    'era', tostring(era)}
+  return check
+end
+
 local function move(job_key, history_key, due_key, layout, request)
   local job = redis.call('HMGET', job_key, 'state', 'version', 'provider', 'customer_id',
-    'dlq_reason', 'attempts', 'priority')
+    'dlq_reason', 'attempts', 'priority', 'era', 'first_post_at', 'state_at')
   local state = job[1]
   if not state then return {0, ''} end
   if not listed(request.sources, state) then return {0, state} end
   if request.version ~= '' and job[2] ~= request.version then return {0, state} end
+  local checked = ''
+  if request.post == '1' then
+    local era = era_passed(job[8], layout, request.now)
+    if era then
+      request = check_first(request, era, job[9], job[10])
+      checked = 'era'
+    end
+  end
   local provider, customer_id, left_dlq = job[3], job[4], job[5]
   local waiting = customer_scope(layout.waiting_prefix, provider, job[7] or 'interactive')
   local claimed = customer_scope(layout.claimed_prefix, provider, customer_id)
@@ -163,5 +214,5 @@ local function move(job_key, history_key, due_key, layout, request)
   if request.flag_key ~= '' then
     flagged = schedule_sweep(request.flag_key, request.flag_value, request.flag_ttl, '0')
   end
-  return {1, state, flagged}
+  return {1, state, flagged, checked}
 end

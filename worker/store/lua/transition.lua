@@ -15,6 +15,7 @@
 --   dlq_by_provider
 --   dlq_by_reason
 --   waiting_prefix
+--   era_key
 --   key               the move (MOVE_REQUEST)
 --   target
 --   sources
@@ -32,9 +33,11 @@
 --   flag_ttl
 --   flag_value
 --   detail
+--   post
 --   field, value...   pairs to set on the job ('' deletes the field), to the end
--- Returns {1, previous state, 1 if the move set the flag else 0, the job's hash as it now
--- stands (HGETALL)}, {0, current state or ''}
+-- Returns {1, previous state, 1 if the move set the flag else 0, 'era' if a POST's move
+-- became a listing check else '', the job's hash as it now stands (HGETALL)},
+-- {0, current state or ''}
 -- when refused, or {0, state, 'claimed'} when another job claimed the ledger entry.
 
 local job_key = KEYS[1]

@@ -1,0 +1,114 @@
+"""The store's era on real Redis servers: a replica promoted after it missed the move before
+a POST must not let that POST be sent again (``worker/store/lua/era.lua``).
+
+The lost move is made certain rather than hoped for: the replica is promoted (REPLICAOF NO
+ONE, which is what a Sentinel sends it) while the old master still runs, so every move the
+old master makes after that is one the new master never gets, as when a failover loses the
+last acknowledged writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tests.fixtures.exactly_once import assert_exactly_once
+from tests.fixtures.grants import grants, make_grant
+from tests.fixtures.workers import Fleet, wait_until, worker_env
+from worker.app import create_app
+from worker.domain.states import JobState
+from worker.producer import enqueue_many
+from worker.sandbox import Sandbox
+from worker.settings import get_settings
+from worker.store.embedded import EmbeddedRedis
+from worker.store.jobs import JobStore
+from worker.store.keys import Keys
+
+# The lease a POST sent on the old master may still hold (4 x the 1 s HTTP timeout + 10 s),
+# then the settle time and a listing read.
+CHECKED_WITHIN_SECONDS = 45
+
+
+@pytest.fixture
+def master_and_replica() -> Iterator[tuple[EmbeddedRedis, EmbeddedRedis]]:
+    master = EmbeddedRedis(appendonly=True).start()
+    replica = EmbeddedRedis(appendonly=True).start()
+    try:
+        redis.Redis(port=replica.port).replicaof("127.0.0.1", master.port)
+        yield master, replica
+    finally:
+        master.cleanup()
+        replica.cleanup()
+
+
+def synced(master: redis.Redis) -> bool:
+    """Every write so far is on the replica (WAIT answers how many replicas hold them)."""
+    return int(master.execute_command("WAIT", 1, 100)) >= 1
+
+
+def promote(replica: EmbeddedRedis) -> None:
+    redis.Redis(port=replica.port).replicaof("NO", "ONE")
+
+
+def test_a_promotion_raises_the_era_and_a_restart_does_not(
+    master_and_replica: tuple[EmbeddedRedis, EmbeddedRedis],
+) -> None:
+    master, replica = master_and_replica
+    old = JobStore(redis.Redis(port=master.port, decode_responses=True))
+    old.create(make_grant("before"))
+    assert wait_until(lambda: synced(old.redis), timeout=10)
+    promote(replica)
+    new = JobStore(redis.Redis(port=replica.port, decode_responses=True))
+    assert new.begin_post(make_grant("before"), max_attempts=5, now=0.0, lease=1).outcome == (
+        "checked"
+    )
+    era = new.redis.hgetall(Keys.ERA)
+    assert era["era"] == "1" and era["promoted_from"] == old.redis.info()["master_replid"]
+    new.create(make_grant("after"))
+    replica.restart()  # the append-only file replays every move: nothing to check
+    assert new.begin_post(make_grant("after"), max_attempts=5, now=0.0, lease=1).outcome == (
+        "started"
+    )
+    assert new.redis.hget(Keys.ERA, "era") == "1"
+
+
+def test_a_post_whose_move_the_promoted_replica_missed_is_not_sent_again(
+    master_and_replica: tuple[EmbeddedRedis, EmbeddedRedis],
+    make_sandbox: Callable[..., Sandbox],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    master, replica = master_and_replica
+    sandbox = make_sandbox(latency=0.02, lag=0.3)
+    monkeypatch.setenv("CREDITQ_REDIS_URL", master.url)
+    get_settings.cache_clear()
+    old = JobStore(redis.Redis(port=master.port, decode_responses=True))
+    batch = grants(3, prefix="era")
+    keys = [g["idempotency_key"] for g in batch]
+    enqueue_many(batch, store=old, app=create_app())
+    assert wait_until(lambda: synced(old.redis), timeout=10)
+    promote(replica)  # it holds the jobs queued, and their messages
+
+    first = Fleet(worker_env(master.url, sandbox))
+    try:
+        first.start_worker(concurrency=4)
+        assert wait_until(lambda: old.count_by_state()["confirmed"] == 3, timeout=30)
+    finally:
+        first.stop()
+    assert_exactly_once(old, sandbox, keys)
+
+    new = JobStore(redis.Redis(port=replica.port, decode_responses=True))
+    assert {j.state for j in new.get_many(keys) if j} == {JobState.QUEUED}  # POSTs forgotten
+    second = Fleet(worker_env(replica.url, sandbox))
+    try:
+        second.start_worker(concurrency=4)
+        done = wait_until(
+            lambda: new.count_by_state()["confirmed"] == 3, timeout=CHECKED_WITHIN_SECONDS
+        )
+        assert done, (new.count_by_state(), second.log_text()[-3000:])
+    finally:
+        second.stop()
+    assert_exactly_once(new, sandbox, keys)
+    for job in new.get_many(keys):
+        assert job is not None
+        assert any("master was promoted" in h["reason"] for h in job.history)

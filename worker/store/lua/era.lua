@@ -1,0 +1,34 @@
+-- era.lua: store_era(), the store's era: a number raised each time the store is found on a
+-- master promoted from a replica (a failover). Replication is asynchronous, so a promoted
+-- replica may lack the last moves its old master acknowledged, a move into submitting
+-- among them: its POST left, and the job reads as if it never did. A job stamped with an
+-- era older than the store's (field `era`, set by create.lua and by the check move.lua
+-- makes) may have lost such a move, so it is not POSTed before the listing has spoken.
+--
+-- The master is told by INFO's master_replid, which changes on a promotion and on a
+-- restart; only a promotion leaves master_replid2 set (the lineage it came from), and only
+-- a promotion can lose acknowledged writes to a store that keeps an AOF (a restart replays
+-- the file, fsynced before each POST: durability.py), so only a promotion raises the era.
+-- A Redis without INFO in scripts (a test double) keeps its era as it is.
+--
+-- store_era(era_key, now)
+--   era_key  the era hash: era, replid (the master last seen), since, promoted_from
+--   now      epoch seconds, kept as `since` when the era is raised
+-- Returns the era, raised first if this master is a promoted replica not seen before.
+
+local NO_REPLID = '0000000000000000000000000000000000000000'
+
+local function store_era(era_key, now)
+  local era = tonumber(redis.call('HGET', era_key, 'era') or '0')
+  local ok, info = pcall(redis.call, 'INFO', 'replication')
+  if not ok or type(info) ~= 'string' then return era end
+  local replid = string.match(info, 'master_replid:(%x+)')
+  if not replid or redis.call('HGET', era_key, 'replid') == replid then return era end
+  local promoted_from = string.match(info, 'master_replid2:(%x+)')
+  if promoted_from and promoted_from ~= NO_REPLID then
+    era = era + 1
+    redis.call('HSET', era_key, 'era', era, 'since', now, 'promoted_from', promoted_from)
+  end
+  redis.call('HSET', era_key, 'replid', replid)
+  return era
+end
