@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -53,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.fleet import ledger_by_marker, start_beat, start_worker  # noqa: E402
 from benchmarks.throughput import Processes, start_sandbox, wait  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app  # noqa: E402
+from worker.domain.job import Job  # noqa: E402
 from worker.domain.states import JobState  # noqa: E402
 from worker.errors import NotReplicated  # noqa: E402
 from worker.producer import enqueue, enqueue_many  # noqa: E402
@@ -60,6 +62,7 @@ from worker.sandbox.options import creditq_env  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 from worker.store.embedded import EmbeddedSentinels  # noqa: E402
 from worker.store.jobs import JobStore  # noqa: E402
+from worker.store.keys import Keys  # noqa: E402
 
 RETRY_SECONDS = 0.2
 FLAP_SECONDS = 2.5  # longer than the Sentinels' down-after (1 s) and an election
@@ -226,12 +229,32 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 1 for tid in at_kill if at_end.get(tid, "queued") != "queued" and tid not in again
             ),
             "jobs_redriven": len(redriven),
+            "era": int(store.redis.hget(Keys.ERA, "era") or 0),
+            **promotion_checks(jobs.values()),
             "logs": procs.dir,
             "reasons": reasons.most_common(3),
         }
     finally:
         procs.stop_all()
         ha.stop()
+
+
+# The history reason of a POST's move the store turned into a listing check (move.lua).
+PROMOTED = "master was promoted"
+
+
+def promotion_checks(jobs: Iterable[Job | None]) -> dict[str, Any]:
+    """The jobs the store sent to the listing after the promotion (``store/lua/era.lua``),
+    and the longest time from that check to the job's confirmation, in seconds."""
+    took = []
+    for job in jobs:
+        checks = [h for h in job.history if PROMOTED in h["reason"]] if job else []
+        confirmed = job.number("confirmed_at") if job else None
+        if checks and confirmed is not None:
+            took.append(confirmed - datetime.fromisoformat(checks[0]["at"]).timestamp())
+        elif checks:
+            took.append(float("inf"))
+    return {"checked": len(took), "checked_took": round(max(took, default=0.0), 1)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -280,6 +303,9 @@ def main() -> None:
         "delivered_again",
         "left_unacked",
         "jobs_redriven",
+        "era",
+        "checked",
+        "checked_took",
     ]
     print("  run " + " ".join(f"{c:>14.14}" for c in columns))
     for n in range(args.runs):

@@ -278,6 +278,7 @@ class Mover:
             flag=flag,
             hold=hold,
             detail=detail,
+            post=self.policy.lease if hold else None,
         )
         now_as = moved.job
         if now_as is None:  # the script always returns it; a store that did not is a bug

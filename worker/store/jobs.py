@@ -411,6 +411,7 @@ class JobStore:
         now: float | None = None,
         hold: bool = False,
         detail: Mapping[str, Any] | None = None,
+        post: float | None = None,
     ) -> Moved:
         """Move the job to ``target`` if it is in an allowed source state; return where it was.
 
@@ -424,8 +425,9 @@ class JobStore:
         of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
         in the same step; ``Moved.flagged`` says whether this move set it. ``hold``: the
         move precedes a POST, so it must be durable first (``held``; see ``_hold_after``),
-        and it becomes a listing check (``Moved.checked``) when the store's master was
-        promoted since the job's last move (``store/lua/era.lua``).
+        ``post``: the move starts a POST with a lease of that many seconds; it becomes a
+        listing check instead (``Moved.checked``) when the store's master was promoted since
+        the job's last move (``store/lua/era.lua``).
         ``detail`` (JSON-able) is kept as the ``detail`` object of the history entry the move
         appends, for what the reason's words do not carry (e.g. ``{"status": 500}``).
         Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
@@ -443,7 +445,7 @@ class JobStore:
             version,
             flag,
             detail,
-            post=hold,
+            post=post,
         )
         keys, args = move_args(move, time.time() if now is None else now, self.ttl_seconds)
         reply, held = self._run_held(self._transition, keys, args, hold)
@@ -564,7 +566,7 @@ class JobStore:
             attempts="incr",
             due=now + lease,
             fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
-            post=True,
+            post=lease,
         )
         keys, moving = move_args(move, time.time(), self.ttl_seconds)
         slot_args: list[Any] = [*turn[0], *turn[1]] if turn else [""] * len(TURN_ARGS)

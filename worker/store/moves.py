@@ -92,7 +92,9 @@ class Move:
     version: int | None = None
     flag: tuple[str, float, str] | None = None
     detail: Mapping[str, Any] | None = None
-    post: bool = False  # the move starts a POST (move.lua may turn it into a listing check)
+    # The move starts a POST with a lease of this many seconds (move.lua may turn it into a
+    # listing check); None for any other move.
+    post: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def move_args(move: Move, now: float, ttl_seconds: int) -> tuple[list[str], list
         "flag_ttl": int(flag[1] * 1000) if flag else 0,
         "flag_value": flag[2] if flag else "",
         "detail": encode_detail(move.detail),
-        "post": "1" if move.post else "",
+        "post": "" if move.post is None else repr(move.post),
     }
     args: list[Any] = [*_LAYOUT_ARGS, *(request[name] for name in MOVE_REQUEST)]
     for name, value in (move.fields or {}).items():

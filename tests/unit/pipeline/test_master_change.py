@@ -23,13 +23,20 @@ def snapshot(client: redis.Redis) -> dict[bytes, bytes]:
     return {key: client.dump(key) for key in client.keys("*")}  # type: ignore[misc]
 
 
-def promote(client: redis.Redis, before: dict[bytes, bytes], *, raise_era: bool = True) -> None:
+def promote(world: World, before: dict[bytes, bytes], *, raise_era: bool = True) -> None:
     """The master dies; a replica that holds the store as it was at ``before`` takes over."""
+    client = world.store.redis
     client.flushdb()
     for key, value in before.items():
         client.restore(key, 0, value)
     if raise_era:
-        client.hincrby(Keys.ERA, "era", 1)
+        raise_the_era(world)
+
+
+def raise_the_era(world: World) -> None:
+    """What ``era.lua`` does on the first script a promoted replica runs."""
+    world.store.redis.hincrby(Keys.ERA, "era", 1)
+    world.store.redis.hset(Keys.ERA, "since", world.clock.now)
 
 
 def hand_over(world: World, m: dict[str, object]) -> dict[bytes, bytes]:
@@ -48,7 +55,7 @@ def test_a_post_whose_move_the_promotion_lost_is_found_in_the_listing_not_sent_a
     m = message()
     replica = hand_over(world, m)
     assert state(world) is JobState.CONFIRMED and inv.submits == 1
-    promote(world.store.redis, replica)
+    promote(world, replica)
     assert state(world) is JobState.QUEUED  # the promotion forgot the POST
     world.scheduler.issue(m, 0.0)  # the reconciler re-drives the queued job
     world.run()
@@ -65,7 +72,7 @@ def test_without_the_era_the_same_lost_move_pays_twice(world: World) -> None:
     inv = world.providers[Provider.INVETERATE]
     m = message()
     replica = hand_over(world, m)
-    promote(world.store.redis, replica, raise_era=False)
+    promote(world, replica, raise_era=False)
     world.scheduler.issue(m, 0.0)
     world.run()
     assert inv.credits_for(world.marker("g1")) == 2
@@ -78,7 +85,7 @@ def test_a_job_never_posted_before_the_promotion_is_posted_once_the_listing_prov
     inv.lag = 5.0
     m = message()
     world.store.create(CreditGrant.parse(m))
-    world.store.redis.hincrby(Keys.ERA, "era", 1)  # promoted before its first delivery
+    raise_the_era(world)  # promoted before its first delivery
     # A grant handed over after the promotion is stamped with the new era and POSTed at once;
     # its credit showing is the witness that the listing shows writes that late.
     w = message("witness", customer_id="m-witness")
@@ -100,7 +107,7 @@ def test_chargebee_after_a_lost_move_retries_with_the_same_key_and_pays_once(wor
     replica = snapshot(world.store.redis)
     world.scheduler.issue(m, 0.0)
     world.run(until=lambda: cb.submits == 1)
-    promote(world.store.redis, replica)
+    promote(world, replica)
     world.scheduler.queue.clear()  # the old master's schedule went with it
     world.scheduler.issue(m, 0.0)
     world.run()

@@ -119,9 +119,10 @@ def test_a_slot_a_moment_ahead_is_reserved_and_the_post_starts_with_its_wait(
     assert slots.snapshot()["calls_last_hour"] == 2  # counted in the second it is for
 
 
-def promote(fake_redis: fakeredis.FakeRedis) -> None:
-    """What ``era.lua`` does on a replica promoted since (fakeredis has no INFO)."""
+def promote(fake_redis: fakeredis.FakeRedis, at: float = NOW - 20.0) -> None:
+    """What ``era.lua`` does on a replica promoted ``at`` (fakeredis has no INFO)."""
     fake_redis.hincrby(Keys.ERA, "era", 1)
+    fake_redis.hset(Keys.ERA, "since", at)
 
 
 def test_after_a_promotion_a_job_from_before_waits_for_the_listing_and_takes_no_slot(
@@ -139,8 +140,8 @@ def test_after_a_promotion_a_job_from_before_waits_for_the_listing_and_takes_no_
     job = store.get("k1")
     assert job is not None and job.state is JobState.SUBMITTING and job.attempts == 0
     assert job.extra["outcome_unknown"] == "1" and job.extra["era"] == "1"
-    # a POST sent on the old master may still be in flight until the lease would end
-    assert job.number("in_flight_until") == NOW + 50.0 == job.number("unknown_since")
+    # a POST sent on the old master before the promotion (20 s ago) holds its lease 30 s more
+    assert job.number("in_flight_until") == NOW + 30.0 == job.number("unknown_since")
     # the listing is read back to the last move this store recorded: the lost POST came after
     assert job.number("first_post_at") == created.state_at
     assert "master was promoted" in job.history[-1]["reason"]
@@ -167,6 +168,7 @@ def test_after_a_promotion_the_full_paths_move_before_a_post_becomes_the_check_t
         attempts="incr",
         fields={"in_flight_until": NOW + 50.0},
         hold=True,
+        post=50.0,
     )
     assert moved.checked and moved.job is not None and moved.job.attempts == 0
     assert moved.job.extra["outcome_unknown"] == "1"

@@ -41,7 +41,7 @@ if job['state'] ~= ready_state or job['grant'] ~= grant or job['reconcile_first'
     or attempts >= max_attempts then
   return {'other', fields}
 end
-if era_passed(job['era'], layout, post_time) then
+if era_passed(job['era'], layout, request.now) then
   if move(job_key, history_key, due_key, layout, request)[1] ~= 1 then
     return {'other', fields}
   end

@@ -68,7 +68,7 @@ if existing then return 0 end
 redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
   'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
   'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation,
-  'priority', priority, 'era', store_era(era_key, now))
+  'priority', priority, 'era', (store_era(era_key, now)))
 if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
 if batch_key ~= '' then redis.call('HSET', job_key, 'batch', batch) end
 if dlq_reason ~= '' then

@@ -14,21 +14,23 @@
 -- store_era(era_key, now)
 --   era_key  the era hash: era, replid (the master last seen), since, promoted_from
 --   now      epoch seconds, kept as `since` when the era is raised
--- Returns the era, raised first if this master is a promoted replica not seen before.
+-- Returns the era, raised first if this master is a promoted replica not seen before, and
+-- when it was last raised (0 if never).
 
 local NO_REPLID = '0000000000000000000000000000000000000000'
 
 local function store_era(era_key, now)
-  local era = tonumber(redis.call('HGET', era_key, 'era') or '0')
+  local kept = redis.call('HMGET', era_key, 'era', 'since', 'replid')
+  local era, since = tonumber(kept[1] or '0'), tonumber(kept[2] or '0')
   local ok, info = pcall(redis.call, 'INFO', 'replication')
-  if not ok or type(info) ~= 'string' then return era end
+  if not ok or type(info) ~= 'string' then return era, since end
   local replid = string.match(info, 'master_replid:(%x+)')
-  if not replid or redis.call('HGET', era_key, 'replid') == replid then return era end
+  if not replid or kept[3] == replid then return era, since end
   local promoted_from = string.match(info, 'master_replid2:(%x+)')
   if promoted_from and promoted_from ~= NO_REPLID then
-    era = era + 1
+    era, since = era + 1, tonumber(now)
     redis.call('HSET', era_key, 'era', era, 'since', now, 'promoted_from', promoted_from)
   end
   redis.call('HSET', era_key, 'replid', replid)
-  return era
+  return era, since
 end

@@ -52,8 +52,7 @@ local MOVE_LAYOUT = {'index_prefix', 'history_limit', 'pending_prefix', 'pending
 --   flag_ttl     its ttl in ms
 --   flag_value   its value
 --   detail       a JSON object the history entry keeps as `detail` ('' none)
---   post         '1': the move starts a POST (its fields hold the lease, in_flight_until);
---                '' otherwise
+--   post         for a move that starts a POST, its lease in seconds; '' otherwise
 local MOVE_REQUEST = {'key', 'target', 'sources', 'now', 'now_iso', 'reason', 'attempts',
   'ttl', 'due', 'claim', 'claim_ref', 'dlq_reason', 'version', 'flag_key', 'flag_ttl',
   'flag_value', 'detail', 'post'}
@@ -81,23 +80,20 @@ local function read_move(argv, first)
   return layout, request
 end
 
--- The store's era if a job stamped with `job_era` may have lost a move into submitting to a
--- promotion since, else nil.
+-- The store's era and when it was raised, if a job stamped with `job_era` may have lost a
+-- move into submitting to a promotion since; nil otherwise.
 local function era_passed(job_era, layout, now)
-  local era = store_era(layout.era_key, now)
-  if tonumber(job_era or '0') < era then return era end
+  local era, since = store_era(layout.era_key, now)
+  if tonumber(job_era or '0') < era then return era, since end
   return nil
 end
 
 -- The move a POST's move becomes when era_passed: into its target (submitting), its outcome
--- unknown from the end of its lease (the latest a POST sent on the old master could still
--- be in flight; times in the caller's clock, as the lease is), reading the listing back to
--- the job's first POST or, if none is recorded, its last recorded move.
-local function check_first(request, era, first_post_at, state_at)
-  local lease_end = request.due
-  for i = 1, #request.fields, 2 do
-    if request.fields[i] == 'in_flight_until' then lease_end = request.fields[i + 1] end
-  end
+-- unknown until the lease of a POST sent on the old master before the promotion would have
+-- ended (`since` + the lease), reading the listing back to the job's first POST or, if none
+-- is recorded, its last recorded move.
+local function check_first(request, era, since, first_post_at, state_at)
+  local lease_end = string.format('%.6f', since + tonumber(request.post))
   local check = {}
   for name, value in pairs(request) do check[name] = value end
   check.attempts = 'keep'
@@ -123,10 +119,10 @@ local function move(job_key, history_key, due_key, layout, request)
   if not listed(request.sources, state) then return {0, state} end
   if request.version ~= '' and job[2] ~= request.version then return {0, state} end
   local checked = ''
-  if request.post == '1' then
-    local era = era_passed(job[8], layout, request.now)
+  if request.post ~= '' then
+    local era, since = era_passed(job[8], layout, request.now)
     if era then
-      request = check_first(request, era, job[9], job[10])
+      request = check_first(request, era, since, job[9], job[10])
       checked = 'era'
     end
   end
