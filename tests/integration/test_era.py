@@ -8,6 +8,7 @@ last acknowledged writes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,8 +23,9 @@ from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
 from worker.settings import get_settings
 from worker.store.embedded import EmbeddedRedis
-from worker.store.jobs import JobStore
+from worker.store.jobs import JobStore, Seen
 from worker.store.keys import Keys
+from worker.store.moves import Moved
 
 # The lease a POST sent on the old master may still hold (4 x the 1 s HTTP timeout + 10 s),
 # then the settle time and a listing read.
@@ -57,12 +59,20 @@ def test_a_promotion_raises_the_era_and_a_restart_does_not(
     master, replica = master_and_replica
     old = JobStore(redis.Redis(port=master.port, decode_responses=True))
     old.create(make_grant("before"))
+    old.create(make_grant("accepted"))
+    old.transition("accepted", JobState.SUBMITTING, reason="POST attempt 1", attempts="incr")
+    old.transition("accepted", JobState.SUBMITTED, reason="HTTP 201")
     assert wait_until(lambda: synced(old.redis), timeout=10)
     promote(replica)
     new = JobStore(redis.Redis(port=replica.port, decode_responses=True))
     assert new.begin_post(make_grant("before"), max_attempts=5, now=0.0, lease=1).outcome == (
         "checked"
     )
+    # a move that starts no POST is made as asked, the confirmation's included
+    accepted = new.get("accepted")
+    assert accepted is not None
+    seen = Seen("accepted", JobState.SUBMITTED, accepted.version, "e1", "e1", {}, 1.0)
+    assert isinstance(new.confirm_seen([seen], now=time.time())[0], Moved)
     era = new.redis.hgetall(Keys.ERA)
     assert era["era"] == "1" and era["promoted_from"] == old.redis.info()["master_replid"]
     new.create(make_grant("after"))

@@ -199,6 +199,14 @@ def test_transition_s_header_lists_the_move_arguments_in_order() -> None:
     assert listed[: len(MOVE_LAYOUT) + len(MOVE_REQUEST)] == [*MOVE_LAYOUT, *MOVE_REQUEST]
 
 
+def test_a_move_request_built_in_a_script_names_every_argument_of_a_move() -> None:
+    """confirm_seen.lua builds its moves' requests by name: one it leaves out reads as nil in
+    move.lua (a promotion check once failed every confirmation on it)."""
+    code = body("confirm_seen.lua")
+    table = code[code.index("local request = {") + len("local request") : code.index("fields = {")]
+    assert set(re.findall(r"([a-z_]+) = ", table)) == set(MOVE_REQUEST)
+
+
 # -- names: fields, states, keys --------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ for i = 1, #jobs, PER_JOB do
   local request = {key = key, target = confirmed_state, sources = state, now = now,
     now_iso = now_iso, reason = reason, attempts = 'keep', ttl = ttl, due = '', claim = '1',
     claim_ref = ref, dlq_reason = '', version = version, flag_key = '', flag_ttl = 0,
-    flag_value = '', detail = '',
+    flag_value = '', detail = '', post = '',
     fields = {'provider_ref', provider_ref, 'provider_entry', entry,
       'confirmed_at', confirmed_at, 'in_flight_until', '', 'outcome_unknown', '',
       'visible_after_seconds', visible_after}}
