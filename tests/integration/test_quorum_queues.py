@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from celery import Celery
 
+from tests.fixtures.cli import run_cli
 from tests.fixtures.exactly_once import assert_exactly_once, confirmed_count
 from tests.fixtures.grants import grants
 from tests.fixtures.rabbitmq import CREDITQ_QUEUES, RabbitMQ
@@ -115,3 +116,31 @@ def test_a_worker_meeting_queues_of_the_other_type_stops_in_one_line_and_changes
     assert "Traceback" not in log and " ready." not in log
     for queue in CREDITQ_QUEUES:
         assert rabbitmq.declares_as(queue, existing)
+
+
+def test_creditq_enqueue_meeting_queues_of_the_other_type_fails_in_one_line_writing_nothing(
+    rabbitmq: RabbitMQ, redis_url: str, real_store: JobStore
+) -> None:
+    """Celery alone prints a traceback, after the job was written."""
+    rabbitmq.declare_classic(CREDITQ_QUEUES)
+    done = run_cli(
+        redis_url,
+        "enqueue",
+        "--key",
+        "mismatch-1",
+        "--provider",
+        "inveterate",
+        "--customer",
+        "m-1",
+        "--amount",
+        "5.00",
+        settings={"CREDITQ_BROKER_URL": rabbitmq.url, "CREDITQ_BROKER_QUEUE_TYPE": "quorum"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(
+        "creditq: RabbitMQ refuses queue 'creditq.issue' as CREDITQ_BROKER_QUEUE_TYPE=quorum"
+    )
+    assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
+    assert real_store.get("mismatch-1") is None
+    for queue in CREDITQ_QUEUES:
+        assert rabbitmq.declares_as(queue, "classic")

@@ -104,22 +104,30 @@ def refuse_mismatched_queues(sender: Any = None, **_: Any) -> None:
 
     if not is_creditq_worker(sender):
         return
-    app: Any = sender.app
+    line = queue_type_refusal(sender.app)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+def queue_type_refusal(app: Any) -> str | None:
+    """On RabbitMQ, the one line that refuses to go on when creditq's queues exist with
+    another type than CREDITQ_BROKER_QUEUE_TYPE (None: they match, or another broker). A
+    worker exits with it; ``creditq enqueue`` checks before writing the job, so a refused
+    hand-over changes nothing. A broker that does not answer is left to the caller's own
+    connection handling (logged here)."""
     settings = get_settings()
     if not settings.broker_is_rabbitmq:
-        return
+        return None
     with app.connection_for_write() as connection:
         try:
             connection.connect()
-            line = first_mismatch(
+            return first_mismatch(
                 connection, list(app.amqp.queues.values()), settings.broker_queue_type
             )
         except connection.connection_errors as exc:
             log.warning("the broker's queues could not be checked: %s", type(exc).__name__)
-            return
-    if line is not None:
-        print(line, file=sys.stderr, flush=True)
-        raise SystemExit(2)
+            return None
 
 
 signals.worker_init.connect(refuse_mismatched_queues)

@@ -81,6 +81,8 @@ def enqueue(
     as_json: JsonFlag = False,
 ) -> None:
     """Accept one grant (validated first; a duplicate key with the same grant sends nothing)."""
+    from worker.app import get_app
+    from worker.app.queues import queue_type_refusal
     from worker.domain.batch import check_batch
     from worker.domain.grant import CreditGrant
     from worker.producer import enqueue as enqueue_grant
@@ -98,6 +100,9 @@ def enqueue(
     }
     grant = CreditGrant.parse(raw)  # before any connection: bad input touches nothing
     check_batch(batch)
+    refused = queue_type_refusal(get_app())  # a broker refusing the queues: write nothing
+    if refused is not None:
+        _die(refused.removeprefix("creditq: "), EXIT_BAD_INPUT)
     result = enqueue_grant(grant, store=common.open_store(), batch=batch)
     if as_json:
         emit_json({**result.job.to_json(), "created": result.created})

@@ -37,6 +37,9 @@ class JobField(StrEnum):
     FIRST_POST_AT = "first_post_at"  # when its first POST left
     LAST_POST_AT = "last_post_at"
     IN_FLIGHT_UNTIL = "in_flight_until"  # the lease of the POST in flight
+    # The start's own token (JobStore.begin_post): a start sent again after its reply was
+    # lost knows the move as its own, and its POST goes ahead instead of waiting the lease.
+    POST_TOKEN = "post_token"
     SUBMITTED_AT = "submitted_at"  # when the provider answered 2xx
     PROVIDER_REF = "provider_ref"  # the provider's reference for the credit
     OUTCOME_UNKNOWN = "outcome_unknown"  # "1": a POST may have applied, nobody knows

@@ -91,6 +91,11 @@ class Issuer:
         else:
             started, grant = begun
             if started.outcome == "started" and started.job is not None:
+                paused = self.mover.paused_since_reserved(grant.provider) if started.wait else 0
+                if paused > 0:
+                    why = f"the provider's budget paused for {paused:.1f}s (a 429) meanwhile"
+                    self.mover.hand_back(started.job, paused, why)
+                    return Result.NO_SLOT
                 return self._post(started.job, grant)
             if started.outcome == "unheld" and started.job is not None:
                 return self.mover.put_off(started.job)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -556,6 +557,11 @@ class JobStore:
         "POST attempt N"); the turn is taken only when the move will be made, so a
         delivery that loses the race spends nothing. ``started`` carries in ``wait`` the
         seconds until the reserved slot: the POST leaves then, not before.
+
+        The move carries a token of this call (``post_token``): when its reply is lost and
+        the client sends the script again (a cut connection, a failover), the second run
+        knows the move as its own and answers ``started``; else the job would wait out its
+        lease as a POST of unknown fate that never left.
         """
         key = grant.idempotency_key
         move = Move(
@@ -565,7 +571,11 @@ class JobStore:
             expect=[JobState.QUEUED],
             attempts="incr",
             due=now + lease,
-            fields={JobField.LAST_POST_AT: now, JobField.IN_FLIGHT_UNTIL: now + lease},
+            fields={
+                JobField.LAST_POST_AT: now,
+                JobField.IN_FLIGHT_UNTIL: now + lease,
+                JobField.POST_TOKEN: uuid.uuid4().hex,
+            },
             post=lease,
         )
         keys, moving = move_args(move, time.time(), self.ttl_seconds)

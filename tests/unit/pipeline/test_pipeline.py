@@ -14,6 +14,7 @@ import pytest
 from tests.fixtures.celery import PublishRecorder
 from tests.fixtures.grants import message
 from tests.fixtures.simulation import World, state
+from worker.budget import ProviderBudget
 from worker.domain.grant import CreditGrant, Provider
 from worker.domain.states import DlqReason, JobState
 from worker.errors import TransitionRefused
@@ -683,3 +684,34 @@ def test_a_reconcile_pass_leaves_beats_heartbeat(world: World) -> None:
     assert world.store.reconciled_at() is None
     world.pipeline.reconcile()
     assert world.store.reconciled_at() == world.clock()
+
+
+def test_a_post_waiting_for_its_slot_is_not_sent_into_a_pause_a_429_set_meanwhile(
+    store: JobStore,
+) -> None:
+    """The slot was reserved a moment ahead; while this worker waited for it, another met a
+    429 and paused the fleet. Sending anyway would meet the limit the 429 announced."""
+    world = World(store, budget_per_minute=60, overlapping_waits=True)
+    inv = world.providers[Provider.INVETERATE]
+    other_worker = ProviderBudget(store.redis, Provider.INVETERATE, 60, clock=world.clock)
+    paused_at: list[float] = []
+
+    def meanwhile_a_429(seconds: float) -> None:
+        if not paused_at:
+            paused_at.append(world.clock.now)
+            other_worker.pause_after_429(5.0)
+
+    world.pipeline.mover.sleep = meanwhile_a_429
+    first, second = message("g1", customer_id="m-1"), message("g2", customer_id="m-2")
+    for m in (first, second):
+        world.store.create(CreditGrant.parse(m))
+    world.scheduler.issue(first, 0.0)
+    world.scheduler.issue(second, 0.0)
+    world.run()
+    assert state(world, "g1") is JobState.CONFIRMED and state(world, "g2") is JobState.CONFIRMED
+    assert inv.submits == 2 and paused_at  # g2 waited for a reserved slot, then held back
+    job = world.store.get("g2")
+    assert job is not None and job.attempts == 1  # the held-back start gave its attempt back
+    assert any("paused" in h["reason"] for h in job.history)
+    (credit,) = [c for c in inv.credits if c.marker == world.marker("g2")]
+    assert credit.created_at >= paused_at[0] + 5.0

@@ -3,6 +3,8 @@ only a plain queued job holding exactly the grant, and a slot is spent only on a
 
 from __future__ import annotations
 
+import uuid
+
 import fakeredis
 import pytest
 
@@ -186,3 +188,15 @@ def test_a_move_that_starts_no_post_is_made_as_asked_after_a_promotion(
     promote(fake_redis)
     moved = store.transition("k1", JobState.SUBMITTING, reason="elsewhere", attempts="incr")
     assert not moved.checked and moved.job is not None and moved.job.attempts == 1
+
+
+def test_a_start_sent_again_after_its_reply_was_lost_knows_its_own_move(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create(make_grant())
+    token = uuid.uuid4()
+    monkeypatch.setattr(uuid, "uuid4", lambda: token)  # the same call's arguments, sent again
+    first = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    again = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
+    assert first.outcome == again.outcome == "started" and again.job is not None
+    assert again.job.attempts == 1 and again.job.version == 1  # the one move, not a second

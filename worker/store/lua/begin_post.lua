@@ -16,7 +16,8 @@
 --            bucket_ttl, horizon, grace, max_wait, share, ticket, class); all '' when the
 --            provider has no budget
 -- ARGV[20..] the move into submitting, as transition.lua's ARGV (its reason gets the
---            attempt number appended)
+--            attempt number appended); its fields carry post_token, this call's own token,
+--            by which a run sent again after a lost reply knows the move as its own
 -- Returns {'started', job fields after the move, microseconds until its slot},
 -- {'wait', microseconds, job fields}, {'checked', job fields after the move} when the
 -- store's master was promoted since the job's last move (move.lua: the job waits for the
@@ -37,6 +38,15 @@ if #fields == 0 then return {'missing'} end
 local job = {}
 for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
 local attempts = tonumber(job['attempts'] or '0')
+-- This very call, sent again: its first run made the move and the reply was lost (a cut
+-- connection, a failover). Its POST has not left, since its caller is still here waiting.
+local token = ''
+for i = 1, #request.fields, 2 do
+  if request.fields[i] == 'post_token' then token = request.fields[i + 1] end
+end
+if token ~= '' and job['post_token'] == token and job['state'] == request.target then
+  return {'started', fields, 0}
+end
 if job['state'] ~= ready_state or job['grant'] ~= grant or job['reconcile_first']
     or attempts >= max_attempts then
   return {'other', fields}
