@@ -37,6 +37,8 @@ def master_and_replica() -> Iterator[tuple[EmbeddedRedis, EmbeddedRedis]]:
     master = EmbeddedRedis(appendonly=True).start()
     replica = EmbeddedRedis(appendonly=True).start()
     try:
+        # no 5 s wait for the full sync (Redis's repl-diskless-sync-delay): nothing is timed
+        redis.Redis(port=master.port).config_set("repl-diskless-sync-delay", 0)
         redis.Redis(port=replica.port).replicaof("127.0.0.1", master.port)
         yield master, replica
     finally:
@@ -76,7 +78,11 @@ def test_a_promotion_raises_the_era_and_a_restart_does_not(
     era = new.redis.hgetall(Keys.ERA)
     assert era["era"] == "1" and era["promoted_from"] == old.redis.info()["master_replid"]
     new.create(make_grant("after"))
-    replica.restart()  # the append-only file replays every move: nothing to check
+    # Redis 7.0 keeps nothing on disk while the AOF rewrite that follows a full sync runs: a
+    # crash then loses the whole data set (seen here, not creditq's to fix). Once it ends,
+    # a crash loses nothing: the append-only file replays every move.
+    assert wait_until(lambda: not new.redis.info("persistence")["aof_rewrite_in_progress"], 10)
+    replica.restart(hard=True)
     assert new.begin_post(make_grant("after"), max_attempts=5, now=0.0, lease=1).outcome == (
         "started"
     )

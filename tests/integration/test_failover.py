@@ -45,7 +45,7 @@ def hand_over_many(grants: list[CreditGrant], store: JobStore, app: Celery) -> N
 
 @pytest.fixture
 def ha(monkeypatch: pytest.MonkeyPatch) -> Iterator[SentinelSet]:
-    found = SentinelSet(count=3, quorum=2)
+    found = SentinelSet(count=3, quorum=2, sync_delay=0)
     monkeypatch.setenv("CREDITQ_REDIS_URL", found.url)
     monkeypatch.setenv("CREDITQ_REDIS_MIN_REPLICAS", "1")
     get_settings.cache_clear()

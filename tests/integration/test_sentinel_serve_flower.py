@@ -39,7 +39,7 @@ PROBER_PATIENCE_SECONDS = 3.0
 def ha() -> Iterator[SentinelSet]:
     """Three Sentinels, two of which must agree, as in production; the master and its
     replica behind ``PASSWORD``."""
-    found = SentinelSet(count=3, quorum=2)
+    found = SentinelSet(count=3, quorum=2, sync_delay=0)
     try:
         require_password(found, PASSWORD)
         admin = redis.Redis(port=found.master.port, password=PASSWORD, decode_responses=True)
