@@ -72,3 +72,27 @@ def test_the_store_follows_the_master_through_a_failover_even_from_the_demoted_o
     again = store.create(before)
     assert not again.created and again.held
     assert pool.get_master_address()[1] != old
+
+
+def test_a_post_is_started_only_while_a_majority_of_the_sentinels_name_its_master(
+    behind_sentinels: SentinelSet,
+) -> None:
+    """The partition the era cannot see: the Sentinels have promoted another server while
+    this worker's connection still reaches the old master, which takes the move. Played by
+    pointing the Sentinel at the replica (what the majority's side would name)."""
+    store = JobStore.from_url()
+    for key in ("vouched", "fenced", "unanswered"):
+        store.create(make_grant(key))
+    started = store.begin_post(make_grant("vouched"), max_attempts=5, now=0.0, lease=1)
+    assert started.outcome == "started"
+    sentinel = behind_sentinels.sentinel()
+    sentinel.execute_command("SENTINEL", "REMOVE", "mymaster")
+    sentinel.execute_command(
+        "SENTINEL", "MONITOR", "mymaster", "127.0.0.1", behind_sentinels.replica.port, 1
+    )
+    fenced = store.begin_post(make_grant("fenced"), max_attempts=5, now=0.0, lease=1)
+    assert fenced.outcome == "unheld"  # the move is made, the POST must not leave
+    for process in behind_sentinels.processes:
+        process.kill()
+    unanswered = store.begin_post(make_grant("unanswered"), max_attempts=5, now=0.0, lease=1)
+    assert unanswered.outcome == "unheld"

@@ -314,8 +314,9 @@ class Mover:
         return now_as, moved.flagged
 
     def put_off(self, job: Job) -> Result:
-        """A POST whose move was not held: nothing was sent, so back to ``queued`` (the
-        attempt given back), to try again after a backoff."""
+        """A POST whose move was not held (or whose master the Sentinels did not vouch for,
+        ``store.fence``): nothing was sent, so back to ``queued`` (the attempt given back),
+        to try again after a backoff."""
         delay = retry_delay(
             1,
             self.policy.backoff_base,
@@ -324,7 +325,10 @@ class Mover:
             self.policy.backoff_max,
             self.rng,
         )
-        why = f"the store did not hold the move in time (disk or replicas); retry in {delay:.1f}s"
+        why = (
+            "the store did not hold the move in time (disk or replicas), or no majority of "
+            f"the Sentinels vouched for its master; retry in {delay:.1f}s"
+        )
         self.hand_back(job, delay, why)
         return Result.NOT_DURABLE
 

@@ -10,6 +10,7 @@ instead of scans, the way rq keeps one registry per state.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -29,6 +30,7 @@ from worker.settings import get_settings
 from worker.store import lua
 from worker.store.connect import redis_client
 from worker.store.durability import has_waitaof
+from worker.store.fence import fence_for
 from worker.store.keys import Keys
 from worker.store.moves import (
     _LAYOUT_ARGS,
@@ -42,6 +44,8 @@ from worker.store.moves import (
 
 # How long a batch's set outlives its jobs' retention: time for a campaign to drain.
 BATCH_DRAIN_SECONDS = 7 * 86400
+
+log = logging.getLogger("creditq.store")
 
 
 def sweep_marker(token: str, due_at: float) -> str:
@@ -134,6 +138,7 @@ class JobStore:
             min_replicas if min_replicas is not None else settings.redis_min_replicas
         )
         self._aof_wait: bool | None = None  # WAITAOF usable: found out on first need
+        self._fence = fence_for(client)  # behind Sentinels: they vouch before each POST
         self._create = lua.script(client, "create.lua")
         self._transition = lua.script(client, "transition.lua")
         self._begin_post = lua.script(client, "begin_post.lua")
@@ -479,6 +484,8 @@ class JobStore:
         """Run a move script; with ``hold``, in one pipeline with what makes it durable
         (``_hold_commands``). Its reply, and whether the move is held (True without hold)."""
         waits = self._hold_commands() if hold else []
+        if hold and self._fence is not None:
+            waits.append(SERVER_IDENTITY)  # which server holds the move: the fence asks
         if not waits:
             return script(keys=keys, args=args), True
         pipe = self.redis.pipeline(transaction=False)
@@ -498,6 +505,11 @@ class JobStore:
                 return False
             if command[0] == "WAIT" and int(answer) < self.min_replicas:
                 return False
+            if command == SERVER_IDENTITY and self._fence is not None:
+                found = self._fence.vouches_for(str(answer.get("run_id", "")))
+                if not found.confirmed:
+                    log.warning("a POST put off: %s", found.why)
+                    return False
         return True
 
     def confirm_seen(self, seen: Sequence[Seen], *, now: float) -> list[Moved | TransitionRefused]:
@@ -821,6 +833,8 @@ def _count_latencies(pipe: Any, provider: str, seconds: Sequence[float]) -> None
 
 # How long a POST waits for its move to be held (WAITAOF, WAIT) before it is put off.
 HOLD_TIMEOUT_MS = 1000
+# Sent after a POST's move behind Sentinels: the server's run_id, for them to vouch for.
+SERVER_IDENTITY = ("INFO", "server")
 
 
 def _supports_waitaof(client: redis.Redis) -> bool:
