@@ -12,6 +12,7 @@ for as long as the test wants.
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -20,7 +21,7 @@ from kombu import Connection
 
 from tests.fixtures.grants import grants
 from tests.fixtures.workers import Fleet, wait_until, worker_env
-from worker.app import ISSUE_QUEUE, create_app
+from worker.app import ISSUE_QUEUE, broker, create_app
 from worker.app.broker import FAILOVER_ERRORS, Transport
 from worker.domain.states import JobState
 from worker.producer import enqueue, enqueue_many
@@ -121,9 +122,12 @@ def test_a_refused_rejection_frees_its_prefetch_slot(
 
 
 def test_a_new_connection_to_a_replica_fails_as_a_connection_error(
-    private_redis: EmbeddedRedis, admin: redis.Redis
+    private_redis: EmbeddedRedis, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """So that Celery's connection retry, with its growing interval, takes over."""
+    """So that Celery's connection retry, with its growing interval, takes over. As a
+    process's first connection: once one has had a broker it waits for it in place first
+    (10 s, ``broker.RECONNECT_WAIT_SECONDS``), which in a whole run cost this test 21 s."""
+    monkeypatch.setattr(broker, "_had_a_broker", threading.Event())
     demote(admin)
     with (
         Connection(private_redis.url, transport=Transport) as connection,
