@@ -19,6 +19,15 @@
 
 local NO_REPLID = '0000000000000000000000000000000000000000'
 
+-- The era as last raised, without looking at the master: what a new job is stamped with.
+-- A job created on a promoted replica before any POST's move there raised the era gets the
+-- old one, and so one listing check it did not need; never a newer one than it deserves.
+-- Looking costs an INFO per create: enqueue_many ran 14-16% slower with it than before the
+-- era, 6% slower reading the era alone (benchmarks/enqueue.py, runs interleaved).
+local function known_era(era_key)
+  return tonumber(redis.call('HGET', era_key, 'era') or '0')
+end
+
 local function store_era(era_key, now)
   local kept = redis.call('HMGET', era_key, 'era', 'since', 'replid')
   local era, since = tonumber(kept[1] or '0'), tonumber(kept[2] or '0')
