@@ -29,7 +29,7 @@
 -- ARGV[19] batch           the batch's name
 -- ARGV[20] batch_ttl       seconds the batch's set lives after its last grant came
 -- ARGV[21] era_key         the store's era hash (era.lua): a new job has made no POST, so it
---                          is stamped with the store's era as last raised
+--                          is stamped with the store's era (raised first after a promotion)
 -- Returns 1 created, 0 duplicate, -1 conflict (another grant holds the key).
 
 local job_key = KEYS[1]
@@ -68,7 +68,7 @@ if existing then return 0 end
 redis.call('HSET', job_key, 'fingerprint', fingerprint, 'grant', grant, 'state', state,
   'attempts', 0, 'version', 0, 'created_at', now, 'updated_at', now, 'state_at', now,
   'provider', provider, 'customer_id', customer_id, 'incarnation', incarnation,
-  'priority', priority, 'era', known_era(era_key))
+  'priority', priority, 'era', (store_era(era_key, now)))
 if last_error ~= '' then redis.call('HSET', job_key, 'last_error', last_error) end
 if batch_key ~= '' then redis.call('HSET', job_key, 'batch', batch) end
 if dlq_reason ~= '' then

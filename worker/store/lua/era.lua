@@ -16,17 +16,14 @@
 --   now      epoch seconds, kept as `since` when the era is raised
 -- Returns the era, raised first if this master is a promoted replica not seen before, and
 -- when it was last raised (0 if never).
+--
+-- create.lua looks too, though it costs an INFO per new job (enqueue_many 14-16% slower in
+-- benchmarks/enqueue.py, runs interleaved; 6% for reading the era alone): a job created on
+-- a promoted replica before any POST there raised the era would get the old one, and with
+-- it a listing read and a lease's wait it does not need. Reads are what the providers'
+-- budgets count (100 to 150 calls a minute); enqueue runs at some 1,500 grants a second.
 
 local NO_REPLID = '0000000000000000000000000000000000000000'
-
--- The era as last raised, without looking at the master: what a new job is stamped with.
--- A job created on a promoted replica before any POST's move there raised the era gets the
--- old one, and so one listing check it did not need; never a newer one than it deserves.
--- Looking costs an INFO per create: enqueue_many ran 14-16% slower with it than before the
--- era, 6% slower reading the era alone (benchmarks/enqueue.py, runs interleaved).
-local function known_era(era_key)
-  return tonumber(redis.call('HGET', era_key, 'era') or '0')
-end
 
 local function store_era(era_key, now)
   local kept = redis.call('HMGET', era_key, 'era', 'since', 'replid')
