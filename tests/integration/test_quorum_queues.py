@@ -144,3 +144,23 @@ def test_creditq_enqueue_meeting_queues_of_the_other_type_fails_in_one_line_writ
     assert real_store.get("mismatch-1") is None
     for queue in CREDITQ_QUEUES:
         assert rabbitmq.declares_as(queue, "classic")
+
+
+def test_beat_meeting_queues_of_the_other_type_stops_in_one_line(
+    rabbitmq: RabbitMQ, make_sandbox: Callable[..., Sandbox], fleet_factory: Callable[..., Fleet]
+) -> None:
+    """Celery alone printed a traceback at every reconcile beat sent."""
+    rabbitmq.declare_classic(CREDITQ_QUEUES)
+    fleet = fleet_factory(
+        make_sandbox(), CREDITQ_BROKER_URL=rabbitmq.url, CREDITQ_BROKER_QUEUE_TYPE="quorum"
+    )
+    fleet.start_beat()
+    assert fleet.beat is not None
+    beat = fleet.beat
+    assert wait_until(lambda: beat.poll() is not None, 60), fleet.log_text()[-3000:]
+    log = fleet.log_text()
+    assert beat.returncode == 2, log[-3000:]
+    # beat logs what it prints: the one line comes as a WARNING
+    refusals = [line for line in log.splitlines() if "creditq: RabbitMQ refuses queue" in line]
+    assert len(refusals) == 1, log[-3000:]
+    assert "Traceback" not in log

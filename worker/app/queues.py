@@ -130,4 +130,18 @@ def queue_type_refusal(app: Any) -> str | None:
             return None
 
 
+def beat_refuses_mismatched_queues(sender: Any = None, **_: Any) -> None:
+    """At beat's start (Celery's ``beat_init``): the worker's refusal, for beat, which
+    otherwise printed a traceback at every reconcile it sent into queues of the other type."""
+    from worker.app import is_creditq_worker  # worker.app imports this module
+
+    if not is_creditq_worker(sender):  # a beat Service has the app as a worker does
+        return
+    line = queue_type_refusal(sender.app)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
 signals.worker_init.connect(refuse_mismatched_queues)
+signals.beat_init.connect(beat_refuses_mismatched_queues)
