@@ -118,6 +118,10 @@ def test_a_worker_outlives_a_redis_restart_with_tasks_in_flight(
         fleet = Fleet(worker_env(server.url, sandbox))
         try:
             worker = fleet.start_worker(concurrency=4)
+            # As in production, beat's reconciler re-drives a job whose message the kill
+            # left behind: once in CI two jobs stayed queued for 90 s without it (their
+            # messages, delivered and not yet started, waiting out the visibility timeout).
+            fleet.start_beat()
             enqueue_many(grants(8, "before"), store=store, app=app)
             in_flight = wait_until(lambda: store.count_by_state()["submitting"] >= 2, 30)
             assert in_flight, fleet.log_text()[-3000:]

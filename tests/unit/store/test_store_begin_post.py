@@ -3,6 +3,7 @@ only a plain queued job holding exactly the grant, and a slot is spent only on a
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import fakeredis
@@ -200,3 +201,19 @@ def test_a_start_sent_again_after_its_reply_was_lost_knows_its_own_move(
     again = store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0)
     assert first.outcome == again.outcome == "started" and again.job is not None
     assert again.job.attempts == 1 and again.job.version == 1  # the one move, not a second
+
+
+def test_a_job_first_started_long_after_the_promotion_gets_a_whole_confirm_deadline(
+    store: JobStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    """Its lease ran out long ago, but its outcome is unknown from now: reading from the
+    promotion's time would send it to the DLQ at its first inconclusive read."""
+    store.create(make_grant())
+    promoted_at = time.time() - 7200  # the store's moves carry its own clock
+    promote(fake_redis, at=promoted_at)
+    assert store.begin_post(make_grant(), max_attempts=5, now=NOW, lease=50.0).outcome == (
+        "checked"
+    )
+    job = store.get("k1")
+    assert job is not None and job.number("in_flight_until") == pytest.approx(promoted_at + 50)
+    assert job.number("unknown_since") == pytest.approx(time.time(), abs=60)

@@ -94,6 +94,9 @@ end
 -- is recorded, its last recorded move.
 local function check_first(request, era, since, first_post_at, state_at)
   local lease_end = string.format('%.6f', since + tonumber(request.post))
+  -- the confirm deadline runs from now, when the outcome is found unknown, even for a job
+  -- first started long after the promotion (a retry due hours later, a bulk backlog)
+  local unknown_since = string.format('%.6f', math.max(tonumber(lease_end), tonumber(request.now)))
   local check = {}
   for name, value in pairs(request) do check[name] = value end
   check.attempts = 'keep'
@@ -105,7 +108,7 @@ local function check_first(request, era, since, first_post_at, state_at)
   check.detail = ''
   check.due = lease_end
   check.fields = {'outcome_unknown', '1', 'unknown_at', lease_end,
-    'unknown_since', lease_end, 'in_flight_until', lease_end,
+    'unknown_since', unknown_since, 'in_flight_until', lease_end,
     'first_post_at', first_post_at or state_at or request.now, 'listing_checked_at', '',
     'era', tostring(era)}
   return check
