@@ -91,7 +91,7 @@ class Issuer:
         else:
             started, grant = begun
             if started.outcome == "started" and started.job is not None:
-                paused = self.mover.paused_since_reserved(grant.provider) if started.wait else 0
+                paused = self.mover.wait_for_slot(grant.provider, started.wait)
                 if paused > 0:
                     why = f"the provider's budget paused for {paused:.1f}s (a 429) meanwhile"
                     self.mover.hand_back(started.job, paused, why)
@@ -133,9 +133,7 @@ class Issuer:
             turn=budget.turn_request(post_ticket(grant.idempotency_key), klass) if budget else None,
         )
         if started.outcome == "started" and started.job is not None:
-            if started.wait > 0:  # its slot, reserved a moment ahead: the POST leaves then
-                self.mover.sleep(started.wait)
-            job = started.job
+            job = started.job  # its slot may be a moment ahead: _issue waits for it
             log.info(
                 "key=%s provider=%s queued -> submitting attempt=%d: POST attempt %d",
                 job.idempotency_key,

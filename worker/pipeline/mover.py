@@ -195,19 +195,21 @@ class Mover:
         turn = budget.take_turn(ticket, klass)
         if not turn.granted:
             raise NoSlot(turn.wait)
-        if turn.wait > 0:
-            self.sleep(turn.wait)
-            paused = self.paused_since_reserved(provider)
-            if paused > 0:
-                raise NoSlot(paused)
+        paused = self.wait_for_slot(provider, turn.wait)
+        if paused > 0:
+            raise NoSlot(paused)
 
-    def paused_since_reserved(self, provider: Provider) -> float:
-        """For a call that waited for a slot reserved a moment ahead: how long the budget is
-        paused now (0: not). A 429 another worker met while this one waited set the pause
-        after the slot was taken; a call sent anyway meets the limit the 429 announced (a
-        credit before the pause's end in ``test_budget_fleet``'s burst of 429s)."""
+    def wait_for_slot(self, provider: Provider, seconds: float) -> float:
+        """Wait for a slot reserved ``seconds`` ahead; then how long the budget is paused
+        (0: not, and nothing is asked when there was no wait). A 429 another worker met
+        meanwhile set the pause after the slot was taken; a call sent anyway meets the limit
+        the 429 announced (a credit before the pause's end in ``test_budget_fleet``'s burst
+        of 429s)."""
         budget = self.budgets(provider)
-        return budget.paused_for() if budget is not None else 0.0
+        if seconds <= 0 or budget is None:
+            return 0.0
+        self.sleep(seconds)
+        return budget.paused_for()
 
     def spend_next_page(self, provider: Provider) -> None:
         """A slot for a further page of a listing read under way: reserved and waited for
@@ -219,10 +221,8 @@ class Mover:
         wait = budget.reserve(PAGE_WAIT_SECONDS)
         if wait is None:  # paused, or a queue of reservations: read again later
             raise NoSlot(PAGE_WAIT_SECONDS)
-        if wait > 0:
-            self.sleep(wait)
-            if self.paused_since_reserved(provider) > 0:
-                raise NoSlot(PAGE_WAIT_SECONDS)
+        if self.wait_for_slot(provider, wait) > 0:
+            raise NoSlot(PAGE_WAIT_SECONDS)
 
     def sweep_token(self) -> str:
         """Names one scheduled confirmation sweep (``Confirmer.confirm``): it only has to
@@ -291,7 +291,6 @@ class Mover:
             dlq_reason=dlq,
             version=job.version,
             flag=flag,
-            hold=hold,
             detail=detail,
             post=self.policy.lease if hold else None,
         )

@@ -415,7 +415,6 @@ class JobStore:
         version: int | None = None,
         flag: tuple[str, float, str] | None = None,
         now: float | None = None,
-        hold: bool = False,
         detail: Mapping[str, Any] | None = None,
         post: float | None = None,
     ) -> Moved:
@@ -429,11 +428,11 @@ class JobStore:
         the move if another job already claimed it. ``version`` makes the move fail if any
         other move happened since the job was read (optimistic concurrency: two deliveries
         of one job cannot both win). ``flag`` is a (key, seconds, value) marker set if absent
-        in the same step; ``Moved.flagged`` says whether this move set it. ``hold``: the
-        move precedes a POST, so it must be durable first (``held``; see ``_hold_after``),
-        ``post``: the move starts a POST with a lease of that many seconds; it becomes a
-        listing check instead (``Moved.checked``) when the store's master was promoted since
-        the job's last move (``store/lua/era.lua``).
+        in the same step; ``Moved.flagged`` says whether this move set it. ``post``: the
+        move starts a POST with a lease of that many seconds, so it must be durable first
+        (``held``; see ``_run_held``), and it becomes a listing check instead
+        (``Moved.checked``) when the store's master was promoted since the job's last move
+        (``store/lua/era.lua``).
         ``detail`` (JSON-able) is kept as the ``detail`` object of the history entry the move
         appends, for what the reason's words do not carry (e.g. ``{"status": 500}``).
         Raises ``TransitionRefused`` (or its ``EntryClaimed``) when the compare-and-set fails.
@@ -454,7 +453,7 @@ class JobStore:
             post=post,
         )
         keys, args = move_args(move, time.time() if now is None else now, self.ttl_seconds)
-        reply, held = self._run_held(self._transition, keys, args, hold)
+        reply, held = self._run_held(self._transition, keys, args, post is not None)
         outcome = outcome_of(move, reply)
         if isinstance(outcome, TransitionRefused):
             raise outcome

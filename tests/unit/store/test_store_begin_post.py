@@ -170,7 +170,6 @@ def test_after_a_promotion_the_full_paths_move_before_a_post_becomes_the_check_t
         reason="POST attempt 1",
         attempts="incr",
         fields={"in_flight_until": NOW + 50.0},
-        hold=True,
         post=50.0,
     )
     assert moved.checked and moved.job is not None and moved.job.attempts == 0
