@@ -132,12 +132,22 @@ def flower_is_up(deployment: Deployment) -> bool:
     return False
 
 
+def flower_hears_a_worker(deployment: Deployment) -> bool:
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        reply = deployment.api("/api/workers?status=1", auth=deployment.auth)
+        return reply.status_code == 200 and any(reply.json().values())
+    return False
+
+
 def test_the_procfile_processes_grants_and_flower_shows_them_behind_auth_without_secrets(
     deployment: tuple[Deployment, Sandbox], celery_app: Celery, real_store: JobStore
 ) -> None:
     running, sandbox = deployment
     assert wait_until(lambda: flower_is_up(running), timeout=30), running.output()
     assert wait_until(lambda: celery_app.control.ping(timeout=0.5), timeout=30), running.output()
+    # Task events are pub/sub, lost when sent before Flower subscribed (its healthcheck
+    # answers earlier): wait until its event receiver has heard a worker
+    assert wait_until(lambda: flower_hears_a_worker(running), timeout=30), running.output()
     sandbox.fail_next("error_after", provider="chargebee", operation="submit")
 
     batch = grants(6, prefix="procfile")

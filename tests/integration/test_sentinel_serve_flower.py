@@ -154,6 +154,16 @@ class FlowerSite:
             return httpx.get(f"{self.base}/healthcheck", timeout=2).status_code == 200
         return False
 
+    def hears(self, worker_prefix: str) -> bool:
+        """Flower's event receiver has heard a worker (its online event or a heartbeat).
+        Task events are Redis pub/sub, kept for nobody: those sent before Flower subscribed
+        are lost, and its healthcheck answers before it has (a CI flake)."""
+        reply = self.get("/api/workers?status=1")
+        if reply.status_code != 200:
+            return False
+        alive: dict[str, bool] = reply.json()
+        return any(name.startswith(worker_prefix) and up for name, up in alive.items())
+
     def issued(self, keys: list[str]) -> bool:
         """Flower shows a ``creditq.issue`` task of each key that succeeded: the worker's
         task events reached it through the broker."""
@@ -214,6 +224,7 @@ def test_flower_behind_sentinels_shows_workers_tasks_and_queues_and_follows_a_fa
         flower = FlowerSite(login)
         fleet.start_flower(flower.port)
         assert wait_until(flower.answers, timeout=30), fleet.log_text()
+        assert wait_until(lambda: flower.hears("w0@"), timeout=30), fleet.log_text()
 
         before = grants(3, prefix="before")
         enqueue_many(before, **producer)
