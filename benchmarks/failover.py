@@ -1,7 +1,7 @@
 """A Redis failover under load: what a SIGKILLed master costs, and that it costs no money.
 
     .venv/bin/python benchmarks/failover.py [--runs 3] [--grants 150] [--kill-after 50]
-        [--replicas 1] [--burst 0] [--flap] [--log-level INFO]
+        [--replicas 1] [--burst 0] [--flap] [--default-budgets] [--log-level INFO]
 
 A master, ``--replicas`` replicas and three Sentinels (quorum 2, a master down after 1 s
 without an answer), all redis-server processes on loopback with Redis's replication
@@ -15,6 +15,9 @@ replica: it comes back empty, as a master, until the Sentinels make it a replica
 one (at their next look at it, up to 10 s) and it resyncs (after Redis's
 ``repl-diskless-sync-delay``, 5 s). ``--flap`` then stops the promoted master for 2.5 s
 (SIGSTOP), so that the Sentinels fail over a second time, to the other replica.
+The workers' request budgets are lifted (60,000 calls a minute) unless ``--default-budgets``:
+then they run at the defaults (Inveterate 100, Chargebee 150 a minute) and the sandbox
+answers 429 past 150 calls a minute per provider, as production would.
 
 Printed per run, times in seconds from the first grant: the kill, the promotion, when a
 write was held by a replica again, the time without a credit written at the provider
@@ -25,8 +28,9 @@ twice, lost (accepted, and then no job or no credit), unconfirmed; worker proces
 died; and the broker's messages in flight at the kill (queued or delivered and not
 acknowledged, of them held for a countdown), how many of them the new master had at the
 promotion, were delivered again during the run, were still in its unacked set at the end
-(kombu delivers those again after the visibility timeout), and how many jobs the reconciler
-re-drove after the kill. The workers' logs stay in the directory printed.
+(kombu delivers those again after the visibility timeout), how many jobs the reconciler
+re-drove after the kill, and the calls the sandbox answered 429 (none expected: the budgets
+are the workers' to keep). The workers' logs stay in the directory printed.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fleet import ledger_by_marker, start_beat, start_worker  # noqa: E402
-from benchmarks.throughput import Processes, start_sandbox, wait  # noqa: E402
+from benchmarks.throughput import Processes, sandbox_stats, start_sandbox, wait  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app  # noqa: E402
 from worker.domain.job import Job  # noqa: E402
 from worker.domain.states import JobState  # noqa: E402
@@ -67,6 +71,12 @@ from worker.store.keys import Keys  # noqa: E402
 RETRY_SECONDS = 0.2
 FLAP_SECONDS = 2.5  # longer than the Sentinels' down-after (1 s) and an election
 SPACING_SECONDS = 0.05
+BUDGETS_LIFTED = {
+    "CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE": "60000",
+    "CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE": "60000",
+}
+# The sandbox's limit is one number for both providers: Chargebee's 150, the larger.
+SANDBOX_RATE_LIMIT = 150
 
 
 def grant(i: int, prefix: str = "fo") -> dict[str, Any]:
@@ -126,7 +136,9 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     ha = EmbeddedSentinels(count=3, quorum=2, replicas=args.replicas)
     procs = Processes()
     try:
-        sandbox = start_sandbox(procs, 0.02, 0.3)
+        budgets = {} if args.default_budgets else BUDGETS_LIFTED
+        limit = ("--rate-limit", str(SANDBOX_RATE_LIMIT)) if args.default_budgets else ()
+        sandbox = start_sandbox(procs, 0.02, 0.3, *limit)
         env = creditq_env(
             ha.url,
             sandbox,
@@ -134,9 +146,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             CREDITQ_CONFIRM_FIRST_POLL_SECONDS="0.3",
             CREDITQ_RECONCILE_INTERVAL_SECONDS="2",
             CREDITQ_RECONCILE_GRACE_SECONDS="4",
-            CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE="60000",
-            CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE="60000",
             PYTHONPATH=str(ROOT),
+            **budgets,
         )
         os.environ.update({"CREDITQ_REDIS_URL": ha.url, "CREDITQ_REDIS_MIN_REPLICAS": "1"})
         get_settings.cache_clear()
@@ -192,7 +203,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             jobs = store.get_many(accepted, history=False)
             return all(j is not None and j.state.terminal for j in jobs)
 
-        deadline = time.monotonic() + args.timeout
+        deadline = time.monotonic() + (args.timeout or (600 if args.default_budgets else 120))
         while not settled() and time.monotonic() < deadline:
             time.sleep(0.5)
         jobs = dict(zip(accepted, store.get_many(accepted), strict=True))
@@ -229,6 +240,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 1 for tid in at_kill if at_end.get(tid, "queued") != "queued" and tid not in again
             ),
             "jobs_redriven": len(redriven),
+            "answered_429": sum(p["rate_limited"] for p in sandbox_stats(sandbox).values()),
             "era": int(store.redis.hget(Keys.ERA, "era") or 0),
             **promotion_checks(jobs.values()),
             "logs": procs.dir,
@@ -271,7 +283,14 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="stop the promoted master for 2.5 s (SIGSTOP): a second failover (needs --replicas 2)",
     )
-    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--default-budgets",
+        action="store_true",
+        help="the workers at the default budgets, the sandbox answering 429 past 150 a minute",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds to settle (120, 600 at the budgets)"
+    )
     parser.add_argument("--log-level", default="INFO", help="the workers' (logs kept)")
     return parser.parse_args()
 
@@ -303,6 +322,7 @@ def main() -> None:
         "delivered_again",
         "left_unacked",
         "jobs_redriven",
+        "answered_429",
         "era",
         "checked",
         "checked_took",
