@@ -89,6 +89,28 @@ def test_a_promotion_raises_the_era_and_a_restart_does_not(
     assert new.redis.hget(Keys.ERA, "era") == "1"
 
 
+def test_a_promotion_the_reconcile_pass_saw_outlives_a_restart_of_the_new_master(
+    master_and_replica: tuple[EmbeddedRedis, EmbeddedRedis],
+) -> None:
+    """No grant comes after the failover (an idle night): the reconcile pass, which runs
+    whatever the traffic, is the first script on the new master. A restart after it shows
+    no lineage (no master_replid2), so it is that pass alone that keeps the promotion."""
+    master, replica = master_and_replica
+    old = JobStore(redis.Redis(port=master.port, decode_responses=True))
+    old.create(make_grant("before"))
+    assert wait_until(lambda: synced(old.redis), timeout=10)
+    promote(replica)
+    new = JobStore(redis.Redis(port=replica.port, decode_responses=True))
+    assert new.mark_reconciled(time.time()) == 1
+    assert wait_until(lambda: not new.redis.info("persistence")["aof_rewrite_in_progress"], 10)
+    replica.restart(hard=True)
+    assert not int(new.redis.info("replication")["master_replid2"])  # the lineage is gone
+    assert new.begin_post(make_grant("before"), max_attempts=5, now=0.0, lease=1).outcome == (
+        "checked"
+    )
+    assert new.mark_reconciled(time.time()) == 1  # a restart raises nothing
+
+
 def test_a_post_whose_move_the_promoted_replica_missed_is_not_sent_again(
     master_and_replica: tuple[EmbeddedRedis, EmbeddedRedis],
     make_sandbox: Callable[..., Sandbox],

@@ -31,7 +31,9 @@ class Reconciler:
         Redis restart. Re-driving is safe: every path starts by reading the job's state.
         """
         now = self.clock()
-        self.store.mark_reconciled(now)  # beat's heartbeat, for its health check
+        # beat's heartbeat, for its health check, and a look at the store's era: a promotion
+        # is noticed within an interval even when no grant comes (mark_reconciled.lua)
+        self.store.mark_reconciled(now)
         keys = self.store.overdue(before=now - self.policy.grace, limit=limit)
         redriven = 0
         providers: set[str] = set()

@@ -148,6 +148,7 @@ class JobStore:
         self._confirm_seen = lua.script(client, "confirm_seen.lua")
         self._record_visibility = lua.script(client, "record_visibility.lua")
         self._raise_alarm = lua.script(client, "raise_alarm.lua")
+        self._mark_reconciled = lua.script(client, "mark_reconciled.lua")
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> JobStore:
@@ -776,8 +777,10 @@ class JobStore:
         pipe.expire(Keys.ALARMED_REFS, 7 * 86400)
         return bool(pipe.execute()[0])
 
-    def mark_reconciled(self, now: float) -> None:
-        self.redis.set(Keys.RECONCILED_AT, repr(now))
+    def mark_reconciled(self, now: float) -> int:
+        """Beat's heartbeat, and a look at the store's era (``mark_reconciled.lua``: a
+        promotion is seen within one reconcile interval even when no grant comes)."""
+        return int(self._mark_reconciled(keys=[Keys.RECONCILED_AT], args=[repr(now), Keys.ERA]))
 
     def reconciled_at(self) -> float | None:
         value = self.redis.get(Keys.RECONCILED_AT)

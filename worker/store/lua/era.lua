@@ -17,6 +17,10 @@
 -- Returns the era, raised first if this master is a promoted replica not seen before, and
 -- when it was last raised (0 if never).
 --
+-- mark_reconciled.lua looks at each reconcile pass, so a promotion is seen within an
+-- interval even on an idle store (a promoted master restarted before any script saw it
+-- would show no lineage and forget the promotion).
+--
 -- create.lua looks too, though it costs an INFO per new job (enqueue_many 14-16% slower in
 -- benchmarks/enqueue.py, runs interleaved; 6% for reading the era alone): a job created on
 -- a promoted replica before any POST there raised the era would get the old one, and with
