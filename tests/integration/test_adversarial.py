@@ -4,7 +4,7 @@
 the sandbox, real worker and beat processes at the default request budgets) and judges it:
 one credit of its own per key and confirmed by that very entry, or the DLQ with an honest
 reason and no credit. Here the cases the issue ranks first run once for the module (about
-80 s) and each must come out OK; the table prints with ``-s`` or on a failure.
+80 s) and each must come out OK; the table prints with ``-n 0 -s`` or on a failure.
 """
 
 from __future__ import annotations
