@@ -7,13 +7,14 @@ A master, ``--replicas`` replicas and three Sentinels (quorum 2, a master down a
 without an answer), all redis-server processes on loopback with Redis's replication
 defaults; three workers (``-P threads -c 8``) and beat behind them, for the job store and
 the broker alike (``CREDITQ_REDIS_URL`` names the Sentinels, ``CREDITQ_REDIS_MIN_REPLICAS=1``);
-the sandbox 20 ms a call, its listing 0.3 s behind. A producer hands the grants over one by
-one, 50 ms apart, and hands a refused one over again after 0.2 s, as a webhook is retried;
-after ``--kill-after`` grants (and ``--burst`` more handed over at once, a backlog in the
-broker) the master is SIGKILLed, and restarted as soon as the Sentinels have promoted a
-replica: it comes back empty, as a master, until the Sentinels make it a replica of the new
-one (at their next look at it, up to 10 s) and it resyncs (after Redis's
-``repl-diskless-sync-delay``, 5 s). ``--flap`` then stops the promoted master for 2.5 s
+the sandbox 20 ms a call, its listing 0.3 s behind. Once a warm-up grant is confirmed (the
+workers consume), a producer hands the grants over one by one, 50 ms apart, and hands a
+refused one over again after 0.2 s, as a webhook is retried; after ``--kill-after`` grants
+(and ``--burst`` more handed over at once, a backlog in the broker) the master is
+SIGKILLed, and restarted as soon as the Sentinels have promoted a replica: it comes back
+empty, as a master, until the Sentinels make it a replica of the new one (at their next
+look at it, up to 10 s) and it resyncs (after Redis's ``repl-diskless-sync-delay``, 5 s).
+``--flap`` then stops the promoted master for 2.5 s
 (SIGSTOP), so that the Sentinels fail over a second time, to the other replica.
 The workers' request budgets are lifted (60,000 calls a minute) unless ``--default-budgets``:
 then they run at the defaults (Inveterate 100, Chargebee 150 a minute) and the sandbox
@@ -55,7 +56,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.fleet import ledger_by_marker, start_beat, start_worker  # noqa: E402
+from benchmarks.fleet import ledger_by_marker, start_beat, start_worker, warm_up  # noqa: E402
 from benchmarks.throughput import Processes, sandbox_stats, start_sandbox, wait  # noqa: E402
 from worker.app import CONFIRM_QUEUE, ISSUE_QUEUE, RECONCILE_QUEUE, create_app  # noqa: E402
 from worker.domain.job import Job  # noqa: E402
@@ -154,6 +155,9 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         workers = [start_worker(procs, env, f"w{n}", 8, args.log_level) for n in range(3)]
         start_beat(procs, env)
         store, app = JobStore.from_url(), create_app()
+        # Hand over only once the workers consume: a kill before any of them has POSTed
+        # measures the workers' start, not the failover (every grant would be checked).
+        warm_up(store, app, "failover")
         accepted: list[str] = []
         refusals = 0
         reasons: Counter[str] = Counter()
