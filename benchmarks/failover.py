@@ -14,8 +14,8 @@ refused one over again after 0.2 s, as a webhook is retried; after ``--kill-afte
 SIGKILLed, and restarted as soon as the Sentinels have promoted a replica: it comes back
 empty, as a master, until the Sentinels make it a replica of the new one (at their next
 look at it, up to 10 s) and it resyncs (after Redis's ``repl-diskless-sync-delay``, 5 s).
-``--flap`` then stops the promoted master for 2.5 s
-(SIGSTOP), so that the Sentinels fail over a second time, to the other replica.
+``--flap`` then stops the promoted master for 2.5 s (SIGSTOP), so that the Sentinels fail
+over a second time, to the other replica.
 The workers' request budgets are lifted (60,000 calls a minute) unless ``--default-budgets``:
 then they run at the defaults (Inveterate 100, Chargebee 150 a minute) and the sandbox
 answers 429 past 150 calls a minute per provider, as production would.
