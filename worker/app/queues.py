@@ -97,12 +97,13 @@ def first_mismatch(
 
 
 def refuse_mismatched_queues(sender: Any = None, **_: Any) -> None:
-    """At a creditq worker's start (Celery's ``worker_init``), on RabbitMQ: exit 2, in one
-    line, when its queues exist with another type. A broker that does not answer is left to
-    the worker's own connection retries."""
+    """At a creditq worker's or beat's start (Celery's ``worker_init``, ``beat_init``), on
+    RabbitMQ: exit 2, in one line, when its queues exist with another type (beat otherwise
+    printed a traceback at every reconcile it sent into them). A broker that does not answer
+    is left to the process's own connection retries."""
     from worker.app import is_creditq_worker  # worker.app imports this module
 
-    if not is_creditq_worker(sender):
+    if not is_creditq_worker(sender):  # a beat Service has the app as a worker does
         return
     line = queue_type_refusal(sender.app)
     if line is not None:
@@ -130,18 +131,5 @@ def queue_type_refusal(app: Any) -> str | None:
             return None
 
 
-def beat_refuses_mismatched_queues(sender: Any = None, **_: Any) -> None:
-    """At beat's start (Celery's ``beat_init``): the worker's refusal, for beat, which
-    otherwise printed a traceback at every reconcile it sent into queues of the other type."""
-    from worker.app import is_creditq_worker  # worker.app imports this module
-
-    if not is_creditq_worker(sender):  # a beat Service has the app as a worker does
-        return
-    line = queue_type_refusal(sender.app)
-    if line is not None:
-        print(line, file=sys.stderr, flush=True)
-        raise SystemExit(2)
-
-
 signals.worker_init.connect(refuse_mismatched_queues)
-signals.beat_init.connect(beat_refuses_mismatched_queues)
+signals.beat_init.connect(refuse_mismatched_queues)
