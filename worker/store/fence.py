@@ -18,7 +18,6 @@ A plain Redis has no fence (``fence_for`` answers None): there is nothing to fai
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
-
-log = logging.getLogger("creditq.store")
 
 # How long one Sentinel may take to answer; the answers stop as soon as a majority agrees.
 ANSWER_TIMEOUT_SECONDS = 0.5
