@@ -66,14 +66,14 @@ from worker.domain.states import JobState  # noqa: E402
 from worker.errors import InvalidGrant  # noqa: E402
 from worker.producer import enqueue  # noqa: E402
 from worker.sandbox import Sandbox  # noqa: E402
-from worker.sandbox.options import creditq_env  # noqa: E402
+from worker.sandbox.options import DEFAULT_BUDGETS_RATE_LIMIT, creditq_env  # noqa: E402
 from worker.store.dlq import replay, select  # noqa: E402
 from worker.store.embedded import EmbeddedRedis  # noqa: E402
 from worker.store.jobs import JobStore  # noqa: E402
 
 # FAST without its lifted budgets: the workers run at the defaults (100 and 150 a minute).
 TIMINGS = {k: v for k, v in FAST.items() if not k.endswith("_RATE_LIMIT_PER_MINUTE")}
-SANDBOX_RATE_LIMIT, SANDBOX_RATE_WINDOW = 150, 60.0
+SANDBOX_RATE_LIMIT, SANDBOX_RATE_WINDOW = DEFAULT_BUDGETS_RATE_LIMIT, 60.0
 # Every case starts from these sandbox options, plus its own.
 BASE_OPTIONS: dict[str, Any] = {
     "lag": 0.0,

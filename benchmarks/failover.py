@@ -63,7 +63,7 @@ from worker.domain.job import Job  # noqa: E402
 from worker.domain.states import JobState  # noqa: E402
 from worker.errors import NotReplicated  # noqa: E402
 from worker.producer import enqueue, enqueue_many  # noqa: E402
-from worker.sandbox.options import creditq_env  # noqa: E402
+from worker.sandbox.options import DEFAULT_BUDGETS_RATE_LIMIT, creditq_env  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 from worker.store.embedded import EmbeddedSentinels  # noqa: E402
 from worker.store.jobs import JobStore  # noqa: E402
@@ -76,8 +76,6 @@ BUDGETS_LIFTED = {
     "CREDITQ_INVETERATE_RATE_LIMIT_PER_MINUTE": "60000",
     "CREDITQ_CHARGEBEE_RATE_LIMIT_PER_MINUTE": "60000",
 }
-# The sandbox's limit is one number for both providers: Chargebee's 150, the larger.
-SANDBOX_RATE_LIMIT = 150
 
 
 def grant(i: int, prefix: str = "fo") -> dict[str, Any]:
@@ -138,7 +136,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     procs = Processes()
     try:
         budgets = {} if args.default_budgets else BUDGETS_LIFTED
-        limit = ("--rate-limit", str(SANDBOX_RATE_LIMIT)) if args.default_budgets else ()
+        limit = ("--rate-limit", str(DEFAULT_BUDGETS_RATE_LIMIT)) if args.default_budgets else ()
         sandbox = start_sandbox(procs, 0.02, 0.3, *limit)
         env = creditq_env(
             ha.url,

@@ -16,17 +16,12 @@ import redis
 
 from tests.fixtures.exactly_once import assert_exactly_once
 from tests.fixtures.grants import grants, make_grant
-from tests.fixtures.workers import (
-    DEFAULT_BUDGETS,
-    SANDBOX_DEFAULT_RATE_LIMIT,
-    Fleet,
-    wait_until,
-    worker_env,
-)
+from tests.fixtures.workers import Fleet, wait_until, worker_env
 from worker.app import create_app
 from worker.domain.states import JobState
 from worker.producer import enqueue_many
 from worker.sandbox import Sandbox
+from worker.sandbox.options import DEFAULT_BUDGETS, DEFAULT_BUDGETS_RATE_LIMIT
 from worker.settings import get_settings
 from worker.store.embedded import EmbeddedRedis
 from worker.store.jobs import JobStore, Seen
@@ -128,7 +123,7 @@ def test_a_post_whose_move_the_promoted_replica_missed_is_not_sent_again(
     answering 429 past 150, as production paces the checks' listing reads."""
     master, replica = master_and_replica
     at_defaults = budgets == "default"
-    limit = {"rate_limit": SANDBOX_DEFAULT_RATE_LIMIT} if at_defaults else {}
+    limit = {"rate_limit": DEFAULT_BUDGETS_RATE_LIMIT} if at_defaults else {}
     sandbox = make_sandbox(latency=0.02, lag=0.3, **limit)
     paced = DEFAULT_BUDGETS if at_defaults else {}
     monkeypatch.setenv("CREDITQ_REDIS_URL", master.url)

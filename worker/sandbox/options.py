@@ -9,8 +9,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from worker.settings import Settings
+
 DEFAULT_INVETERATE_KEY = "sandbox-inveterate-key"
 DEFAULT_CHARGEBEE_KEY = "test_sandbox_chargebee_key"
+
+# The providers' real request budgets, as creditq runs without a setting: a run that sets
+# these (and a sandbox enforcing DEFAULT_BUDGETS_RATE_LIMIT) paces as production does.
+DEFAULT_BUDGETS: dict[str, str] = {
+    f"CREDITQ_{provider.upper()}_RATE_LIMIT_PER_MINUTE": str(
+        Settings.model_fields[f"{provider}_rate_limit_per_minute"].default
+    )
+    for provider in ("inveterate", "chargebee")
+}
+# What a sandbox enforces beside them, per 60 s: its limit is one number for both
+# providers, so the larger budget (Chargebee's 150; Inveterate's 100 cannot be set apart).
+DEFAULT_BUDGETS_RATE_LIMIT = max(int(v) for v in DEFAULT_BUDGETS.values())
 
 
 def creditq_env(redis_url: str, sandbox_url: str, **settings: str) -> dict[str, str]:
